@@ -1,0 +1,282 @@
+// A volume as a disk: the local overlay over a base version in the store.
+// Reads take valid overlay blocks and fetch the rest with ranged GETs (one
+// GET per contiguous run of missing blocks, shared by concurrent readers);
+// writes go to the overlay at once, never waiting for a chunk download, except
+// a write smaller than a 4 KiB block onto a block that is not local yet, which
+// must read the rest of that block first.
+import type { BlockDevice } from './block-device.js';
+import type { ObjectStore } from '../store/object-store.js';
+import type { Overlay } from '../overlay/overlay.js';
+import { BLOCK_SIZE, SECTOR_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
+
+export interface VolumeOptions {
+  /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
+  cacheReads?: boolean;
+  /** Runs after close() has flushed and released the overlay (to drop a lock, a temp dir). */
+  onClose?: () => void;
+}
+
+interface Fetch {
+  first: number;
+  end: number;
+  data: Promise<Buffer>;
+}
+
+export class IoRangeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'IoRangeError';
+  }
+}
+
+export class Volume implements BlockDevice {
+  readonly size: number;
+  readonly objectSize: number;
+  private readonly blocksPerChunk: number;
+  private readonly cacheReads: boolean;
+  private readonly onClose: (() => void) | undefined;
+  /** In-flight fetches per chunk, so overlapping readers share one GET. */
+  private readonly fetches = new Map<number, Fetch[]>();
+  private closed = false;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly overlay: Overlay,
+    private readonly base: VersionTable | null,
+    options: VolumeOptions = {},
+  ) {
+    this.size = overlay.size;
+    this.objectSize = overlay.objectSize;
+    this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
+    this.cacheReads = options.cacheReads ?? true;
+    this.onClose = options.onClose;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.checkRange(offset, length);
+    const out = Buffer.allocUnsafe(length);
+    const pending: Promise<void>[] = [];
+    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending);
+    await Promise.all(pending);
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array, options: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offset, data.length);
+    const pending: Promise<void>[] = [];
+    for (const seg of this.segments(offset, data.length)) {
+      this.writeSegment(data.subarray(seg.offset - offset, seg.offset - offset + seg.length), seg.offset, pending);
+    }
+    await Promise.all(pending);
+    if (options.fua) await this.overlay.flush();
+  }
+
+  flush(): Promise<void> {
+    return this.overlay.flush();
+  }
+
+  async unmap(offset: number, length: number): Promise<void> {
+    // Version 1 keeps unmapped blocks as zeros in the overlay.
+    this.checkRange(offset, length);
+    const zeros = Buffer.alloc(Math.min(length, 1024 * 1024));
+    for (let done = 0; done < length; done += zeros.length) {
+      await this.write(offset + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
+    }
+  }
+
+  /** Flushes and releases the overlay. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.overlay.close();
+    } finally {
+      this.onClose?.();
+    }
+  }
+
+  /** Releases without flushing: what a crash leaves behind (tests, error paths). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.overlay.abandon();
+    } finally {
+      this.onClose?.();
+    }
+  }
+
+  /** Bytes written here and not yet in the base (at 4 KiB granularity). */
+  dirtyBytes(): number {
+    return this.overlay.dirtyBlocks() * BLOCK_SIZE;
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new IoRangeError(`bad I/O range ${offset}+${length}`);
+    }
+    if (offset % SECTOR_SIZE !== 0 || length % SECTOR_SIZE !== 0) {
+      throw new IoRangeError(`I/O range ${offset}+${length} is not aligned to ${SECTOR_SIZE} bytes`);
+    }
+    if (offset + length > this.size) {
+      throw new IoRangeError(`I/O range ${offset}+${length} is beyond the end of the volume (${this.size})`);
+    }
+  }
+
+  /** Splits a byte range at chunk boundaries. */
+  private *segments(offset: number, length: number): Generator<{ chunk: number; offset: number; length: number }> {
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const chunk = Math.floor(pos / this.objectSize);
+      const next = Math.min(end, (chunk + 1) * this.objectSize);
+      yield { chunk, offset: pos, length: next - pos };
+      pos = next;
+    }
+  }
+
+  /** Fills out[outOffset..] with bytes [pos, pos+length) of one chunk; async parts go to pending. */
+  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[]): void {
+    const chunk = Math.floor(pos / this.objectSize);
+    const ref = this.base?.lookup(chunk);
+    const endPos = pos + length;
+    let block = Math.floor(pos / BLOCK_SIZE);
+    const endBlock = Math.ceil(endPos / BLOCK_SIZE);
+    while (block < endBlock) {
+      const valid = this.overlay.isValid(block);
+      let next = block + 1;
+      while (next < endBlock && this.overlay.isValid(next) === valid) next++;
+      const start = Math.max(pos, block * BLOCK_SIZE);
+      const stop = Math.min(endPos, next * BLOCK_SIZE);
+      const into = outOffset + start - pos;
+      if (valid) {
+        this.overlay.read(out, into, stop - start, start);
+      } else if (!ref) {
+        out.fill(0, into, into + stop - start);
+      } else {
+        const runStart = block * BLOCK_SIZE;
+        pending.push(this.fetchBlocks(chunk, ref, block, next).then((data) => {
+          copyPadded(data, start - runStart, stop - start, out, into);
+        }));
+      }
+      block = next;
+    }
+  }
+
+  private writeSegment(data: Uint8Array, pos: number, pending: Promise<void>[]): void {
+    const chunk = Math.floor(pos / this.objectSize);
+    const endPos = pos + data.length;
+    const endBlock = Math.ceil(endPos / BLOCK_SIZE);
+    let block = Math.floor(pos / BLOCK_SIZE);
+    while (block < endBlock) {
+      // Runs of blocks the write covers whole go straight to the overlay.
+      let next = block;
+      while (next < endBlock && this.coversBlock(next, pos, endPos)) next++;
+      if (next > block) {
+        const start = block * BLOCK_SIZE;
+        const stop = Math.min(next * BLOCK_SIZE, endPos);
+        this.overlay.write(data.subarray(start - pos, stop - pos), start);
+        this.overlay.markValid(block, next, true);
+        block = next;
+        continue;
+      }
+      // A block the write covers only in part.
+      const start = Math.max(pos, block * BLOCK_SIZE);
+      const stop = Math.min(endPos, (block + 1) * BLOCK_SIZE);
+      const piece = data.subarray(start - pos, stop - pos);
+      const ref = this.base?.lookup(chunk);
+      const target = block;
+      if (this.overlay.isValid(block) || !ref) {
+        this.mergeBlock(block, start, piece, null);
+      } else {
+        pending.push(this.fetchBlocks(chunk, ref, block, block + 1).then((base) => this.mergeBlock(target, start, piece, base)));
+      }
+      block++;
+    }
+  }
+
+  /** Whether [pos, endPos) covers every byte of block (the last block may be cut by the volume's end). */
+  private coversBlock(block: number, pos: number, endPos: number): boolean {
+    const blockStart = block * BLOCK_SIZE;
+    return pos <= blockStart && endPos >= Math.min(blockStart + BLOCK_SIZE, this.size);
+  }
+
+  /** Writes piece at pos inside block: over the overlay if the block is valid there, else over base (or zeros). */
+  private mergeBlock(block: number, pos: number, piece: Uint8Array, base: Buffer | null): void {
+    if (this.overlay.isValid(block)) {
+      this.overlay.write(piece, pos);
+      this.overlay.markValid(block, block + 1, true);
+      return;
+    }
+    const blockStart = block * BLOCK_SIZE;
+    const blockBytes = Math.min(BLOCK_SIZE, this.size - blockStart);
+    const whole = Buffer.alloc(blockBytes);
+    if (base) base.copy(whole, 0, 0, Math.min(base.length, blockBytes));
+    whole.set(piece, pos - blockStart);
+    this.overlay.write(whole, blockStart);
+    this.overlay.markValid(block, block + 1, true);
+  }
+
+  /**
+   * Bytes of blocks [first, end) of a chunk from its base object. The result
+   * starts at block `first`; it may be shorter than the blocks at the end of
+   * the volume. Concurrent callers covered by an in-flight GET share it.
+   */
+  private fetchBlocks(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
+    const list = this.fetches.get(chunk);
+    const shared = list?.find((f) => f.first <= first && f.end >= end);
+    if (shared) return shared.data.then((data) => data.subarray((first - shared.first) * BLOCK_SIZE));
+
+    const chunkStart = chunk * this.objectSize;
+    const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
+    const start = first * BLOCK_SIZE - chunkStart;
+    const stop = Math.min(end * BLOCK_SIZE - chunkStart, chunkBytes);
+    const name = dataObjectName(ref.generation, chunk);
+    const whole = start === 0 && stop === chunkBytes;
+    const entry: Fetch = {
+      first,
+      end,
+      data: this.store.get(ref.container, name, whole ? undefined : { start, end: stop }).then((data) => {
+        if (data.length !== stop - start) {
+          throw new Error(`object ${ref.container}/${name} returned ${data.length} bytes for a ${stop - start}-byte range`);
+        }
+        if (this.cacheReads) this.installClean(first, data);
+        return data;
+      }),
+    };
+    const entries = list ?? [];
+    entries.push(entry);
+    this.fetches.set(chunk, entries);
+    const forget = (): void => {
+      const i = entries.indexOf(entry);
+      if (i >= 0) entries.splice(i, 1);
+      if (entries.length === 0) this.fetches.delete(chunk);
+    };
+    entry.data.then(forget, forget);
+    return entry.data;
+  }
+
+  /** Keeps fetched base blocks as clean cache, skipping any block written meanwhile. */
+  private installClean(first: number, data: Buffer): void {
+    const blocks = Math.ceil(data.length / BLOCK_SIZE);
+    let i = 0;
+    while (i < blocks) {
+      if (this.overlay.isValid(first + i)) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < blocks && !this.overlay.isValid(first + j)) j++;
+      this.overlay.write(data.subarray(i * BLOCK_SIZE, Math.min(j * BLOCK_SIZE, data.length)), (first + i) * BLOCK_SIZE);
+      this.overlay.markValid(first + i, first + j, false);
+      i = j;
+    }
+  }
+}
+
+/** Copies length bytes of source from sourceOffset into target, zero-filling what source lacks. */
+function copyPadded(source: Buffer, sourceOffset: number, length: number, target: Buffer, targetOffset: number): void {
+  const copied = Math.max(0, Math.min(length, source.length - sourceOffset));
+  if (copied > 0) source.copy(target, targetOffset, sourceOffset, sourceOffset + copied);
+  if (copied < length) target.fill(0, targetOffset + copied, targetOffset + length);
+}

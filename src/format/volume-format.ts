@@ -1,0 +1,273 @@
+// The on-store format (doc/format.md, version 1): names of containers and
+// objects, and the two JSON documents a volume is made of. Parsing is strict:
+// a document we cannot fully validate is refused rather than half-understood.
+import { randomBytes } from 'node:crypto';
+
+export const FORMAT_VERSION = 1;
+export const CONTAINER_PREFIX = 'swiftvol-';
+export const METADATA_OBJECT = 'volume.json';
+export const VERSIONS_PREFIX = 'versions/';
+export const DATA_PREFIX = 'data/';
+export const SECTOR_SIZE = 512;
+export const BLOCK_SIZE = 4096;
+export const DEFAULT_OBJECT_SIZE = 8 * 1024 * 1024;
+export const MIN_OBJECT_SIZE = 1024 * 1024;
+export const MAX_OBJECT_SIZE = 64 * 1024 * 1024;
+
+/** A problem with a name, size or document: the user's input or the store's content. */
+export class FormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FormatError';
+  }
+}
+
+const VOLUME_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function validateVolumeName(name: string): void {
+  if (!VOLUME_NAME.test(name)) {
+    throw new FormatError(
+      `invalid volume name '${name}': use 1 to 63 characters of a-z 0-9 . _ -, starting with a letter or digit`,
+    );
+  }
+}
+
+export function validateObjectSize(objectSize: number): void {
+  const isPowerOfTwo = Number.isSafeInteger(objectSize) && objectSize > 0 && (objectSize & (objectSize - 1)) === 0;
+  if (!isPowerOfTwo || objectSize < MIN_OBJECT_SIZE || objectSize > MAX_OBJECT_SIZE) {
+    throw new FormatError(`invalid object size ${objectSize}: must be a power of two from 1M to 64M`);
+  }
+}
+
+export function validateVolumeSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_SIZE !== 0) {
+    throw new FormatError(`invalid volume size ${size}: must be a positive multiple of ${SECTOR_SIZE} bytes`);
+  }
+}
+
+export function containerName(volume: string): string {
+  return CONTAINER_PREFIX + volume;
+}
+
+export function volumeNameOfContainer(container: string): string | null {
+  return container.startsWith(CONTAINER_PREFIX) ? container.slice(CONTAINER_PREFIX.length) : null;
+}
+
+export function newGeneration(): string {
+  return randomBytes(8).toString('hex');
+}
+
+export function dataObjectName(generation: string, chunk: number): string {
+  return `${DATA_PREFIX}${generation}/${chunk.toString(16).padStart(12, '0')}`;
+}
+
+export function versionObjectName(seq: number): string {
+  return `${VERSIONS_PREFIX}${String(seq).padStart(10, '0')}.json`;
+}
+
+/** The seq of a version table's object name, or null for any other name. */
+export function seqOfVersionObject(name: string): number | null {
+  const m = /^versions\/(\d{10})\.json$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+export function chunkCount(size: number, objectSize: number): number {
+  return Math.ceil(size / objectSize);
+}
+
+/** Bytes of chunk `chunk` (the last one may be shorter). */
+export function chunkLength(size: number, objectSize: number, chunk: number): number {
+  return Math.min(objectSize, size - chunk * objectSize);
+}
+
+export interface VolumeMetadata {
+  format: 'swiftvol-volume';
+  formatVersion: number;
+  name: string;
+  uuid: string;
+  size: number;
+  objectSize: number;
+  createdAt: string;
+}
+
+export type VersionKind = 'create' | 'import';
+
+/** Where one chunk of a version lives. */
+export interface ChunkRef {
+  /** Container holding the object. */
+  container: string;
+  generation: string;
+  md5: string;
+}
+
+export interface VersionTableDocument {
+  format: 'swiftvol-version';
+  formatVersion: number;
+  volume: string;
+  volumeUuid: string;
+  seq: number;
+  generation: string;
+  kind: VersionKind;
+  createdAt: string;
+  size: number;
+  objectSize: number;
+  sources: string[];
+  chunks: Array<[number, number, string, string]>;
+}
+
+/** A version table in memory: chunk index -> where its object is. */
+export class VersionTable {
+  readonly chunks: Map<number, ChunkRef>;
+  constructor(
+    readonly volume: string,
+    readonly volumeUuid: string,
+    readonly seq: number,
+    readonly generation: string,
+    readonly kind: VersionKind,
+    readonly createdAt: string,
+    readonly size: number,
+    readonly objectSize: number,
+    chunks: Map<number, ChunkRef>,
+  ) {
+    this.chunks = chunks;
+  }
+
+  lookup(chunk: number): ChunkRef | undefined {
+    return this.chunks.get(chunk);
+  }
+
+  /** Bytes of stored (non-zero) chunks. */
+  storedBytes(): number {
+    let total = 0;
+    for (const index of this.chunks.keys()) total += chunkLength(this.size, this.objectSize, index);
+    return total;
+  }
+
+  toDocument(): VersionTableDocument {
+    const sources: string[] = [];
+    const sourceIndex = new Map<string, number>();
+    const entries = [...this.chunks.entries()].sort((a, b) => a[0] - b[0]);
+    const chunks: Array<[number, number, string, string]> = entries.map(([index, ref]) => {
+      let source = sourceIndex.get(ref.container);
+      if (source === undefined) {
+        source = sources.length;
+        sources.push(ref.container);
+        sourceIndex.set(ref.container, source);
+      }
+      return [index, source, ref.generation, ref.md5];
+    });
+    return {
+      format: 'swiftvol-version',
+      formatVersion: FORMAT_VERSION,
+      volume: this.volume,
+      volumeUuid: this.volumeUuid,
+      seq: this.seq,
+      generation: this.generation,
+      kind: this.kind,
+      createdAt: this.createdAt,
+      size: this.size,
+      objectSize: this.objectSize,
+      sources,
+      chunks,
+    };
+  }
+
+  encode(): Buffer {
+    return Buffer.from(JSON.stringify(this.toDocument()));
+  }
+
+  static decode(data: Uint8Array, where: string): VersionTable {
+    const doc = parseJsonObject(data, where);
+    expect(doc.format === 'swiftvol-version', where, 'not a swiftvol version table');
+    checkFormatVersion(doc.formatVersion, where);
+    const volume = str(doc.volume, where, 'volume');
+    const size = int(doc.size, where, 'size');
+    const objectSize = int(doc.objectSize, where, 'objectSize');
+    const seq = int(doc.seq, where, 'seq');
+    const kind = str(doc.kind, where, 'kind');
+    expect(kind === 'create' || kind === 'import', where, `unknown version kind '${kind}'`);
+    expect(Array.isArray(doc.sources) && doc.sources.every((s) => typeof s === 'string'), where, 'bad sources');
+    const sources = doc.sources as string[];
+    expect(Array.isArray(doc.chunks), where, 'bad chunks');
+    const count = chunkCount(size, objectSize);
+    const chunks = new Map<number, ChunkRef>();
+    for (const entry of doc.chunks as unknown[]) {
+      expect(Array.isArray(entry) && entry.length === 4, where, 'bad chunk entry');
+      const [index, source, generation, md5] = entry as unknown[];
+      expect(Number.isSafeInteger(index) && (index as number) >= 0 && (index as number) < count, where, 'chunk index out of range');
+      expect(Number.isSafeInteger(source) && (source as number) >= 0 && (source as number) < sources.length, where, 'bad source index');
+      expect(typeof generation === 'string' && /^[0-9a-f]{16}$/.test(generation), where, 'bad generation');
+      expect(typeof md5 === 'string' && /^[0-9a-f]{32}$/.test(md5), where, 'bad md5');
+      chunks.set(index as number, { container: sources[source as number]!, generation: generation as string, md5: md5 as string });
+    }
+    return new VersionTable(
+      volume,
+      str(doc.volumeUuid, where, 'volumeUuid'),
+      seq,
+      str(doc.generation, where, 'generation'),
+      kind,
+      str(doc.createdAt, where, 'createdAt'),
+      size,
+      objectSize,
+      chunks,
+    );
+  }
+}
+
+export function encodeMetadata(meta: VolumeMetadata): Buffer {
+  return Buffer.from(JSON.stringify(meta, null, 2) + '\n');
+}
+
+export function decodeMetadata(data: Uint8Array, where: string): VolumeMetadata {
+  const doc = parseJsonObject(data, where);
+  expect(doc.format === 'swiftvol-volume', where, 'not a swiftvol volume');
+  checkFormatVersion(doc.formatVersion, where);
+  const meta: VolumeMetadata = {
+    format: 'swiftvol-volume',
+    formatVersion: doc.formatVersion as number,
+    name: str(doc.name, where, 'name'),
+    uuid: str(doc.uuid, where, 'uuid'),
+    size: int(doc.size, where, 'size'),
+    objectSize: int(doc.objectSize, where, 'objectSize'),
+    createdAt: str(doc.createdAt, where, 'createdAt'),
+  };
+  try {
+    validateVolumeSize(meta.size);
+    validateObjectSize(meta.objectSize);
+  } catch (err) {
+    throw new FormatError(`${where}: ${(err as Error).message}`);
+  }
+  return meta;
+}
+
+function parseJsonObject(data: Uint8Array, where: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(data).toString('utf8'));
+  } catch {
+    throw new FormatError(`${where}: not valid JSON`);
+  }
+  expect(typeof doc === 'object' && doc !== null && !Array.isArray(doc), where, 'not a JSON object');
+  return doc as Record<string, unknown>;
+}
+
+function checkFormatVersion(version: unknown, where: string): void {
+  expect(Number.isInteger(version), where, 'missing formatVersion');
+  if ((version as number) > FORMAT_VERSION || (version as number) < 1) {
+    throw new FormatError(`${where}: format version ${String(version)} is not supported (this swiftvol reads version ${FORMAT_VERSION})`);
+  }
+}
+
+function expect(ok: boolean, where: string, what: string): asserts ok {
+  if (!ok) throw new FormatError(`${where}: ${what}`);
+}
+
+function str(value: unknown, where: string, field: string): string {
+  expect(typeof value === 'string', where, `missing ${field}`);
+  return value;
+}
+
+function int(value: unknown, where: string, field: string): number {
+  expect(Number.isSafeInteger(value) && (value as number) >= 0, where, `missing or bad ${field}`);
+  return value as number;
+}

@@ -1,0 +1,236 @@
+// The local copy-on-write overlay of one volume: a sparse file the size of
+// the volume, plus per-chunk bitmaps of 4 KiB blocks kept in SQLite.
+//   valid: the overlay file holds the block's current content
+//   dirty: that content differs from the base version (to upload at snapshot)
+// The bitmaps live in memory; flush() fdatasyncs the file and only then
+// commits the changed bitmaps, so the database never points at data that is
+// not on disk. Unflushed writes may be lost on a crash, never torn: a block
+// that was not valid at the last commit reads from the base again.
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { BLOCK_SIZE } from '../format/volume-format.js';
+
+const fdatasync = promisify(fs.fdatasync);
+const SCHEMA_VERSION = '1';
+
+export interface OverlayGeometry {
+  size: number;
+  objectSize: number;
+}
+
+interface ChunkBits {
+  valid: Uint8Array;
+  dirty: Uint8Array;
+}
+
+export class Overlay {
+  readonly size: number;
+  readonly objectSize: number;
+  readonly blocksPerChunk: number;
+  private readonly db: Database.Database;
+  private readonly fd: number;
+  private readonly bits = new Map<number, ChunkBits>();
+  /** Chunks whose bitmaps changed since the last commit. */
+  private pending = new Set<number>();
+  /** File writes since the last fdatasync. */
+  private unsyncedWrites = 0;
+  private flushChain: Promise<void> = Promise.resolve();
+  private queuedFlush: Promise<void> | null = null;
+  private closed = false;
+
+  private constructor(dir: string, geometry: OverlayGeometry, db: Database.Database) {
+    this.size = geometry.size;
+    this.objectSize = geometry.objectSize;
+    this.blocksPerChunk = geometry.objectSize / BLOCK_SIZE;
+    this.db = db;
+    const file = path.join(dir, 'overlay');
+    this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    const wanted = Math.ceil(this.size / BLOCK_SIZE) * BLOCK_SIZE;
+    if (fs.fstatSync(this.fd).size !== wanted) fs.ftruncateSync(this.fd, wanted);
+    const rows = db.prepare('SELECT idx, valid, dirty FROM chunks').all() as Array<{ idx: number; valid: Buffer; dirty: Buffer }>;
+    for (const row of rows) {
+      this.bits.set(row.idx, { valid: new Uint8Array(row.valid), dirty: new Uint8Array(row.dirty) });
+    }
+  }
+
+  /** Opens (creating if needed) the overlay in dir. An existing one must have the same geometry. */
+  static open(dir: string, geometry: OverlayGeometry): Overlay {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const db = new Database(path.join(dir, 'state.db'));
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.exec(`CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+               CREATE TABLE IF NOT EXISTS chunks (idx INTEGER PRIMARY KEY, valid BLOB NOT NULL, dirty BLOB NOT NULL);`);
+      const get = (key: string): string | undefined =>
+        (db.prepare('SELECT value FROM info WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+      const schema = get('schema');
+      if (schema === undefined) {
+        const put = db.prepare('INSERT INTO info (key, value) VALUES (?, ?)');
+        db.transaction(() => {
+          put.run('schema', SCHEMA_VERSION);
+          put.run('size', String(geometry.size));
+          put.run('objectSize', String(geometry.objectSize));
+        })();
+      } else if (schema !== SCHEMA_VERSION) {
+        throw new Error(`overlay state in ${dir} has schema ${schema}; this swiftvol knows ${SCHEMA_VERSION}`);
+      } else if (get('size') !== String(geometry.size) || get('objectSize') !== String(geometry.objectSize)) {
+        throw new Error(`overlay state in ${dir} does not match the volume's geometry`);
+      }
+      return new Overlay(dir, geometry, db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Reads committed state without opening for I/O (safe while another process has it open). */
+  static inspect(dir: string): { info: Map<string, string>; dirtyBlocks: number } {
+    const db = new Database(path.join(dir, 'state.db'), { readonly: true, fileMustExist: true });
+    try {
+      const info = new Map<string, string>();
+      for (const row of db.prepare('SELECT key, value FROM info').all() as Array<{ key: string; value: string }>) info.set(row.key, row.value);
+      let dirtyBlocks = 0;
+      for (const row of db.prepare('SELECT dirty FROM chunks').iterate() as Iterable<{ dirty: Buffer }>) {
+        for (const byte of row.dirty) dirtyBlocks += popcount8(byte);
+      }
+      return { info, dirtyBlocks };
+    } finally {
+      db.close();
+    }
+  }
+
+  getInfo(key: string): string | undefined {
+    const row = this.db.prepare('SELECT value FROM info WHERE key = ?').get(key) as { value: string } | undefined;
+    return row?.value;
+  }
+
+  /** Stores a value durably at once (used for rare facts such as the base version). */
+  setInfo(key: string, value: string): void {
+    this.db.prepare('INSERT INTO info (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  isValid(block: number): boolean {
+    const entry = this.bits.get(Math.floor(block / this.blocksPerChunk));
+    if (!entry) return false;
+    const bit = block % this.blocksPerChunk;
+    return (entry.valid[bit >> 3]! & (1 << (bit & 7))) !== 0;
+  }
+
+  isDirty(block: number): boolean {
+    const entry = this.bits.get(Math.floor(block / this.blocksPerChunk));
+    if (!entry) return false;
+    const bit = block % this.blocksPerChunk;
+    return (entry.dirty[bit >> 3]! & (1 << (bit & 7))) !== 0;
+  }
+
+  /** Marks blocks [first, end) valid, and dirty or not. */
+  markValid(first: number, end: number, dirty: boolean): void {
+    for (let block = first; block < end; block++) {
+      const chunk = Math.floor(block / this.blocksPerChunk);
+      let entry = this.bits.get(chunk);
+      if (!entry) {
+        const bytes = Math.ceil(this.blocksPerChunk / 8);
+        entry = { valid: new Uint8Array(bytes), dirty: new Uint8Array(bytes) };
+        this.bits.set(chunk, entry);
+      }
+      const bit = block % this.blocksPerChunk;
+      const mask = 1 << (bit & 7);
+      entry.valid[bit >> 3]! |= mask;
+      if (dirty) entry.dirty[bit >> 3]! |= mask;
+      this.pending.add(chunk);
+    }
+  }
+
+  /** Number of dirty blocks (what a snapshot would upload, at block granularity). */
+  dirtyBlocks(): number {
+    let count = 0;
+    for (const entry of this.bits.values()) {
+      for (const byte of entry.dirty) count += popcount8(byte);
+    }
+    return count;
+  }
+
+  read(target: Uint8Array, targetOffset: number, length: number, position: number): void {
+    let done = 0;
+    while (done < length) {
+      const n = fs.readSync(this.fd, target, targetOffset + done, length - done, position + done);
+      if (n === 0) throw new Error(`overlay read past end at ${position + done}`);
+      done += n;
+    }
+  }
+
+  write(data: Uint8Array, position: number): void {
+    let done = 0;
+    while (done < data.length) {
+      done += fs.writeSync(this.fd, data, done, data.length - done, position + done);
+    }
+    this.unsyncedWrites++;
+  }
+
+  /**
+   * Makes every write and bitmap change made before the call durable.
+   * Concurrent callers share a flush that has not started yet.
+   */
+  flush(): Promise<void> {
+    if (this.queuedFlush) return this.queuedFlush;
+    const run = this.flushChain.then(() => {
+      this.queuedFlush = null;
+      return this.flushNow();
+    });
+    this.queuedFlush = run;
+    this.flushChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.closed) throw new Error('overlay is closed');
+    const captured = [...this.pending].map((chunk) => {
+      const entry = this.bits.get(chunk)!;
+      return { chunk, valid: Buffer.from(entry.valid), dirty: Buffer.from(entry.dirty) };
+    });
+    this.pending = new Set();
+    const writes = this.unsyncedWrites;
+    try {
+      if (writes > 0) await fdatasync(this.fd);
+      this.unsyncedWrites -= writes;
+      if (captured.length > 0) {
+        const upsert = this.db.prepare(
+          'INSERT INTO chunks (idx, valid, dirty) VALUES (?, ?, ?) ON CONFLICT(idx) DO UPDATE SET valid = excluded.valid, dirty = excluded.dirty',
+        );
+        this.db.transaction(() => {
+          for (const row of captured) upsert.run(row.chunk, row.valid, row.dirty);
+        })();
+      }
+    } catch (err) {
+      for (const row of captured) this.pending.add(row.chunk);
+      throw err;
+    }
+  }
+
+  /** Flushes, then releases the file and the database. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush();
+    this.closed = true;
+    fs.closeSync(this.fd);
+    this.db.close();
+  }
+
+  /** Releases without flushing (what a crash would leave, for tests and error paths). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+    this.db.close();
+  }
+}
+
+function popcount8(byte: number): number {
+  let n = byte;
+  n = n - ((n >> 1) & 0x55);
+  n = (n & 0x33) + ((n >> 2) & 0x33);
+  return (n + (n >> 4)) & 0x0f;
+}
