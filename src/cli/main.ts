@@ -5,7 +5,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import cliProgress from 'cli-progress';
 import { Engine, type Progress, type VolumeInfo } from '../engine/engine.js';
 import { EngineError } from '../engine/engine-error.js';
-import { FormatError, validateObjectSize, validateVolumeName } from '../format/volume-format.js';
+import { FormatError, validateObjectSize, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
 import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
@@ -23,6 +23,16 @@ function sizeArg(text: string): number {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+function volumeSizeArg(text: string): number {
+  const size = sizeArg(text);
+  try {
+    validateVolumeSize(size);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return size;
 }
 
 function objectSizeArg(text: string): number {
@@ -157,7 +167,7 @@ function buildProgram(): Command {
     .command('create')
     .description('create an empty volume')
     .argument('<name>', 'volume name', volumeArg)
-    .requiredOption('--size <size>', 'volume size (e.g. 10G, 512M)', sizeArg)
+    .requiredOption('--size <size>', 'volume size (e.g. 10G, 512M)', volumeSizeArg)
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
     .action(async (name: string, opts: { size: number; objectSize: number }) => {
       const info = await withEngine(program, (engine) => engine.createVolume(name, opts.size, opts.objectSize));
@@ -197,7 +207,7 @@ function buildProgram(): Command {
     .argument('<file>', 'raw image file')
     .argument('<name>', 'new volume name', volumeArg)
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
-    .option('--size <size>', 'volume size, if larger than the image', sizeArg)
+    .option('--size <size>', 'volume size, if larger than the image', volumeSizeArg)
     .option('--concurrency <n>', 'parallel uploads', countArg, 4)
     .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number }) => {
       const bar = progressBar('import');

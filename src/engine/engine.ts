@@ -72,7 +72,7 @@ export class Engine {
     validateObjectSize(objectSize);
     const release = this.state.lock(name, 'volume create');
     try {
-      this.refuseStaleLocalState(name);
+      await this.refuseExisting(name);
       const { meta, table } = await this.catalog.create(name, size, objectSize);
       this.attachAt(meta.uuid, table).abandon();
       return await this.info(name);
@@ -102,7 +102,7 @@ export class Engine {
     let fd: number | null = null;
     let begun = false;
     try {
-      this.refuseStaleLocalState(name);
+      await this.refuseExisting(name);
       fd = fs.openSync(file, 'r');
       const meta = await this.catalog.begin(name, size, objectSize);
       begun = true;
@@ -275,8 +275,9 @@ export class Engine {
     return VersionTable.decode(Buffer.from(encoded), `${this.state.volumeDir(name)}/state.db`);
   }
 
-  /** Local state left by a volume of the same name that no longer exists must not be mistaken for the new one's. */
-  private refuseStaleLocalState(name: string): void {
+  /** Refuses a name in use; local state left by an earlier volume of that name must not be mistaken for the new one's. */
+  private async refuseExisting(name: string): Promise<void> {
+    if (await this.catalog.readMetadata(name)) throw new EngineError(`volume '${name}' already exists`);
     if (this.state.hasVolume(name)) {
       throw new EngineError(`local state for a volume '${name}' exists in ${this.state.volumeDir(name)}; delete the volume first`);
     }

@@ -1,0 +1,166 @@
+// A store that wraps another and misbehaves on request, for tests of the
+// layers above: fail the next N calls, delay calls, corrupt what get returns.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  StoreError,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutOptions,
+  type StoreErrorKind,
+} from './object-store.js';
+
+export type StoreOp =
+  | 'createContainer'
+  | 'deleteContainer'
+  | 'listContainers'
+  | 'put'
+  | 'get'
+  | 'head'
+  | 'delete'
+  | 'list';
+
+export interface FailOptions {
+  /** Which operations the rule applies to; all when absent. */
+  ops?: StoreOp[];
+  /**
+   * Let the call reach the inner store, then fail: the operation happened but
+   * its reply was lost (a PUT that landed, a DELETE that took effect).
+   */
+  after?: boolean;
+  message?: string;
+}
+
+interface FailRule {
+  remaining: number;
+  kind: StoreErrorKind;
+  ops: Set<StoreOp> | null;
+  after: boolean;
+  message: string | undefined;
+}
+
+export class FaultStore implements ObjectStore {
+  readonly inner: ObjectStore;
+  private rules: FailRule[] = [];
+  private delays = new Map<StoreOp | '*', number>();
+  private corruptGets = 0;
+  private readonly counts = new Map<StoreOp, number>();
+
+  constructor(inner: ObjectStore) {
+    this.inner = inner;
+  }
+
+  get description(): string {
+    return `faulty ${this.inner.description}`;
+  }
+
+  /** The next `count` calls (of `options.ops`) fail with StoreError(kind). Rules queue up. */
+  failNext(count: number, kind: StoreErrorKind = 'unreachable', options: FailOptions = {}): void {
+    this.rules.push({
+      remaining: count,
+      kind,
+      ops: options.ops ? new Set(options.ops) : null,
+      after: options.after ?? false,
+      message: options.message,
+    });
+  }
+
+  /** Delays every call of `ops` (all when absent) by `ms`; 0 removes the delay. */
+  setDelay(ms: number, ops?: StoreOp[]): void {
+    for (const op of ops ?? ['*' as const]) {
+      if (ms > 0) this.delays.set(op, ms);
+      else this.delays.delete(op);
+    }
+  }
+
+  /** The next `count` successful gets return data with one byte flipped. */
+  corruptNextGets(count: number): void {
+    this.corruptGets += count;
+  }
+
+  /** Drops all rules, delays and pending corruption. */
+  reset(): void {
+    this.rules = [];
+    this.delays.clear();
+    this.corruptGets = 0;
+  }
+
+  /** How many times `op` was called (including failed calls). */
+  calls(op: StoreOp): number {
+    return this.counts.get(op) ?? 0;
+  }
+
+  private takeRule(op: StoreOp): FailRule | undefined {
+    const rule = this.rules.find((r) => r.remaining > 0 && (r.ops === null || r.ops.has(op)));
+    if (rule) {
+      rule.remaining--;
+      this.rules = this.rules.filter((r) => r.remaining > 0);
+    }
+    return rule;
+  }
+
+  private async run<T>(op: StoreOp, fn: () => Promise<T>): Promise<T> {
+    this.counts.set(op, this.calls(op) + 1);
+    const delay = this.delays.get(op) ?? this.delays.get('*');
+    if (delay) await sleep(delay);
+    const rule = this.takeRule(op);
+    const fail = (): StoreError =>
+      new StoreError(rule!.kind, rule!.message ?? `injected ${rule!.kind} fault in ${op} (${this.inner.description})`);
+    if (rule && !rule.after) throw fail();
+    const result = await fn();
+    if (rule) throw fail();
+    return result;
+  }
+
+  createContainer(container: string): Promise<void> {
+    return this.run('createContainer', () => this.inner.createContainer(container));
+  }
+
+  deleteContainer(container: string): Promise<void> {
+    return this.run('deleteContainer', () => this.inner.deleteContainer(container));
+  }
+
+  listContainers(prefix: string): Promise<string[]> {
+    return this.run('listContainers', () => this.inner.listContainers(prefix));
+  }
+
+  put(container: string, name: string, data: Uint8Array, options?: PutOptions): Promise<{ etag: string }> {
+    return this.run('put', () => this.inner.put(container, name, data, options));
+  }
+
+  async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+    const data = await this.run('get', () => this.inner.get(container, name, range));
+    if (this.corruptGets > 0) {
+      this.corruptGets--;
+      // A copy: the inner store may hand out a buffer it keeps.
+      if (data.length === 0) return Buffer.from([0]);
+      const bad = Buffer.from(data);
+      bad[bad.length >> 1] ^= 0xff;
+      return bad;
+    }
+    return data;
+  }
+
+  head(container: string, name: string): Promise<ObjectInfo | null> {
+    return this.run('head', () => this.inner.head(container, name));
+  }
+
+  delete(container: string, name: string): Promise<void> {
+    return this.run('delete', () => this.inner.delete(container, name));
+  }
+
+  async *list(container: string, prefix?: string): AsyncIterable<ObjectInfo> {
+    // Faults and delays apply when iteration starts, as a first page request would.
+    const items: ObjectInfo[] = await this.run('list', async () => {
+      const all: ObjectInfo[] = [];
+      for await (const info of this.inner.list(container, prefix)) all.push(info);
+      return all;
+    });
+    yield* items;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
