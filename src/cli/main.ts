@@ -9,12 +9,17 @@ import { FormatError, validateObjectSize, validateVolumeName, validateVolumeSize
 import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
+import { Daemon, viewOf, type TargetView } from '../daemon/daemon.js';
+import { sendControl } from '../daemon/control.js';
+import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow } from '../daemon/target-registry.js';
+import { TgtError } from '../daemon/tgtd.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
 
 interface GlobalOptions {
   stateDir: string;
   config?: string;
+  iqnPrefix: string;
 }
 
 function sizeArg(text: string): number {
@@ -52,6 +57,41 @@ function volumeArg(text: string): string {
     throw new InvalidArgumentError((err as Error).message);
   }
   return text;
+}
+
+function portalArg(text: string): { host: string; port: number } {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new InvalidArgumentError(`'${text}' is not ADDR:PORT (e.g. 127.0.0.1:3260)`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+function allowArg(text: string, previous: string[] = []): string[] {
+  try {
+    validateAllow(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return [...previous, text];
+}
+
+function chapArg(text: string): { user: string; secret: string } {
+  try {
+    return parseChap(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function iqnPrefixArg(text: string): string {
+  if (!/^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$/.test(text)) throw new InvalidArgumentError(`'${text}' is not an IQN prefix (e.g. iqn.2026-11.org.example)`);
+  return text;
+}
+
+function controlPortArg(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 32767) throw new InvalidArgumentError(`'${text}' is not a tgtd control port (0 to 32767)`);
+  return n;
 }
 
 function countArg(text: string): number {
@@ -115,6 +155,17 @@ function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
   };
 }
 
+function printTargets(targets: TargetView[]): void {
+  if (targets.length === 0) {
+    console.log('no targets');
+    return;
+  }
+  const rows = [['VOLUME', 'TARGET', 'STATE', 'ALLOW', 'CHAP']];
+  for (const t of targets) rows.push([t.volume, t.iqn, t.state, t.allow.join(','), t.chapUser ?? '-']);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const r of rows) console.log(r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
 function printVolumes(volumes: VolumeInfo[]): void {
   const rows = [['NAME', 'SIZE', 'OBJECT', 'STATE', 'VERSION', 'STORED', 'LOCAL', 'DIRTY']];
   for (const v of volumes) {
@@ -159,6 +210,7 @@ function buildProgram(): Command {
       new Option('--state-dir <dir>', 'local state directory').env('SWIFTVOL_STATE_DIR').default(DEFAULT_STATE_DIR),
     )
     .addOption(new Option('--config <file>', 'Swift settings file (ST_* or OS_* variables)').env('SWIFTVOL_CONFIG'))
+    .addOption(new Option('--iqn-prefix <prefix>', 'prefix of target names').env('SWIFTVOL_IQN_PREFIX').default(DEFAULT_IQN_PREFIX).argParser(iqnPrefixArg))
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
@@ -244,6 +296,99 @@ function buildProgram(): Command {
       }
     });
 
+  program
+    .command('serve')
+    .description('serve exported volumes over iSCSI (foreground; SIGTERM stops cleanly)')
+    .option('--portal <addr:port>', 'iSCSI portal of the tgtd started here', portalArg, { host: '127.0.0.1', port: 3260 })
+    .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number }) => {
+      const global = program.opts<GlobalOptions>();
+      const { store, source } = openStore(process.env, global.stateDir, global.config);
+      const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
+      const daemon = new Daemon({
+        engine: new Engine(store, global.stateDir),
+        stateDir: global.stateDir,
+        host: opts.portal.host,
+        port: opts.portal.port,
+        existingTgtd: opts.tgtdControl,
+        log,
+      });
+      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}`);
+      try {
+        await daemon.start();
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
+      log(`ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: NodeJS.Signals): void => {
+          log(`${sig}: flushing and stopping`);
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      await daemon.stop();
+      await store.close();
+      log('stopped');
+    });
+
+  const target = program.command('target').description('export volumes as iSCSI targets (served by swiftvol serve)');
+  target
+    .command('add')
+    .description('export a volume as iqn…:VOLUME, LUN 1')
+    .argument('<volume>', 'volume name', volumeArg)
+    .option('--allow <addr|cidr|iqn>', 'initiator allowed to log in (repeatable; default 127.0.0.1)', allowArg)
+    .option('--chap <user:secret>', 'require CHAP with this user and secret', chapArg)
+    .action(async (volume: string, opts: { allow?: string[]; chap?: { user: string; secret: string } }) => {
+      const global = program.opts<GlobalOptions>();
+      const allow = opts.allow ?? ['127.0.0.1'];
+      const reply = await sendControl(global.stateDir, { op: 'target.add', volume, allow, chap: opts.chap, iqnPrefix: global.iqnPrefix });
+      if (reply === null) {
+        // No serve running: record the export for the next start.
+        await withEngine(program, (engine) => engine.info(volume));
+        const registry = new TargetRegistry(global.stateDir);
+        if (registry.get(volume)) throw new EngineError(`volume '${volume}' is already exported`);
+        registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
+        console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
+        return;
+      }
+      if (!reply.ok) throw new EngineError(reply.error);
+      const view = reply.result as TargetView;
+      console.log(`serving ${volume} as ${view.iqn}, LUN 1`);
+    });
+  target
+    .command('remove')
+    .description('stop exporting a volume (initiators are logged out)')
+    .argument('<volume>', 'volume name', volumeArg)
+    .action(async (volume: string) => {
+      const global = program.opts<GlobalOptions>();
+      const reply = await sendControl(global.stateDir, { op: 'target.remove', volume });
+      if (reply === null) {
+        if (!new TargetRegistry(global.stateDir).remove(volume)) throw new EngineError(`volume '${volume}' is not exported`);
+      } else if (!reply.ok) {
+        throw new EngineError(reply.error);
+      }
+      console.log(`removed the target of ${volume}`);
+    });
+  target
+    .command('list')
+    .description('list exported volumes')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const global = program.opts<GlobalOptions>();
+      const reply = await sendControl(global.stateDir, { op: 'target.list' });
+      let targets: TargetView[];
+      if (reply === null) targets = new TargetRegistry(global.stateDir).list().map((t) => viewOf(t));
+      else if (!reply.ok) throw new EngineError(reply.error);
+      else targets = reply.result as TargetView[];
+      if (opts.json) console.log(JSON.stringify(targets, null, 2));
+      else printTargets(targets);
+    });
+
   return program;
 }
 
@@ -257,7 +402,13 @@ async function main(argv: string[]): Promise<number> {
       // Commander has printed its message already; asked-for help and version are not errors.
       return err.exitCode === 0 ? 0 : 2;
     }
-    const known = err instanceof EngineError || err instanceof StoreError || err instanceof ConfigError || err instanceof FormatError;
+    const known =
+      err instanceof EngineError ||
+      err instanceof StoreError ||
+      err instanceof ConfigError ||
+      err instanceof FormatError ||
+      err instanceof TgtError ||
+      err instanceof TargetSpecError;
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`swiftvol: ${known ? '' : 'unexpected error: '}${message}\n`);
     if (process.env.SWIFTVOL_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);

@@ -1,0 +1,206 @@
+// swiftvold: serves exported volumes to tgtd's bs_swift over the block
+// socket, drives tgtd (its own, or an existing one) through tgtadm, and
+// answers the CLI on the control socket.
+import type net from 'node:net';
+import type { Engine } from '../engine/engine.js';
+import type { Volume } from '../engine/volume.js';
+import { EngineError } from '../engine/engine-error.js';
+import { BlockServer } from './block-server.js';
+import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
+import { TargetRegistry, targetName, type TargetSpec } from './target-registry.js';
+import { TgtAdmin, Tgtd } from './tgtd.js';
+
+export interface DaemonOptions {
+  engine: Engine;
+  stateDir: string;
+  /** Portal of our own tgtd. */
+  host: string;
+  port: number;
+  /** Use the tgtd already running with this control port instead of starting one. */
+  existingTgtd?: number;
+  log: (line: string) => void;
+}
+
+export interface ServedTarget extends TargetSpec {
+  tid: number;
+  state: 'served' | 'failed';
+  error?: string;
+}
+
+/** What the CLI shows of a target. */
+export interface TargetView {
+  volume: string;
+  iqn: string;
+  allow: string[];
+  chapUser: string | null;
+  tid: number | null;
+  state: 'served' | 'failed' | 'stopped';
+  error?: string;
+}
+
+export function viewOf(t: TargetSpec & { tid?: number; state?: ServedTarget['state']; error?: string }): TargetView {
+  const view: TargetView = { volume: t.volume, iqn: t.iqn, allow: t.allow, chapUser: t.chap?.user ?? null, tid: t.tid || null, state: t.state ?? 'stopped' };
+  if (t.error) view.error = t.error;
+  return view;
+}
+
+export class Daemon {
+  private readonly registry: TargetRegistry;
+  private readonly volumes = new Map<string, Volume>();
+  private readonly served = new Map<string, ServedTarget>();
+  private blockServer: BlockServer | null = null;
+  private control: net.Server | null = null;
+  private tgtd: Tgtd | null = null;
+  private admin: TgtAdmin | null = null;
+  private stopping: Promise<void> | null = null;
+  /** Target changes run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: DaemonOptions) {
+    this.registry = new TargetRegistry(options.stateDir);
+  }
+
+  get portal(): string {
+    return `${this.options.host}:${this.options.port}`;
+  }
+
+  async start(): Promise<void> {
+    const { stateDir, log } = this.options;
+    try {
+      this.control = await listenControl(stateDir, (req) => this.handle(req));
+      this.blockServer = new BlockServer({
+        socketPath: blockSocketPath(stateDir),
+        openDevice: async (volume) => {
+          const device = this.volumes.get(volume);
+          if (!device) throw new EngineError(`volume '${volume}' is not exported here`);
+          return device;
+        },
+        log,
+      });
+      await this.blockServer.listen();
+      if (this.options.existingTgtd !== undefined) {
+        this.admin = new TgtAdmin(this.options.existingTgtd);
+        await this.admin.run(['--mode', 'system', '--op', 'show']);
+        log(`using the tgtd on control port ${this.options.existingTgtd}`);
+      } else {
+        this.tgtd = await Tgtd.start({ host: this.options.host, port: this.options.port, log: (l) => log(`tgtd: ${l}`) });
+        this.admin = this.tgtd.admin;
+        log(`tgtd ${this.tgtd.child.pid} listening on ${this.portal} (control port ${this.tgtd.control})`);
+      }
+      for (const spec of this.registry.list()) {
+        try {
+          await this.serve(spec);
+        } catch (err) {
+          log(`cannot serve ${spec.volume}: ${(err as Error).message}`);
+          this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
+        }
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** Removes the targets (initiators are logged out), flushes and closes volumes, stops tgtd. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const { log } = this.options;
+      this.control?.close();
+      for (const target of this.served.values()) {
+        if (target.state === 'served') await this.admin?.deleteTarget(target.tid).catch((err: Error) => log(err.message));
+      }
+      this.served.clear();
+      await this.blockServer?.close();
+      for (const [name, volume] of this.volumes) {
+        await volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`));
+      }
+      this.volumes.clear();
+      await this.tgtd?.stop();
+    })();
+    return this.stopping;
+  }
+
+  /** The targets, CHAP secrets left out. */
+  targets(): TargetView[] {
+    return [...this.served.values()].sort((a, b) => a.volume.localeCompare(b.volume)).map(viewOf);
+  }
+
+  private handle(req: ControlRequest): Promise<unknown> {
+    switch (req.op) {
+      case 'status':
+        return Promise.resolve({ pid: process.pid, portal: this.portal, targets: this.targets() });
+      case 'target.list':
+        return Promise.resolve(this.targets());
+      case 'target.add':
+        return this.serialized(() => this.add({ volume: req.volume, iqn: targetName(req.iqnPrefix, req.volume), allow: req.allow, chap: req.chap }));
+      case 'target.remove':
+        return this.serialized(() => this.remove(req.volume));
+      default:
+        return Promise.reject(new Error('unknown control request'));
+    }
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async add(spec: TargetSpec): Promise<TargetView> {
+    if (this.stopping) throw new Error('swiftvol serve is stopping');
+    const current = this.served.get(spec.volume);
+    if (current?.state === 'served') throw new EngineError(`volume '${spec.volume}' is already exported as ${current.iqn}`);
+    const target = await this.serve(spec);
+    this.registry.put(spec);
+    return viewOf(target);
+  }
+
+  private async remove(volume: string): Promise<{ volume: string }> {
+    const target = this.served.get(volume);
+    const known = this.registry.remove(volume);
+    if (!target && !known) throw new EngineError(`volume '${volume}' is not exported`);
+    if (target?.state === 'served') await this.admin!.deleteTarget(target.tid);
+    if (target?.chap) await this.admin!.deleteAccount(target.chap.user).catch(() => undefined);
+    this.served.delete(volume);
+    const device = this.volumes.get(volume);
+    this.volumes.delete(volume);
+    await device?.close();
+    this.options.log(`stopped serving ${volume}`);
+    return { volume };
+  }
+
+  /** Opens the volume and creates its target; undoes what it did if a step fails. */
+  private async serve(spec: TargetSpec): Promise<ServedTarget> {
+    const admin = this.admin!;
+    const volume = await this.options.engine.open(spec.volume, `swiftvol serve (pid ${process.pid})`);
+    this.volumes.set(spec.volume, volume);
+    const tid = await this.freeTid();
+    let created = false;
+    try {
+      await admin.addTarget(tid, spec.iqn);
+      created = true;
+      await admin.addLun(tid, 1, spec.volume, { bstype: 'swift', bsopts: `socket=${blockSocketPath(this.options.stateDir)}`, thinProvisioning: true });
+      if (spec.chap) await admin.addChap(tid, spec.chap.user, spec.chap.secret);
+      for (const allowed of spec.allow) {
+        if (/^(iqn|eui)\./.test(allowed)) await admin.bindName(tid, allowed);
+        else await admin.bindAddress(tid, allowed);
+      }
+    } catch (err) {
+      if (created) await admin.deleteTarget(tid).catch(() => undefined);
+      this.volumes.delete(spec.volume);
+      await volume.close().catch(() => undefined);
+      throw err;
+    }
+    const target: ServedTarget = { ...spec, tid, state: 'served' };
+    this.served.set(spec.volume, target);
+    this.options.log(`serving ${spec.volume} as ${spec.iqn} (tid ${tid}, LUN 1, allowed: ${spec.allow.join(' ')}${spec.chap ? ', CHAP' : ''})`);
+    return target;
+  }
+
+  private async freeTid(): Promise<number> {
+    const used = await this.admin!.targets();
+    let tid = 1;
+    while (used.has(tid)) tid++;
+    return tid;
+  }
+}

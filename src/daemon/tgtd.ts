@@ -1,0 +1,215 @@
+// tgtd, Debian's iSCSI target: starting one of our own, and driving it (ours
+// or an existing one) through tgtadm. tgtadm always runs asynchronously: when
+// a LUN with bstype swift is created, tgtd's main loop calls bs_swift, which
+// connects back to the daemon; a synchronous tgtadm from the daemon's own
+// event loop would deadlock.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+
+export class TgtError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TgtError';
+  }
+}
+
+/** Negotiation limits raised from tgt's small defaults, for throughput. */
+export const THROUGHPUT_PARAMS: ReadonlyArray<readonly [string, number]> = [
+  ['MaxRecvDataSegmentLength', 262144],
+  ['MaxXmitDataSegmentLength', 262144],
+  ['MaxBurstLength', 16776192],
+  ['FirstBurstLength', 262144],
+];
+
+export interface LunOptions {
+  bstype: string;
+  bsopts?: string;
+  /** UNMAP and WRITE SAME with UNMAP are only offered with thin provisioning. */
+  thinProvisioning?: boolean;
+}
+
+/** tgtadm -C N. */
+export class TgtAdmin {
+  constructor(readonly control: number, private readonly timeoutMs = 30_000) {}
+
+  run(args: string[], timeoutMs = this.timeoutMs): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile('tgtadm', ['-C', String(this.control), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new TgtError('tgtadm not found: install the Debian package tgt'));
+        reject(new TgtError(`tgtadm ${args.join(' ')}: ${stderr.trim() || stdout.trim() || err.message}`));
+      });
+    });
+  }
+
+  async addTarget(tid: number, iqn: string): Promise<void> {
+    await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(tid), '--targetname', iqn]);
+    for (const [name, value] of THROUGHPUT_PARAMS) {
+      await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'update', '--tid', String(tid), '--name', name, '--value', String(value)]);
+    }
+  }
+
+  async addLun(tid: number, lun: number, backingStore: string, options: LunOptions): Promise<void> {
+    const args = ['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(tid), '--lun', String(lun), '--backing-store', backingStore, '--bstype', options.bstype];
+    if (options.bsopts !== undefined) args.push('--bsopts', options.bsopts);
+    await this.run(args);
+    if (options.thinProvisioning) {
+      await this.run(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'update', '--tid', String(tid), '--lun', String(lun), '--params', 'thin_provisioning=1']);
+    }
+  }
+
+  /** Allows an initiator address (or CIDR, or ALL). */
+  bindAddress(tid: number, address: string): Promise<string> {
+    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-address', address]);
+  }
+
+  /** Allows an initiator by its IQN. */
+  bindName(tid: number, iqn: string): Promise<string> {
+    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-name', iqn]);
+  }
+
+  async addChap(tid: number, user: string, secret: string): Promise<void> {
+    await this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'new', '--user', user, '--password', secret]);
+    await this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'bind', '--tid', String(tid), '--user', user]);
+  }
+
+  deleteAccount(user: string): Promise<string> {
+    return this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'delete', '--user', user]);
+  }
+
+  deleteTarget(tid: number): Promise<string> {
+    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'delete', '--force', '--tid', String(tid)]);
+  }
+
+  /** Targets tgtd has, by tid. */
+  async targets(): Promise<Map<number, string>> {
+    const out = await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'show']);
+    const found = new Map<number, string>();
+    for (const m of out.matchAll(/^Target (\d+): (\S+)$/gm)) found.set(Number(m[1]), m[2]!);
+    return found;
+  }
+
+  /** Makes tgtd exit (it does once no target is left). */
+  shutdown(): Promise<string> {
+    return this.run(['--mode', 'system', '--op', 'delete'], 10_000);
+  }
+}
+
+export interface TgtdOptions {
+  host: string;
+  port: number;
+  /** Control port N (socket /var/run/tgtd/socket.N); a free one is picked when absent. */
+  control?: number;
+  log?: (line: string) => void;
+}
+
+/** A tgtd of our own, in the foreground as our child. */
+export class Tgtd {
+  readonly admin: TgtAdmin;
+  private stopping: Promise<void> | null = null;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly control: number,
+    readonly host: string,
+    readonly port: number,
+  ) {
+    this.admin = new TgtAdmin(control);
+  }
+
+  static async start(options: TgtdOptions): Promise<Tgtd> {
+    const control = options.control ?? freeControlPort();
+    const args = ['-f', '-C', String(control), '--iscsi', `portal=${options.host}:${options.port}`];
+    const child = spawn('tgtd', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const collect = (data: Buffer): void => {
+      const text = data.toString();
+      output = (output + text).slice(-8192);
+      for (const line of text.split('\n')) if (line.trim() && !isStartupNoise(line)) options.log?.(line);
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    const spawned = await new Promise<Error | null>((resolve) => {
+      child.once('spawn', () => resolve(null));
+      child.once('error', (err) => resolve(err));
+    });
+    if (spawned) {
+      const missing = (spawned as NodeJS.ErrnoException).code === 'ENOENT';
+      throw new TgtError(missing ? 'tgtd not found: install the Debian package tgt (scripts/setup does)' : `cannot start tgtd: ${spawned.message}`);
+    }
+    const tgtd = new Tgtd(child, control, options.host, options.port);
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${output.trim().split('\n').slice(-3).join(' | ')}`);
+      }
+      try {
+        await tgtd.admin.run(['--mode', 'system', '--op', 'show'], 5000);
+        if (await canConnect(options.host, options.port)) return tgtd;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) {
+        await tgtd.stop();
+        throw new TgtError(`tgtd did not come up on ${options.host}:${options.port}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Deletes every target, asks tgtd to exit, and kills it (by PID) if it does not. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.child.exitCode === null && this.child.signalCode === null) {
+        try {
+          for (const tid of (await this.admin.targets()).keys()) await this.admin.deleteTarget(tid);
+          await this.admin.shutdown();
+        } catch {
+          // killed below
+        }
+        if (!(await exitWithin(this.child, 5000))) {
+          this.child.kill('SIGKILL');
+          await exitWithin(this.child, 5000);
+        }
+      }
+      for (const f of [`/var/run/tgtd/socket.${this.control}`, `/var/run/tgtd/socket.${this.control}.lock`]) fs.rmSync(f, { force: true });
+    })();
+    return this.stopping;
+  }
+}
+
+function isStartupNoise(line: string): boolean {
+  return /iser|rdma|oom_adjust|oom_score_adj|nr_open|libibverbs|ibv_/i.test(line);
+}
+
+function freeControlPort(): number {
+  for (let i = 0; i < 1000; i++) {
+    // tgtd keeps the control port in a short int.
+    const n = 1000 + Math.floor(Math.random() * 31000);
+    if (!fs.existsSync(`/var/run/tgtd/socket.${n}`) && !fs.existsSync(`/var/run/tgtd/socket.${n}.lock`)) return n;
+  }
+  throw new TgtError('no free tgtd control port');
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+function exitWithin(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
