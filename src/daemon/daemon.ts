@@ -1,14 +1,16 @@
 // swiftvold: serves exported volumes to tgtd's bs_swift over the block
 // socket, drives tgtd (its own, or an existing one) through tgtadm, and
 // answers the CLI on the control socket.
+import fs from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import type { Volume } from '../engine/volume.js';
 import { EngineError } from '../engine/engine-error.js';
 import { BlockServer } from './block-server.js';
 import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, type TargetSpec } from './target-registry.js';
-import { TgtAdmin, Tgtd } from './tgtd.js';
+import { TgtAdmin, Tgtd, type TgtdRecord } from './tgtd.js';
 
 export interface DaemonOptions {
   engine: Engine;
@@ -83,13 +85,13 @@ export class Daemon {
         await this.admin.run(['--mode', 'system', '--op', 'show']);
         log(`using the tgtd on control port ${this.options.existingTgtd}`);
       } else {
-        this.tgtd = await Tgtd.start({ host: this.options.host, port: this.options.port, log: (l) => log(`tgtd: ${l}`) });
+        this.tgtd = await this.ownTgtd();
         this.admin = this.tgtd.admin;
-        log(`tgtd ${this.tgtd.child.pid} listening on ${this.portal} (control port ${this.tgtd.control})`);
       }
+      const existing = await this.admin.targets();
       for (const spec of this.registry.list()) {
         try {
-          await this.serve(spec);
+          await this.serve(spec, existing);
         } catch (err) {
           log(`cannot serve ${spec.volume}: ${(err as Error).message}`);
           this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
@@ -115,7 +117,10 @@ export class Daemon {
         await volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`));
       }
       this.volumes.clear();
-      await this.tgtd?.stop();
+      if (this.tgtd) {
+        await this.tgtd.stop();
+        fs.rmSync(path.join(this.options.stateDir, 'run', 'tgtd.json'), { force: true });
+      }
     })();
     return this.stopping;
   }
@@ -169,11 +174,49 @@ export class Daemon {
     return { volume };
   }
 
-  /** Opens the volume and creates its target; undoes what it did if a step fails. */
-  private async serve(spec: TargetSpec): Promise<ServedTarget> {
+  /**
+   * Our tgtd: the one a crashed predecessor left running on the same portal
+   * (its initiators stay logged in and bs_swift reconnects to us), or a new one.
+   */
+  private async ownTgtd(): Promise<Tgtd> {
+    const { stateDir, host, port, log } = this.options;
+    const recordFile = path.join(stateDir, 'run', 'tgtd.json');
+    let record: TgtdRecord | null = null;
+    try {
+      record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as TgtdRecord;
+    } catch {
+      // none
+    }
+    if (record) {
+      const left = await Tgtd.adopt(record);
+      if (left && record.host === host && record.port === port) {
+        log(`adopted tgtd ${left.pid} on ${this.portal} (control port ${record.control}) left by an earlier serve`);
+        return left;
+      }
+      if (left) await left.stop();
+    }
+    const logFile = path.join(stateDir, 'run', 'tgtd.log');
+    const tgtd = await Tgtd.start({ host, port, logFile });
+    fs.writeFileSync(recordFile, JSON.stringify(tgtd.record) + '\n', { mode: 0o600 });
+    log(`tgtd ${tgtd.pid} listening on ${this.portal} (control port ${tgtd.record.control}, log ${logFile})`);
+    return tgtd;
+  }
+
+  /**
+   * Opens the volume and creates its target, unless tgtd has it already (an
+   * adopted tgtd); undoes what it did if a step fails.
+   */
+  private async serve(spec: TargetSpec, existing?: Map<number, string>): Promise<ServedTarget> {
     const admin = this.admin!;
     const volume = await this.options.engine.open(spec.volume, `swiftvol serve (pid ${process.pid})`);
     this.volumes.set(spec.volume, volume);
+    const kept = [...(existing ?? new Map<number, string>())].find(([, iqn]) => iqn === spec.iqn);
+    if (kept) {
+      const target: ServedTarget = { ...spec, tid: kept[0], state: 'served' };
+      this.served.set(spec.volume, target);
+      this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${kept[0]}, kept by tgtd)`);
+      return target;
+    }
     const tid = await this.freeTid();
     let created = false;
     try {

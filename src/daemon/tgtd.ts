@@ -99,37 +99,47 @@ export class TgtAdmin {
 export interface TgtdOptions {
   host: string;
   port: number;
+  /** tgtd's output goes here (a file, not a pipe: tgtd must outlive a crashed daemon). */
+  logFile: string;
   /** Control port N (socket /var/run/tgtd/socket.N); a free one is picked when absent. */
   control?: number;
-  log?: (line: string) => void;
 }
 
-/** A tgtd of our own, in the foreground as our child. */
+/** What identifies a tgtd we started, so a restarted daemon can find it again. */
+export interface TgtdRecord {
+  pid: number;
+  control: number;
+  host: string;
+  port: number;
+}
+
+/**
+ * A tgtd of our own. It runs detached, with its output in a log file, so that
+ * it keeps serving (and bs_swift keeps reconnecting) while the daemon is
+ * restarted after a crash; the next daemon adopts it.
+ */
 export class Tgtd {
   readonly admin: TgtAdmin;
   private stopping: Promise<void> | null = null;
 
-  private constructor(
-    readonly child: ChildProcess,
-    readonly control: number,
-    readonly host: string,
-    readonly port: number,
-  ) {
-    this.admin = new TgtAdmin(control);
+  private constructor(readonly record: TgtdRecord) {
+    this.admin = new TgtAdmin(record.control);
+  }
+
+  get pid(): number {
+    return this.record.pid;
   }
 
   static async start(options: TgtdOptions): Promise<Tgtd> {
     const control = options.control ?? freeControlPort();
     const args = ['-f', '-C', String(control), '--iscsi', `portal=${options.host}:${options.port}`];
-    const child = spawn('tgtd', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const collect = (data: Buffer): void => {
-      const text = data.toString();
-      output = (output + text).slice(-8192);
-      for (const line of text.split('\n')) if (line.trim() && !isStartupNoise(line)) options.log?.(line);
-    };
-    child.stdout?.on('data', collect);
-    child.stderr?.on('data', collect);
+    const logFd = fs.openSync(options.logFile, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn('tgtd', args, { stdio: ['ignore', logFd, logFd], detached: true });
+    } finally {
+      fs.closeSync(logFd);
+    }
     const spawned = await new Promise<Error | null>((resolve) => {
       child.once('spawn', () => resolve(null));
       child.once('error', (err) => resolve(err));
@@ -138,11 +148,13 @@ export class Tgtd {
       const missing = (spawned as NodeJS.ErrnoException).code === 'ENOENT';
       throw new TgtError(missing ? 'tgtd not found: install the Debian package tgt (scripts/setup does)' : `cannot start tgtd: ${spawned.message}`);
     }
-    const tgtd = new Tgtd(child, control, options.host, options.port);
+    child.unref();
+    const tgtd = new Tgtd({ pid: child.pid!, control, host: options.host, port: options.port });
+    const tail = (): string => readTail(options.logFile);
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${output.trim().split('\n').slice(-3).join(' | ')}`);
+      if (!isAlive(tgtd.pid)) {
+        throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${tail()}`);
       }
       try {
         await tgtd.admin.run(['--mode', 'system', '--op', 'show'], 5000);
@@ -152,30 +164,76 @@ export class Tgtd {
       }
       if (Date.now() > deadline) {
         await tgtd.stop();
-        throw new TgtError(`tgtd did not come up on ${options.host}:${options.port}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+        throw new TgtError(`tgtd did not come up on ${options.host}:${options.port}: ${tail()}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
 
+  /** The tgtd of a record, if that process is still the tgtd we started (checked by its command line). */
+  static async adopt(record: TgtdRecord): Promise<Tgtd | null> {
+    let cmdline: string;
+    try {
+      cmdline = fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8');
+    } catch {
+      return null;
+    }
+    const args = cmdline.split('\0');
+    if (!args[0]?.endsWith('tgtd') || !cmdline.includes(`-C\0${record.control}\0`) || !args.includes(`portal=${record.host}:${record.port}`)) return null;
+    const tgtd = new Tgtd(record);
+    try {
+      await tgtd.admin.run(['--mode', 'system', '--op', 'show'], 5000);
+    } catch {
+      return null;
+    }
+    return tgtd;
+  }
+
   /** Deletes every target, asks tgtd to exit, and kills it (by PID) if it does not. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      if (this.child.exitCode === null && this.child.signalCode === null) {
+      if (isAlive(this.pid)) {
         try {
           for (const tid of (await this.admin.targets()).keys()) await this.admin.deleteTarget(tid);
           await this.admin.shutdown();
         } catch {
           // killed below
         }
-        if (!(await exitWithin(this.child, 5000))) {
-          this.child.kill('SIGKILL');
-          await exitWithin(this.child, 5000);
+        if (!(await exitWithin(this.pid, 5000))) {
+          try {
+            process.kill(this.pid, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+          await exitWithin(this.pid, 5000);
         }
       }
-      for (const f of [`/var/run/tgtd/socket.${this.control}`, `/var/run/tgtd/socket.${this.control}.lock`]) fs.rmSync(f, { force: true });
+      for (const f of [`/var/run/tgtd/socket.${this.record.control}`, `/var/run/tgtd/socket.${this.record.control}.lock`]) fs.rmSync(f, { force: true });
     })();
     return this.stopping;
+  }
+}
+
+function readTail(file: string): string {
+  try {
+    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').filter((l) => !isStartupNoise(l));
+    return lines.slice(-3).join(' | ');
+  } catch {
+    return '(no output)';
+  }
+}
+
+/** Whether pid runs (a zombie child we have not reaped counts as gone). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
   }
 }
 
@@ -203,13 +261,11 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-function exitWithin(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
+async function exitWithin(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }
