@@ -48,13 +48,14 @@ function prng(seed: number): () => number {
 }
 
 interface Op {
-  kind: 'read' | 'write';
+  kind: 'read' | 'write' | 'unmap';
   offset: number;
   length: number;
 }
 
 function randomOp(rand: () => number): Op {
-  const kind = rand() < 0.5 ? 'read' : 'write';
+  const r = rand();
+  const kind = r < 0.45 ? 'read' : r < 0.87 ? 'write' : 'unmap';
   // Mostly small I/O, some up to 3 MiB (crossing several chunks).
   const maxSectors = rand() < 0.9 ? 64 : 6144;
   const sectors = 1 + Math.floor(rand() * maxSectors);
@@ -86,6 +87,7 @@ async function randomIo(t: TestContext, cacheReads: boolean): Promise<void> {
   let volume: Volume = await open();
   let reads = 0;
   let writes = 0;
+  let unmaps = 0;
   let reopens = 0;
   let crashes = 0;
   const TOTAL = 4000;
@@ -99,10 +101,10 @@ async function randomIo(t: TestContext, cacheReads: boolean): Promise<void> {
       const size = rand() < 0.7 ? 1 : 2 + Math.floor(rand() * 6);
       while (batch.length < size) {
         const op = randomOp(rand);
-        const conflict = batch.some((other) => op.kind === 'write' && other.kind === 'write' && overlaps(op, other));
+        const conflict = batch.some((other) => op.kind !== 'read' && other.kind !== 'read' && overlaps(op, other));
         if (!conflict) batch.push(op);
       }
-      const racy = (op: Op): boolean => batch.some((other) => other !== op && other.kind === 'write' && overlaps(op, other));
+      const racy = (op: Op): boolean => batch.some((other) => other !== op && other.kind !== 'read' && overlaps(op, other));
       await Promise.all(
         batch.map(async (op) => {
           if (op.kind === 'write') {
@@ -111,6 +113,10 @@ async function randomIo(t: TestContext, cacheReads: boolean): Promise<void> {
             await volume.write(op.offset, data);
             data.copy(model, op.offset);
             writes++;
+          } else if (op.kind === 'unmap') {
+            await volume.unmap(op.offset, op.length);
+            model.fill(0, op.offset, op.offset + op.length);
+            unmaps++;
           } else {
             const data = await volume.read(op.offset, op.length);
             if (!racy(op) && !data.equals(model.subarray(op.offset, op.offset + op.length))) {
@@ -145,8 +151,8 @@ async function randomIo(t: TestContext, cacheReads: boolean): Promise<void> {
   } finally {
     await volume.close();
   }
-  assert.ok(reads > 1000 && writes > 1000, `seed ${seed}: ${reads} reads, ${writes} writes`);
-  t.diagnostic(`seed ${seed}: ${reads} reads, ${writes} writes, ${reopens} reopens, ${crashes} crashes`);
+  assert.ok(reads > 1000 && writes > 1000 && unmaps > 300, `seed ${seed}: ${reads} reads, ${writes} writes, ${unmaps} unmaps`);
+  t.diagnostic(`seed ${seed}: ${reads} reads, ${writes} writes, ${unmaps} unmaps, ${reopens} reopens, ${crashes} crashes`);
   await engine.deleteVolume('model');
 }
 
@@ -200,4 +206,45 @@ test("a write that lands while a read's fetch is in flight is not overwritten by
     await volume.close();
   }
   await engine.deleteVolume('race');
+});
+
+test('unmapped blocks read as zeros over base data, and leave the overlay file', async () => {
+  const image = path.join(tmp.dir, 'unmap.raw');
+  const base = writeImage(image, 16 * MiB, MiB, () => false);
+  const engine = new Engine(store, path.join(tmp.dir, 'state-unmap'));
+  await engine.importImage(image, 'unmap', { objectSize: 4 * MiB });
+  const volume = await engine.open('unmap', 'unmap test');
+  const written = Buffer.alloc(8 * MiB, 0x33);
+  try {
+    await volume.write(0, written);
+    await volume.flush();
+    const before = volume.overlayBytes();
+    assert.ok(before >= 8 * MiB, `overlay holds the writes (${before})`);
+    // Unmap 6 MiB of written data plus 2 MiB never read (base data), with unaligned edges.
+    await volume.unmap(512, 8 * MiB - 1024);
+    await volume.unmap(10 * MiB, 2 * MiB);
+    await volume.flush();
+    const after = volume.overlayBytes();
+    assert.ok(after <= before - 8 * MiB + 64 * 1024, `unmapped blocks freed: ${before} -> ${after}`);
+    const expected = Buffer.from(base);
+    expected.fill(0, 0, 8 * MiB);
+    expected.fill(0x33, 0, 512);
+    expected.fill(0x33, 8 * MiB - 512, 8 * MiB);
+    expected.fill(0, 10 * MiB, 12 * MiB);
+    assert.ok((await volume.read(0, 16 * MiB)).equals(expected));
+    await volume.close();
+    const again = await engine.open('unmap', 'unmap test');
+    try {
+      assert.ok((await again.read(0, 16 * MiB)).equals(expected), 'zero blocks persist over the base');
+      // Writing into an unmapped block keeps the zeros around the write.
+      await again.write(10 * MiB + 1024, Buffer.alloc(512, 0x44));
+      expected.fill(0x44, 10 * MiB + 1024, 10 * MiB + 1536);
+      assert.ok((await again.read(10 * MiB, 8192)).equals(expected.subarray(10 * MiB, 10 * MiB + 8192)));
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await volume.close();
+  }
+  await engine.deleteVolume('unmap');
 });

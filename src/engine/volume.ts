@@ -75,13 +75,28 @@ export class Volume implements BlockDevice {
     return this.overlay.flush();
   }
 
+  /**
+   * Whole blocks in the range become zero blocks (their overlay space is
+   * freed); sectors of blocks the range covers only in part are written
+   * with zeros.
+   */
   async unmap(offset: number, length: number): Promise<void> {
-    // Version 1 keeps unmapped blocks as zeros in the overlay.
     this.checkRange(offset, length);
-    const zeros = Buffer.alloc(Math.min(length, 1024 * 1024));
-    for (let done = 0; done < length; done += zeros.length) {
-      await this.write(offset + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
+    const end = offset + length;
+    let first = Math.ceil(offset / BLOCK_SIZE);
+    let last = Math.floor(end / BLOCK_SIZE);
+    if (end === this.size) last = Math.ceil(end / BLOCK_SIZE); // the volume's cut-short last block
+    if (first >= last) {
+      await this.write(offset, Buffer.alloc(length));
+      return;
     }
+    const head = first * BLOCK_SIZE - offset;
+    const tail = end - Math.min(last * BLOCK_SIZE, end);
+    const edges: Promise<void>[] = [];
+    if (head > 0) edges.push(this.write(offset, Buffer.alloc(head)));
+    if (tail > 0) edges.push(this.write(last * BLOCK_SIZE, Buffer.alloc(tail)));
+    this.overlay.markZero(first, last);
+    await Promise.all(edges);
   }
 
   /** Flushes and releases the overlay. */
@@ -104,6 +119,11 @@ export class Volume implements BlockDevice {
     } finally {
       this.onClose?.();
     }
+  }
+
+  /** Local disk space the overlay takes. */
+  overlayBytes(): number {
+    return this.overlay.allocatedBytes();
   }
 
   /** Bytes written here and not yet in the base (at 4 KiB granularity). */
@@ -143,15 +163,15 @@ export class Volume implements BlockDevice {
     let block = Math.floor(pos / BLOCK_SIZE);
     const endBlock = Math.ceil(endPos / BLOCK_SIZE);
     while (block < endBlock) {
-      const valid = this.overlay.isValid(block);
+      const where = this.source(block);
       let next = block + 1;
-      while (next < endBlock && this.overlay.isValid(next) === valid) next++;
+      while (next < endBlock && this.source(next) === where) next++;
       const start = Math.max(pos, block * BLOCK_SIZE);
       const stop = Math.min(endPos, next * BLOCK_SIZE);
       const into = outOffset + start - pos;
-      if (valid) {
+      if (where === 'overlay') {
         this.overlay.read(out, into, stop - start, start);
-      } else if (!ref) {
+      } else if (where === 'zero' || !ref) {
         out.fill(0, into, into + stop - start);
       } else {
         const runStart = block * BLOCK_SIZE;
@@ -161,6 +181,12 @@ export class Volume implements BlockDevice {
       }
       block = next;
     }
+  }
+
+  /** Where a block's content is: the overlay file, nowhere (zeros), or the base. */
+  private source(block: number): 'overlay' | 'zero' | 'base' {
+    if (this.overlay.isValid(block)) return 'overlay';
+    return this.overlay.isZero(block) ? 'zero' : 'base';
   }
 
   private writeSegment(data: Uint8Array, pos: number, pending: Promise<void>[]): void {
@@ -186,7 +212,7 @@ export class Volume implements BlockDevice {
       const piece = data.subarray(start - pos, stop - pos);
       const ref = this.base?.lookup(chunk);
       const target = block;
-      if (this.overlay.isValid(block) || !ref) {
+      if (this.source(block) !== 'base' || !ref) {
         this.mergeBlock(block, start, piece, null);
       } else {
         pending.push(this.fetchBlocks(chunk, ref, block, block + 1).then((base) => this.mergeBlock(target, start, piece, base)));
@@ -211,7 +237,8 @@ export class Volume implements BlockDevice {
     const blockStart = block * BLOCK_SIZE;
     const blockBytes = Math.min(BLOCK_SIZE, this.size - blockStart);
     const whole = Buffer.alloc(blockBytes);
-    if (base) base.copy(whole, 0, 0, Math.min(base.length, blockBytes));
+    // A block unmapped while its base was being fetched is zeros now.
+    if (base && !this.overlay.isZero(block)) base.copy(whole, 0, 0, Math.min(base.length, blockBytes));
     whole.set(piece, pos - blockStart);
     this.overlay.write(whole, blockStart);
     this.overlay.markValid(block, block + 1, true);
@@ -256,17 +283,17 @@ export class Volume implements BlockDevice {
     return entry.data;
   }
 
-  /** Keeps fetched base blocks as clean cache, skipping any block written meanwhile. */
+  /** Keeps fetched base blocks as clean cache, skipping any block written or unmapped meanwhile. */
   private installClean(first: number, data: Buffer): void {
     const blocks = Math.ceil(data.length / BLOCK_SIZE);
     let i = 0;
     while (i < blocks) {
-      if (this.overlay.isValid(first + i)) {
+      if (this.source(first + i) !== 'base') {
         i++;
         continue;
       }
       let j = i + 1;
-      while (j < blocks && !this.overlay.isValid(first + j)) j++;
+      while (j < blocks && this.source(first + j) === 'base') j++;
       this.overlay.write(data.subarray(i * BLOCK_SIZE, Math.min(j * BLOCK_SIZE, data.length)), (first + i) * BLOCK_SIZE);
       this.overlay.markValid(first + i, first + j, false);
       i = j;

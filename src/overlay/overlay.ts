@@ -2,6 +2,8 @@
 // the volume, plus per-chunk bitmaps of 4 KiB blocks kept in SQLite.
 //   valid: the overlay file holds the block's current content
 //   dirty: that content differs from the base version (to upload at snapshot)
+//   zero:  the block was unmapped: it reads as zeros whatever the base holds
+//          (not valid, dirty); its space in the file is freed
 // The bitmaps live in memory; flush() fdatasyncs the file and only then
 // commits the changed bitmaps, so the database never points at data that is
 // not on disk. Unflushed writes may be lost on a crash, never torn: a block
@@ -9,6 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 
@@ -23,7 +26,13 @@ export interface OverlayGeometry {
 interface ChunkBits {
   valid: Uint8Array;
   dirty: Uint8Array;
+  zero: Uint8Array;
 }
+
+/** The native helpers (native/overlay_io.cc), built by scripts/setup. */
+const nativeIo = createRequire(import.meta.url)('../../../native/overlay_io.node') as {
+  punchHole(fd: number, offset: number, length: number): void;
+};
 
 export class Overlay {
   readonly size: number;
@@ -34,6 +43,8 @@ export class Overlay {
   private readonly bits = new Map<number, ChunkBits>();
   /** Chunks whose bitmaps changed since the last commit. */
   private pending = new Set<number>();
+  /** Block ranges unmapped since the last commit, to free in the file once the commit says they are zero. */
+  private toFree: Array<[number, number]> = [];
   /** File writes since the last fdatasync. */
   private unsyncedWrites = 0;
   private flushChain: Promise<void> = Promise.resolve();
@@ -49,9 +60,9 @@ export class Overlay {
     this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     const wanted = Math.ceil(this.size / BLOCK_SIZE) * BLOCK_SIZE;
     if (fs.fstatSync(this.fd).size !== wanted) fs.ftruncateSync(this.fd, wanted);
-    const rows = db.prepare('SELECT idx, valid, dirty FROM chunks').all() as Array<{ idx: number; valid: Buffer; dirty: Buffer }>;
+    const rows = db.prepare('SELECT idx, valid, dirty, zero FROM chunks').all() as Array<{ idx: number; valid: Buffer; dirty: Buffer; zero: Buffer }>;
     for (const row of rows) {
-      this.bits.set(row.idx, { valid: new Uint8Array(row.valid), dirty: new Uint8Array(row.dirty) });
+      this.bits.set(row.idx, { valid: new Uint8Array(row.valid), dirty: new Uint8Array(row.dirty), zero: new Uint8Array(row.zero) });
     }
   }
 
@@ -63,7 +74,7 @@ export class Overlay {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.exec(`CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-               CREATE TABLE IF NOT EXISTS chunks (idx INTEGER PRIMARY KEY, valid BLOB NOT NULL, dirty BLOB NOT NULL);`);
+               CREATE TABLE IF NOT EXISTS chunks (idx INTEGER PRIMARY KEY, valid BLOB NOT NULL, dirty BLOB NOT NULL, zero BLOB NOT NULL);`);
       const get = (key: string): string | undefined =>
         (db.prepare('SELECT value FROM info WHERE key = ?').get(key) as { value: string } | undefined)?.value;
       const schema = get('schema');
@@ -113,35 +124,62 @@ export class Overlay {
   }
 
   isValid(block: number): boolean {
-    const entry = this.bits.get(Math.floor(block / this.blocksPerChunk));
-    if (!entry) return false;
-    const bit = block % this.blocksPerChunk;
-    return (entry.valid[bit >> 3]! & (1 << (bit & 7))) !== 0;
+    return this.test(block, 'valid');
   }
 
   isDirty(block: number): boolean {
+    return this.test(block, 'dirty');
+  }
+
+  isZero(block: number): boolean {
+    return this.test(block, 'zero');
+  }
+
+  private test(block: number, which: keyof ChunkBits): boolean {
     const entry = this.bits.get(Math.floor(block / this.blocksPerChunk));
     if (!entry) return false;
     const bit = block % this.blocksPerChunk;
-    return (entry.dirty[bit >> 3]! & (1 << (bit & 7))) !== 0;
+    return (entry[which][bit >> 3]! & (1 << (bit & 7))) !== 0;
   }
 
-  /** Marks blocks [first, end) valid, and dirty or not. */
+  /** Marks blocks [first, end) valid (their data is in the file), and dirty or not. */
   markValid(first: number, end: number, dirty: boolean): void {
     for (let block = first; block < end; block++) {
-      const chunk = Math.floor(block / this.blocksPerChunk);
-      let entry = this.bits.get(chunk);
-      if (!entry) {
-        const bytes = Math.ceil(this.blocksPerChunk / 8);
-        entry = { valid: new Uint8Array(bytes), dirty: new Uint8Array(bytes) };
-        this.bits.set(chunk, entry);
-      }
-      const bit = block % this.blocksPerChunk;
-      const mask = 1 << (bit & 7);
-      entry.valid[bit >> 3]! |= mask;
-      if (dirty) entry.dirty[bit >> 3]! |= mask;
-      this.pending.add(chunk);
+      const { entry, byte, mask } = this.locate(block);
+      entry.valid[byte]! |= mask;
+      entry.zero[byte]! &= ~mask;
+      if (dirty) entry.dirty[byte]! |= mask;
     }
+  }
+
+  /** Marks blocks [first, end) unmapped: zeros, dirty; their file space is freed after the next commit. */
+  markZero(first: number, end: number): void {
+    if (first >= end) return;
+    for (let block = first; block < end; block++) {
+      const { entry, byte, mask } = this.locate(block);
+      entry.valid[byte]! &= ~mask;
+      entry.zero[byte]! |= mask;
+      entry.dirty[byte]! |= mask;
+    }
+    this.toFree.push([first, end]);
+  }
+
+  private locate(block: number): { entry: ChunkBits; byte: number; mask: number } {
+    const chunk = Math.floor(block / this.blocksPerChunk);
+    let entry = this.bits.get(chunk);
+    if (!entry) {
+      const bytes = Math.ceil(this.blocksPerChunk / 8);
+      entry = { valid: new Uint8Array(bytes), dirty: new Uint8Array(bytes), zero: new Uint8Array(bytes) };
+      this.bits.set(chunk, entry);
+    }
+    this.pending.add(chunk);
+    const bit = block % this.blocksPerChunk;
+    return { entry, byte: bit >> 3, mask: 1 << (bit & 7) };
+  }
+
+  /** Bytes of file space in use (sparse files: what the overlay really holds). */
+  allocatedBytes(): number {
+    return fs.fstatSync(this.fd).blocks * 512;
   }
 
   /** Number of dirty blocks (what a snapshot would upload, at block granularity). */
@@ -189,24 +227,49 @@ export class Overlay {
     if (this.closed) throw new Error('overlay is closed');
     const captured = [...this.pending].map((chunk) => {
       const entry = this.bits.get(chunk)!;
-      return { chunk, valid: Buffer.from(entry.valid), dirty: Buffer.from(entry.dirty) };
+      return { chunk, valid: Buffer.from(entry.valid), dirty: Buffer.from(entry.dirty), zero: Buffer.from(entry.zero) };
     });
     this.pending = new Set();
+    const toFree = this.toFree;
+    this.toFree = [];
     const writes = this.unsyncedWrites;
     try {
       if (writes > 0) await fdatasync(this.fd);
       this.unsyncedWrites -= writes;
       if (captured.length > 0) {
         const upsert = this.db.prepare(
-          'INSERT INTO chunks (idx, valid, dirty) VALUES (?, ?, ?) ON CONFLICT(idx) DO UPDATE SET valid = excluded.valid, dirty = excluded.dirty',
+          'INSERT INTO chunks (idx, valid, dirty, zero) VALUES (?, ?, ?, ?) ON CONFLICT(idx) DO UPDATE SET valid = excluded.valid, dirty = excluded.dirty, zero = excluded.zero',
         );
         this.db.transaction(() => {
-          for (const row of captured) upsert.run(row.chunk, row.valid, row.dirty);
+          for (const row of captured) upsert.run(row.chunk, row.valid, row.dirty, row.zero);
         })();
       }
     } catch (err) {
       for (const row of captured) this.pending.add(row.chunk);
+      this.toFree.push(...toFree);
       throw err;
+    }
+    this.freeUnmapped(toFree);
+  }
+
+  /**
+   * Frees the file space of unmapped blocks, now that the committed state
+   * says they are zero (freeing earlier could, after a crash, leave a block
+   * the database calls valid reading as a hole). Blocks written since are kept.
+   */
+  private freeUnmapped(ranges: Array<[number, number]>): void {
+    for (const [first, end] of ranges) {
+      let block = first;
+      while (block < end) {
+        if (!this.isZero(block)) {
+          block++;
+          continue;
+        }
+        let next = block + 1;
+        while (next < end && this.isZero(next)) next++;
+        nativeIo.punchHole(this.fd, block * BLOCK_SIZE, (next - block) * BLOCK_SIZE);
+        block = next;
+      }
     }
   }
 
