@@ -301,7 +301,8 @@ function buildProgram(): Command {
     .description('serve exported volumes over iSCSI (foreground; SIGTERM stops cleanly)')
     .option('--portal <addr:port>', 'iSCSI portal of the tgtd started here', portalArg, { host: '127.0.0.1', port: 3260 })
     .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
-    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number }) => {
+    .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean }) => {
       const global = program.opts<GlobalOptions>();
       const { store, source } = openStore(process.env, global.stateDir, global.config);
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
@@ -311,6 +312,7 @@ function buildProgram(): Command {
         host: opts.portal.host,
         port: opts.portal.port,
         existingTgtd: opts.tgtdControl,
+        noTgtd: !opts.tgtd,
         log,
       });
       log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}`);
@@ -320,7 +322,7 @@ function buildProgram(): Command {
         await store.close();
         throw err;
       }
-      log(`ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}`);
+      log(opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only');
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           log(`${sig}: flushing and stopping`);

@@ -20,6 +20,8 @@ export interface DaemonOptions {
   port: number;
   /** Use the tgtd already running with this control port instead of starting one. */
   existingTgtd?: number;
+  /** Run no tgtd and manage no targets: a tgtd configured by hand (targets.conf) connects to the block socket. */
+  noTgtd?: boolean;
   log: (line: string) => void;
 }
 
@@ -49,6 +51,7 @@ export function viewOf(t: TargetSpec & { tid?: number; state?: ServedTarget['sta
 export class Daemon {
   private readonly registry: TargetRegistry;
   private readonly volumes = new Map<string, Volume>();
+  private readonly opening = new Map<string, Promise<Volume>>();
   private readonly served = new Map<string, ServedTarget>();
   private blockServer: BlockServer | null = null;
   private control: net.Server | null = null;
@@ -72,14 +75,14 @@ export class Daemon {
       this.control = await listenControl(stateDir, (req) => this.handle(req));
       this.blockServer = new BlockServer({
         socketPath: blockSocketPath(stateDir),
-        openDevice: async (volume) => {
-          const device = this.volumes.get(volume);
-          if (!device) throw new EngineError(`volume '${volume}' is not exported here`);
-          return device;
-        },
+        openDevice: (volume) => this.device(volume),
         log,
       });
       await this.blockServer.listen();
+      if (this.options.noTgtd) {
+        log(`no tgtd of our own: LUNs with bstype swift and bsopts socket=${blockSocketPath(stateDir)} are served`);
+        return;
+      }
       if (this.options.existingTgtd !== undefined) {
         this.admin = new TgtAdmin(this.options.existingTgtd);
         await this.admin.run(['--mode', 'system', '--op', 'show']);
@@ -175,6 +178,27 @@ export class Daemon {
   }
 
   /**
+   * The open volume behind a LUN. Volumes are opened when exported, or on the
+   * first connection for a LUN configured directly in tgtd (targets.conf).
+   */
+  private device(name: string): Promise<Volume> {
+    const open = this.volumes.get(name);
+    if (open) return Promise.resolve(open);
+    if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
+    let pending = this.opening.get(name);
+    if (!pending) {
+      pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`).then((volume) => {
+        this.volumes.set(name, volume);
+        return volume;
+      });
+      const forget = (): void => void this.opening.delete(name);
+      pending.then(forget, forget);
+      this.opening.set(name, pending);
+    }
+    return pending;
+  }
+
+  /**
    * Our tgtd: the one a crashed predecessor left running on the same portal
    * (its initiators stay logged in and bs_swift reconnects to us), or a new one.
    */
@@ -207,9 +231,9 @@ export class Daemon {
    * adopted tgtd); undoes what it did if a step fails.
    */
   private async serve(spec: TargetSpec, existing?: Map<number, string>): Promise<ServedTarget> {
-    const admin = this.admin!;
-    const volume = await this.options.engine.open(spec.volume, `swiftvol serve (pid ${process.pid})`);
-    this.volumes.set(spec.volume, volume);
+    const admin = this.admin;
+    if (!admin) throw new EngineError('this swiftvol serve runs without tgtd (--no-tgtd): configure the target in tgtd');
+    const volume = await this.device(spec.volume);
     const kept = [...(existing ?? new Map<number, string>())].find(([, iqn]) => iqn === spec.iqn);
     if (kept) {
       const target: ServedTarget = { ...spec, tid: kept[0], state: 'served' };

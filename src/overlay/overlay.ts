@@ -16,7 +16,8 @@ import Database from 'better-sqlite3';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 
 const fdatasync = promisify(fs.fdatasync);
-const SCHEMA_VERSION = '1';
+// 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
+const SCHEMA_VERSION = '2';
 
 export interface OverlayGeometry {
   size: number;
@@ -84,6 +85,12 @@ export class Overlay {
           put.run('schema', SCHEMA_VERSION);
           put.run('size', String(geometry.size));
           put.run('objectSize', String(geometry.objectSize));
+        })();
+      } else if (schema === '1') {
+        const bytes = Math.ceil(geometry.objectSize / BLOCK_SIZE / 8);
+        db.transaction(() => {
+          db.exec(`ALTER TABLE chunks ADD COLUMN zero BLOB NOT NULL DEFAULT X'${'00'.repeat(bytes)}'`);
+          db.prepare("UPDATE info SET value = ? WHERE key = 'schema'").run(SCHEMA_VERSION);
         })();
       } else if (schema !== SCHEMA_VERSION) {
         throw new Error(`overlay state in ${dir} has schema ${schema}; this swiftvol knows ${SCHEMA_VERSION}`);
