@@ -1,0 +1,1300 @@
+/*
+ * bs_swift: tgt backing store that forwards block I/O to the swiftvol daemon
+ *
+ * The LU's data lives behind a Unix socket: every command is turned into a
+ * message of the bs_swift protocol (doc/protocol.md, version 1) and the
+ * daemon's reply is turned into SCSI status and sense data. Request handling
+ * follows bs_rdwr.c's bs_rdwr_request(): the same opcodes, the same sense
+ * codes in the same situations, with pread/pwrite/fdatasync/fallocate
+ * replaced by messages to the daemon.
+ *
+ *   tgtadm --mode logicalunit --op new ... --bstype swift \
+ *          --backing-store VOLUME --bsopts "socket=/run/swiftvol/bs.sock;timeout=20"
+ *
+ * Concurrency: requests run on bs_thread workers (nr_iothreads, 16 by
+ * default). Each LU keeps a pool of connections to the daemon; a worker takes
+ * an idle one (or opens a new one) for one request/reply exchange, so up to
+ * one request per worker is in flight per LU and tgtd's main loop never
+ * waits on the daemon.
+ *
+ * Daemon loss: every send/recv/connect has a time limit (timeout=, seconds);
+ * a connection that fails is closed, the command gets CHECK CONDITION, and a
+ * later command connects again. A pooled connection found dead before
+ * anything was sent on it (the daemon restarted) is dropped with the rest of
+ * the pool and the request is retried once on a new connection.
+ *
+ * Sense data when the daemon cannot answer:
+ *   cannot connect (no socket, refused, handshake refused) NOT READY 04/00
+ *   connection lost during a command                   HARDWARE ERROR 08/00
+ *   no reply within timeout                            HARDWARE ERROR 08/01
+ *   reply that breaks the protocol, no memory          HARDWARE ERROR 44/00
+ * Sense data the daemon decides (read error 11/00, write error 0c/00,
+ * miscompare 1d/00 with the offset in the information field ...) is passed on
+ * as is.
+ *
+ * This program is free software; you can redistribute it and/or
+ * modify it under the terms of the GNU General Public License as
+ * published by the Free Software Foundation, version 2 of the
+ * License.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "list.h"
+#include "util.h"
+#include "tgtd.h"
+#include "scsi.h"
+#include "spc.h"
+#include "bs_thread.h"
+
+/* ---- protocol (doc/protocol.md) ---- */
+
+#define SWP_MAGIC		0x42565753U	/* "SWVB" on the wire */
+#define SWP_VERSION		1
+#define SWP_HDR_LEN		40
+#define SWP_MAX_PAYLOAD		(32U << 20)
+#define SWP_MIN_PAYLOAD		(64U << 10)
+#define SWP_MAX_NAME		255
+#define SWP_MAX_MESSAGE		1024
+#define SWP_HELLO_REPLY_LEN	24
+#define SWP_ALIGN		512
+
+#define SWP_OP_HELLO		0x01
+#define SWP_OP_READ		0x02
+#define SWP_OP_WRITE		0x03
+#define SWP_OP_FLUSH		0x04
+#define SWP_OP_UNMAP		0x05
+#define SWP_OP_WRITE_SAME	0x06
+#define SWP_OP_COMPARE_AND_WRITE 0x07
+#define SWP_OP_VERIFY		0x08
+#define SWP_OP_PREFETCH		0x09
+#define SWP_REPLY		0x80
+
+#define SWP_F_FUA		0x0001	/* WRITE, WRITE_SAME, COMPARE_AND_WRITE */
+#define SWP_F_UNMAP		0x0002	/* WRITE_SAME */
+#define SWP_F_LBDATA		0x0004	/* WRITE_SAME */
+#define SWP_F_PBDATA		0x0008	/* WRITE_SAME */
+#define SWP_RF_INFO_VALID	0x0001	/* reply: offset is the INFORMATION field */
+
+#define SWP_STATUS_GOOD		0x00
+#define SWP_STATUS_CHECK	0x02
+
+#define DEFAULT_SOCKET		"/run/swiftvol/bs.sock"
+#define DEFAULT_TIMEOUT_MS	20000
+
+/* result of an exchange with the daemon */
+enum swx {
+	SWX_OK = 0,
+	SWX_UNREACHABLE,	/* connect or handshake failed */
+	SWX_REFUSED,		/* handshake answered with an error: see res */
+	SWX_LOST,		/* connection closed or reset */
+	SWX_TIMEOUT,		/* no progress within the timeout */
+	SWX_PROTO,		/* the daemon broke the protocol */
+	SWX_NOMEM,
+};
+
+struct swift_conn {
+	int fd;
+	struct swift_conn *next;
+};
+
+struct swift_lu {
+	char volume[SWP_MAX_NAME + 1];
+	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int timeout_ms;
+
+	/* from the handshake of bs_open */
+	uint64_t size;
+	uint32_t block_size;	/* physical block size: the daemon's granularity */
+	uint32_t max_payload;
+	uint32_t caps;
+
+	pthread_mutex_t lock;	/* protects everything below */
+	struct swift_conn *idle;
+	uint64_t next_tag;
+	int down;		/* last exchange failed: log once per outage */
+};
+
+struct swift_req {
+	uint8_t op;
+	uint16_t flags;
+	uint64_t offset;
+	uint64_t length;
+	struct iovec out[2];	/* payload, in up to two pieces */
+	int nout;
+	void *in;		/* READ: where the payload of a GOOD reply goes */
+	uint32_t in_len;
+};
+
+struct swift_res {
+	uint8_t status;
+	uint8_t key;
+	uint16_t asc;		/* asc << 8 | ascq, as sense_data_build wants */
+	uint16_t flags;
+	uint64_t info;
+};
+
+static inline struct swift_lu *SWIFT_LU(struct scsi_lu *lu)
+{
+	return (struct swift_lu *)((char *)lu + sizeof(*lu) +
+				   sizeof(struct bs_thread_info));
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le16toh(v);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static void swift_encode_hdr(uint8_t *h, uint8_t op, uint16_t flags,
+			     uint64_t tag, uint64_t offset, uint64_t length,
+			     uint32_t payload_len)
+{
+	memset(h, 0, SWP_HDR_LEN);
+	put_le32(h, SWP_MAGIC);
+	h[4] = SWP_VERSION;
+	h[5] = op;
+	put_le16(h + 6, flags);
+	put_le64(h + 8, tag);
+	put_le64(h + 16, offset);
+	put_le64(h + 24, length);
+	put_le32(h + 32, payload_len);
+}
+
+/* ---- socket helpers ---- */
+
+static enum swx errno_to_swx(int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT)
+		return SWX_TIMEOUT;
+	return SWX_LOST;
+}
+
+/* Sends hdr + iov; *sent counts the bytes that left. */
+static enum swx swift_sendv(int fd, uint8_t *hdr, const struct iovec *out,
+			    int nout, size_t *sent)
+{
+	struct iovec iov[3];
+	struct msghdr msg;
+	int n = 0, i;
+	ssize_t r;
+
+	iov[n].iov_base = hdr;
+	iov[n++].iov_len = SWP_HDR_LEN;
+	for (i = 0; i < nout; i++)
+		if (out[i].iov_len)
+			iov[n++] = out[i];
+
+	*sent = 0;
+	i = 0;
+	while (i < n) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = &iov[i];
+		msg.msg_iovlen = n - i;
+		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno_to_swx(errno);
+		}
+		*sent += r;
+		while (i < n && (size_t)r >= iov[i].iov_len) {
+			r -= iov[i].iov_len;
+			i++;
+		}
+		if (i < n) {
+			iov[i].iov_base = (char *)iov[i].iov_base + r;
+			iov[i].iov_len -= r;
+		}
+	}
+	return SWX_OK;
+}
+
+static enum swx swift_recv_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	ssize_t r;
+
+	while (len) {
+		r = recv(fd, p, len, MSG_WAITALL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno_to_swx(errno);
+		}
+		if (r == 0)
+			return SWX_LOST;
+		p += r;
+		len -= r;
+	}
+	return SWX_OK;
+}
+
+/*
+ * Receives the reply to (op, tag). On GOOD, a payload of exactly
+ * good_len bytes goes to good_buf; an error reply may carry a message
+ * (logged). Anything else breaks the protocol.
+ */
+static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
+				 uint64_t tag, void *good_buf,
+				 uint32_t good_len, struct swift_res *res)
+{
+	uint8_t h[SWP_HDR_LEN];
+	char msg[SWP_MAX_MESSAGE + 1];
+	uint32_t plen;
+	enum swx x;
+
+	x = swift_recv_full(fd, h, sizeof(h));
+	if (x)
+		return x;
+
+	plen = get_le32(h + 32);
+	if (get_le32(h) != SWP_MAGIC || h[4] != SWP_VERSION ||
+	    h[5] != (op | SWP_REPLY) || get_le64(h + 8) != tag ||
+	    (get_le16(h + 6) & ~SWP_RF_INFO_VALID) != 0) {
+		eprintf("bs_swift %s: bad reply header (op %02x tag %" PRIu64
+			")\n", s->volume, h[5], get_le64(h + 8));
+		return SWX_PROTO;
+	}
+
+	res->status = h[36];
+	res->key = h[37];
+	res->asc = (uint16_t)h[38] << 8 | h[39];
+	res->flags = get_le16(h + 6);
+	res->info = get_le64(h + 16);
+
+	if (res->status == SWP_STATUS_GOOD) {
+		if (plen != good_len || res->key || res->asc || res->flags ||
+		    res->info || get_le64(h + 24)) {
+			eprintf("bs_swift %s: bad GOOD reply (op %02x len %u)\n",
+				s->volume, op, plen);
+			return SWX_PROTO;
+		}
+		return plen ? swift_recv_full(fd, good_buf, plen) : SWX_OK;
+	}
+
+	if (res->status != SWP_STATUS_CHECK || res->key == 0 ||
+	    res->key > MISCOMPARE || plen > SWP_MAX_MESSAGE ||
+	    get_le64(h + 24)) {
+		eprintf("bs_swift %s: bad error reply (op %02x status %02x "
+			"key %02x len %u)\n", s->volume, op, res->status,
+			res->key, plen);
+		return SWX_PROTO;
+	}
+	if (plen) {
+		x = swift_recv_full(fd, msg, plen);
+		if (x)
+			return x;
+		msg[plen] = '\0';
+		eprintf("bs_swift %s: daemon: op %02x: %s (sense %x/%04x)\n",
+			s->volume, op, msg, res->key, res->asc);
+	}
+	return SWX_OK;
+}
+
+/* A normal mutex only fails on misuse: say so loudly if it ever does. */
+static void swift_lock(struct swift_lu *s)
+{
+	int err = pthread_mutex_lock(&s->lock);
+
+	if (err)
+		eprintf("bs_swift: pthread_mutex_lock: %s\n", strerror(err));
+}
+
+static void swift_unlock(struct swift_lu *s)
+{
+	int err = pthread_mutex_unlock(&s->lock);
+
+	if (err)
+		eprintf("bs_swift: pthread_mutex_unlock: %s\n", strerror(err));
+}
+
+static uint64_t swift_tag(struct swift_lu *s)
+{
+	uint64_t tag;
+
+	swift_lock(s);
+	tag = ++s->next_tag;
+	swift_unlock(s);
+	return tag;
+}
+
+static void swift_set_down(struct swift_lu *s, int down, const char *why)
+{
+	int was;
+
+	swift_lock(s);
+	was = s->down;
+	s->down = down;
+	swift_unlock(s);
+
+	if (down && !was)
+		eprintf("bs_swift %s: daemon at %s unavailable: %s\n",
+			s->volume, s->socket_path, why);
+	else if (!down && was)
+		eprintf("bs_swift %s: daemon at %s is back\n",
+			s->volume, s->socket_path);
+}
+
+static const char *swx_name(enum swx x)
+{
+	switch (x) {
+	case SWX_OK:
+		return "ok";
+	case SWX_UNREACHABLE:
+		return "cannot connect";
+	case SWX_REFUSED:
+		return "handshake refused";
+	case SWX_LOST:
+		return "connection lost";
+	case SWX_TIMEOUT:
+		return "timed out";
+	case SWX_PROTO:
+		return "protocol error";
+	case SWX_NOMEM:
+		return "out of memory";
+	}
+	return "?";
+}
+
+/*
+ * Opens a connection and performs the handshake. On success the daemon's
+ * volume parameters are stored in *size etc. (when not NULL).
+ */
+static enum swx swift_connect(struct swift_lu *s, int *out_fd,
+			      struct swift_res *res, uint64_t *size,
+			      uint32_t *block_size, uint32_t *max_payload,
+			      uint32_t *caps)
+{
+	struct sockaddr_un addr;
+	struct timeval tv;
+	uint8_t h[SWP_HDR_LEN], reply[SWP_HELLO_REPLY_LEN];
+	struct iovec name;
+	size_t sent;
+	uint64_t tag;
+	enum swx x;
+	int fd, err;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		eprintf("bs_swift %s: socket: %m\n", s->volume);
+		return errno == ENOMEM || errno == ENOBUFS ?
+			SWX_NOMEM : SWX_UNREACHABLE;
+	}
+
+	/* bounds connect() too: AF_UNIX connect waits with the send timeout */
+	tv.tv_sec = s->timeout_ms / 1000;
+	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))) {
+		eprintf("bs_swift %s: setsockopt: %m\n", s->volume);
+		if (close(fd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		return SWX_UNREACHABLE;
+	}
+
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	memcpy(addr.sun_path, s->socket_path, strlen(s->socket_path));
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		err = errno;
+		if (close(fd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		swift_set_down(s, 1, strerror(err));
+		return SWX_UNREACHABLE;
+	}
+
+	tag = swift_tag(s);
+	swift_encode_hdr(h, SWP_OP_HELLO, 0, tag, 0, 0, strlen(s->volume));
+	name.iov_base = s->volume;
+	name.iov_len = strlen(s->volume);
+	x = swift_sendv(fd, h, &name, 1, &sent);
+	if (!x)
+		x = swift_recv_reply(s, fd, SWP_OP_HELLO, tag, reply,
+				     sizeof(reply), res);
+	if (!x && res->status != SWP_STATUS_GOOD)
+		x = SWX_REFUSED;
+	if (!x) {
+		uint64_t vsize = get_le64(reply);
+		uint32_t bsize = get_le32(reply + 8);
+		uint32_t maxp = get_le32(reply + 12);
+		uint32_t vcaps = get_le32(reply + 16);
+
+		if (!vsize || vsize % SWP_ALIGN || bsize < SWP_ALIGN ||
+		    bsize > 65536 || (bsize & (bsize - 1)) ||
+		    maxp < SWP_MIN_PAYLOAD ||
+		    maxp % SWP_ALIGN || get_le32(reply + 20)) {
+			eprintf("bs_swift %s: bad handshake reply (size %"
+				PRIu64 " block %u max payload %u)\n",
+				s->volume, vsize, bsize, maxp);
+			x = SWX_PROTO;
+		} else if (s->size && vsize != s->size) {
+			eprintf("bs_swift %s: volume size changed from %" PRIu64
+				" to %" PRIu64 "; recreate the LU\n",
+				s->volume, s->size, vsize);
+			res->status = SWP_STATUS_CHECK;
+			res->key = NOT_READY;
+			res->asc = ASC_CAUSE_NOT_REPORTABLE;
+			res->flags = 0;
+			x = SWX_REFUSED;
+		} else {
+			if (size)
+				*size = vsize;
+			if (block_size)
+				*block_size = bsize;
+			if (max_payload)
+				*max_payload = maxp < SWP_MAX_PAYLOAD ?
+					maxp : SWP_MAX_PAYLOAD;
+			if (caps)
+				*caps = vcaps;
+		}
+	}
+	if (x) {
+		if (close(fd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		swift_set_down(s, 1, swx_name(x));
+		return x;
+	}
+
+	swift_set_down(s, 0, NULL);
+	*out_fd = fd;
+	return SWX_OK;
+}
+
+static void swift_conn_drop(struct swift_lu *s, struct swift_conn *c)
+{
+	if (close(c->fd))
+		eprintf("bs_swift %s: close: %m\n", s->volume);
+	free(c);
+}
+
+static void swift_pool_flush(struct swift_lu *s)
+{
+	struct swift_conn *list, *c;
+
+	swift_lock(s);
+	list = s->idle;
+	s->idle = NULL;
+	swift_unlock(s);
+
+	while (list) {
+		c = list;
+		list = c->next;
+		swift_conn_drop(s, c);
+	}
+}
+
+static enum swx swift_conn_get(struct swift_lu *s, struct swift_conn **out,
+			       int *reused, struct swift_res *res)
+{
+	struct swift_conn *c;
+	enum swx x;
+	int fd;
+
+	swift_lock(s);
+	c = s->idle;
+	if (c)
+		s->idle = c->next;
+	swift_unlock(s);
+
+	if (c) {
+		*reused = 1;
+		*out = c;
+		return SWX_OK;
+	}
+
+	c = malloc(sizeof(*c));
+	if (!c)
+		return SWX_NOMEM;
+	x = swift_connect(s, &fd, res, NULL, NULL, NULL, NULL);
+	if (x) {
+		free(c);
+		return x;
+	}
+	c->fd = fd;
+	c->next = NULL;
+	*reused = 0;
+	*out = c;
+	return SWX_OK;
+}
+
+static void swift_conn_put(struct swift_lu *s, struct swift_conn *c)
+{
+	swift_lock(s);
+	c->next = s->idle;
+	s->idle = c;
+	swift_unlock(s);
+}
+
+/* One request/reply exchange. */
+static enum swx swift_call(struct swift_lu *s, struct swift_req *rq,
+			   struct swift_res *res)
+{
+	uint8_t h[SWP_HDR_LEN];
+	struct swift_conn *c;
+	uint32_t plen = 0;
+	size_t sent;
+	uint64_t tag;
+	int attempt, reused, i;
+	enum swx x;
+
+	memset(res, 0, sizeof(*res));
+	if (!(s->caps & (1U << rq->op))) {
+		res->status = SWP_STATUS_CHECK;
+		res->key = ILLEGAL_REQUEST;
+		res->asc = ASC_INVALID_OP_CODE;
+		return SWX_OK;
+	}
+	for (i = 0; i < rq->nout; i++)
+		plen += rq->out[i].iov_len;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		x = swift_conn_get(s, &c, &reused, res);
+		if (x)
+			return x;
+
+		tag = swift_tag(s);
+		swift_encode_hdr(h, rq->op, rq->flags, tag, rq->offset,
+				 rq->length, plen);
+		x = swift_sendv(c->fd, h, rq->out, rq->nout, &sent);
+		if (x) {
+			swift_conn_drop(s, c);
+			if (reused && !sent && x == SWX_LOST) {
+				/* the daemon went away while this connection
+				 * was idle: so did the rest of the pool */
+				swift_pool_flush(s);
+				continue;
+			}
+			swift_set_down(s, 1, swx_name(x));
+			return x;
+		}
+
+		x = swift_recv_reply(s, c->fd, rq->op, tag, rq->in,
+				     rq->in_len, res);
+		if (x) {
+			swift_conn_drop(s, c);
+			swift_set_down(s, 1, swx_name(x));
+			return x;
+		}
+		swift_conn_put(s, c);
+		return SWX_OK;
+	}
+	return SWX_LOST;
+}
+
+/* ---- SCSI side ---- */
+
+static void cmd_error_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc)
+{
+	scsi_set_result(cmd, SAM_STAT_CHECK_CONDITION);
+	sense_data_build(cmd, key, asc);
+}
+
+/*
+ * Turns the outcome of an exchange into the command's status. Returns 0
+ * when the command may go on (GOOD), -1 when it has failed.
+ */
+static int swift_result(struct scsi_cmd *cmd, enum swx x,
+			struct swift_res *res, uint64_t info_base)
+{
+	switch (x) {
+	case SWX_OK:
+		break;
+	case SWX_REFUSED:
+		cmd_error_sense(cmd, res->key, res->asc);
+		return -1;
+	case SWX_UNREACHABLE:
+		cmd_error_sense(cmd, NOT_READY, ASC_CAUSE_NOT_REPORTABLE);
+		return -1;
+	case SWX_LOST:
+		cmd_error_sense(cmd, HARDWARE_ERROR, 0x0800);
+		return -1;
+	case SWX_TIMEOUT:
+		cmd_error_sense(cmd, HARDWARE_ERROR, 0x0801);
+		return -1;
+	case SWX_PROTO:
+	case SWX_NOMEM:
+		cmd_error_sense(cmd, HARDWARE_ERROR, ASC_INTERNAL_TGT_FAILURE);
+		return -1;
+	}
+
+	if (res->status == SWP_STATUS_GOOD)
+		return 0;
+
+	scsi_set_result(cmd, SAM_STAT_CHECK_CONDITION);
+	if (res->flags & SWP_RF_INFO_VALID)
+		sense_data_build_with_info(cmd, res->key, res->asc,
+					   info_base + res->info);
+	else
+		sense_data_build(cmd, res->key, res->asc);
+	return -1;
+}
+
+/*
+ * The protocol moves whole 512-byte sectors inside the volume. Lengths come
+ * from the data buffers, which an initiator may size oddly: a range that
+ * leaves the volume is refused like an out-of-range LBA, a read that ends
+ * inside a sector reads the whole sector into a bounce buffer, and a write
+ * or verify that ends inside a sector is refused (INVALID FIELD IN CDB).
+ */
+static int swift_check_range(struct scsi_cmd *cmd, struct swift_lu *s,
+			     uint64_t offset, uint64_t length, int whole)
+{
+	if (offset > s->size || length > s->size - offset) {
+		cmd_error_sense(cmd, ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
+		return -1;
+	}
+	if (offset % SWP_ALIGN || (whole && length % SWP_ALIGN)) {
+		cmd_error_sense(cmd, ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		return -1;
+	}
+	return 0;
+}
+
+static int swift_read(struct scsi_cmd *cmd, struct swift_lu *s,
+		      uint64_t offset, char *buf, uint64_t length)
+{
+	struct swift_req rq;
+	struct swift_res res;
+	uint64_t done = 0, aligned = length & ~(uint64_t)(SWP_ALIGN - 1);
+	char tail[SWP_ALIGN];
+	uint32_t n;
+
+	if (swift_check_range(cmd, s, offset, length, 0))
+		return -1;
+	while (done < length) {
+		memset(&rq, 0, sizeof(rq));
+		rq.op = SWP_OP_READ;
+		rq.offset = offset + done;
+		if (done < aligned) {
+			n = aligned - done < s->max_payload ?
+				aligned - done : s->max_payload;
+			rq.in = buf + done;
+		} else {
+			/* the last, partial sector */
+			n = length - done;
+			rq.in = tail;
+		}
+		rq.length = rq.in == tail ? SWP_ALIGN : n;
+		rq.in_len = rq.length;
+		if (rq.in == tail && offset + done + SWP_ALIGN > s->size) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_LBA_OUT_OF_RANGE);
+			return -1;
+		}
+		if (swift_result(cmd, swift_call(s, &rq, &res), &res, done))
+			return -1;
+		if (rq.in == tail)
+			memcpy(buf + done, tail, n);
+		done += n;
+	}
+	return 0;
+}
+
+static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
+		       uint64_t offset, const char *buf, uint64_t length,
+		       int fua)
+{
+	struct swift_req rq;
+	struct swift_res res;
+	uint64_t done = 0;
+	uint32_t n;
+
+	if (swift_check_range(cmd, s, offset, length, 1))
+		return -1;
+	while (done < length) {
+		n = length - done < s->max_payload ?
+			length - done : s->max_payload;
+		memset(&rq, 0, sizeof(rq));
+		rq.op = SWP_OP_WRITE;
+		rq.flags = fua ? SWP_F_FUA : 0;
+		rq.offset = offset + done;
+		rq.length = n;
+		rq.out[0].iov_base = (char *)buf + done;
+		rq.out[0].iov_len = n;
+		rq.nout = 1;
+		if (swift_result(cmd, swift_call(s, &rq, &res), &res, done))
+			return -1;
+		done += n;
+	}
+	return 0;
+}
+
+/* The daemon compares; a miscompare's offset is relative to buf. */
+static int swift_verify(struct scsi_cmd *cmd, struct swift_lu *s,
+			uint64_t offset, const char *buf, uint64_t length)
+{
+	struct swift_req rq;
+	struct swift_res res;
+	uint64_t done = 0;
+	uint32_t n;
+
+	if (swift_check_range(cmd, s, offset, length, 1))
+		return -1;
+	while (done < length) {
+		n = length - done < s->max_payload ?
+			length - done : s->max_payload;
+		memset(&rq, 0, sizeof(rq));
+		rq.op = SWP_OP_VERIFY;
+		rq.offset = offset + done;
+		rq.length = n;
+		rq.out[0].iov_base = (char *)buf + done;
+		rq.out[0].iov_len = n;
+		rq.nout = 1;
+		if (swift_result(cmd, swift_call(s, &rq, &res), &res, done))
+			return -1;
+		done += n;
+	}
+	return 0;
+}
+
+static int swift_simple(struct scsi_cmd *cmd, struct swift_lu *s, uint8_t op,
+			uint16_t flags, uint64_t offset, uint64_t length)
+{
+	struct swift_req rq;
+	struct swift_res res;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.op = op;
+	rq.flags = flags;
+	rq.offset = offset;
+	rq.length = length;
+	return swift_result(cmd, swift_call(s, &rq, &res), &res, 0);
+}
+
+/*
+ * tgt keeps cmd->tl in 32 bits; WRITE SAME and PRE-FETCH may span more, so
+ * their byte length is taken from the CDB again (sbc_rw has checked it).
+ */
+static uint64_t swift_cdb_length(struct scsi_cmd *cmd)
+{
+	struct scsi_lu *lu = cmd->dev;
+	uint64_t lba = scsi_rw_offset(cmd->scb);
+	uint64_t blocks = scsi_rw_count(cmd->scb);
+	uint64_t nr = lu->size >> lu->blk_shift;
+
+	if (!blocks && (cmd->scb[0] == WRITE_SAME ||
+			cmd->scb[0] == WRITE_SAME_16) && lba < nr)
+		blocks = nr - lba;
+	if (lba > nr || blocks > nr - lba)
+		return cmd->tl;
+	return blocks << lu->blk_shift;
+}
+
+/* FUA bit, or the write cache disabled in the caching mode page */
+static int swift_want_fua(struct scsi_cmd *cmd, struct mode_pg *pg)
+{
+	return ((cmd->scb[0] != WRITE_6) && (cmd->scb[1] & 0x8)) ||
+		!(pg->mode_data[0] & 0x04);
+}
+
+static void bs_swift_request(struct scsi_cmd *cmd)
+{
+	struct scsi_lu *lu = cmd->dev;
+	struct swift_lu *s = SWIFT_LU(lu);
+	uint64_t offset = cmd->offset;
+	uint64_t length = 0, tl;
+	struct swift_req rq;
+	struct swift_res res;
+	struct mode_pg *pg;
+	const char *write_buf = NULL;
+	char *tmpbuf, *ptr;
+	int do_verify = 0;
+	uint64_t i;
+
+	/* overwritten on error */
+	scsi_set_result(cmd, SAM_STAT_GOOD);
+
+	switch (cmd->scb[0]) {
+	case ORWRITE_16:
+		length = scsi_get_out_length(cmd);
+
+		tmpbuf = malloc(length ? length : 1);
+		if (!tmpbuf) {
+			cmd_error_sense(cmd, HARDWARE_ERROR,
+					ASC_INTERNAL_TGT_FAILURE);
+			break;
+		}
+		if (swift_read(cmd, s, offset, tmpbuf, length)) {
+			free(tmpbuf);
+			break;
+		}
+		ptr = scsi_get_out_buffer(cmd);
+		for (i = 0; i < length; i++)
+			ptr[i] |= tmpbuf[i];
+		free(tmpbuf);
+
+		write_buf = scsi_get_out_buffer(cmd);
+		goto write;
+	case COMPARE_AND_WRITE:
+		/* Blocks are transferred twice, first the set that
+		 * we compare to the existing data, and second the set
+		 * to write if the compare was successful.
+		 */
+		length = scsi_get_out_length(cmd) / 2;
+		if (length != cmd->tl) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+		if (!length)
+			break;
+		if (2 * length > s->max_payload) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+		if (swift_check_range(cmd, s, offset, length, 1))
+			break;
+		pg = find_mode_page(cmd->dev, 0x08, 0);
+		if (pg == NULL) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+		memset(&rq, 0, sizeof(rq));
+		rq.op = SWP_OP_COMPARE_AND_WRITE;
+		rq.flags = swift_want_fua(cmd, pg) ? SWP_F_FUA : 0;
+		rq.offset = offset;
+		rq.length = length;
+		rq.out[0].iov_base = scsi_get_out_buffer(cmd);
+		rq.out[0].iov_len = 2 * length;
+		rq.nout = 1;
+		swift_result(cmd, swift_call(s, &rq, &res), &res, 0);
+		break;
+	case SYNCHRONIZE_CACHE:
+	case SYNCHRONIZE_CACHE_16:
+		if (cmd->scb[1] & 0x2)
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+		else
+			swift_simple(cmd, s, SWP_OP_FLUSH, 0, 0, 0);
+		break;
+	case WRITE_VERIFY:
+	case WRITE_VERIFY_12:
+	case WRITE_VERIFY_16:
+		do_verify = 1;
+		/* fall through */
+	case WRITE_6:
+	case WRITE_10:
+	case WRITE_12:
+	case WRITE_16:
+		length = scsi_get_out_length(cmd);
+		write_buf = scsi_get_out_buffer(cmd);
+write:
+		/*
+		 * it would be better not to access to pg
+		 * directy.
+		 */
+		pg = find_mode_page(cmd->dev, 0x08, 0);
+		if (pg == NULL) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+		if (swift_write(cmd, s, offset, write_buf, length,
+				swift_want_fua(cmd, pg)))
+			break;
+		if (do_verify)
+			goto verify;
+		break;
+	case WRITE_SAME:
+	case WRITE_SAME_16:
+		/* sbc_rw has rejected ANCHOR, LBDATA with PBDATA, UNMAP
+		 * without thin provisioning and a data-out length other
+		 * than 0 (NDOB: zeros) or one block */
+		memset(&rq, 0, sizeof(rq));
+		rq.op = SWP_OP_WRITE_SAME;
+		if (cmd->scb[1] & 0x08)
+			rq.flags |= SWP_F_UNMAP;
+		switch (cmd->scb[1] & 0x06) {
+		case 0x02: /* PBDATA==0 LBDATA==1 */
+			rq.flags |= SWP_F_LBDATA;
+			break;
+		case 0x04: /* PBDATA==1 LBDATA==0 */
+			rq.flags |= SWP_F_PBDATA;
+			break;
+		}
+		pg = find_mode_page(cmd->dev, 0x08, 0);
+		if (pg && !(pg->mode_data[0] & 0x04))
+			rq.flags |= SWP_F_FUA;
+		rq.offset = offset;
+		rq.length = swift_cdb_length(cmd);
+		if (!rq.length)
+			break;
+		length = scsi_get_out_length(cmd);
+		if (length) {
+			if (length != (1U << lu->blk_shift)) {
+				cmd_error_sense(cmd, ILLEGAL_REQUEST,
+						ASC_PARAMETER_LIST_LENGTH_ERR);
+				break;
+			}
+			rq.out[0].iov_base = scsi_get_out_buffer(cmd);
+			rq.out[0].iov_len = length;
+			rq.nout = 1;
+		} else if (rq.flags & (SWP_F_LBDATA | SWP_F_PBDATA)) {
+			/* no block to put the LBA in */
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+		swift_result(cmd, swift_call(s, &rq, &res), &res, 0);
+		break;
+	case READ_6:
+	case READ_10:
+	case READ_12:
+	case READ_16:
+		length = scsi_get_in_length(cmd);
+		if (length > cmd->tl)
+			length = cmd->tl;
+		swift_read(cmd, s, offset, scsi_get_in_buffer(cmd), length);
+		break;
+	case PRE_FETCH_10:
+	case PRE_FETCH_16:
+		tl = swift_cdb_length(cmd);
+		if (tl)
+			swift_simple(cmd, s, SWP_OP_PREFETCH, 0, offset, tl);
+		break;
+	case VERIFY_10:
+	case VERIFY_12:
+	case VERIFY_16:
+verify:
+		length = scsi_get_out_length(cmd);
+		swift_verify(cmd, s, offset, scsi_get_out_buffer(cmd), length);
+		break;
+	case UNMAP:
+		if (!cmd->dev->attrs.thinprovisioning) {
+			cmd_error_sense(cmd, ILLEGAL_REQUEST,
+					ASC_INVALID_FIELD_IN_CDB);
+			break;
+		}
+
+		length = scsi_get_out_length(cmd);
+		tmpbuf = scsi_get_out_buffer(cmd);
+
+		if (length < 8)
+			break;
+
+		length -= 8;
+		tmpbuf += 8;
+
+		while (length >= 16) {
+			uint64_t nr = lu->size >> lu->blk_shift;
+			uint64_t lba = get_unaligned_be64(&tmpbuf[0]);
+			uint64_t blocks = get_unaligned_be32(&tmpbuf[8]);
+
+			if (lba > nr || blocks > nr - lba) {
+				eprintf("UNMAP beyond EOF\n");
+				cmd_error_sense(cmd, ILLEGAL_REQUEST,
+						ASC_LBA_OUT_OF_RANGE);
+				break;
+			}
+
+			if (blocks > 0 &&
+			    swift_simple(cmd, s, SWP_OP_UNMAP, 0,
+					 lba << lu->blk_shift,
+					 blocks << lu->blk_shift))
+				break;
+
+			length -= 16;
+			tmpbuf += 16;
+		}
+		break;
+	default:
+		break;
+	}
+
+	/* while the daemon is away, swift_set_down() has said so once */
+	if (scsi_get_result(cmd) != SAM_STAT_GOOD &&
+	    !__atomic_load_n(&s->down, __ATOMIC_RELAXED))
+		eprintf("io error %p %x %" PRIu64 " %" PRIu64 "\n",
+			cmd, cmd->scb[0], length, offset);
+}
+
+/* ---- LU life cycle ---- */
+
+static int is_opt(const char *opt, const char *p)
+{
+	size_t n = strlen(opt);
+
+	return !strncmp(p, opt, n) && p[n] == '=';
+}
+
+/* bsopts: "socket=PATH;timeout=SECONDS" (';' since tgtadm splits on ',') */
+static int swift_parse_opts(struct swift_lu *s, const char *bsopts)
+{
+	const char *p = bsopts, *end, *val;
+	size_t n, vlen;
+	char num[32], *e;
+	double t;
+
+	while (p && *p) {
+		end = strchr(p, ';');
+		n = end ? (size_t)(end - p) : strlen(p);
+		if (n == 0) {
+			p = end + 1;
+			continue;
+		}
+		val = memchr(p, '=', n);
+		vlen = val ? n - (val + 1 - p) : 0;
+		if (is_opt("socket", p)) {
+			if (!vlen || vlen >= sizeof(s->socket_path)) {
+				eprintf("bs_swift: bad socket path in "
+					"bsopts \"%s\"\n", bsopts);
+				return -1;
+			}
+			memcpy(s->socket_path, val + 1, vlen);
+			s->socket_path[vlen] = '\0';
+		} else if (is_opt("timeout", p)) {
+			if (!vlen || vlen >= sizeof(num)) {
+				eprintf("bs_swift: bad timeout in bsopts "
+					"\"%s\"\n", bsopts);
+				return -1;
+			}
+			memcpy(num, val + 1, vlen);
+			num[vlen] = '\0';
+			errno = 0;
+			t = strtod(num, &e);
+			if (errno || *e || !isfinite(t) || t < 0.1 ||
+			    t > 3600) {
+				eprintf("bs_swift: timeout must be 0.1 to 3600 "
+					"seconds, not \"%s\"\n", num);
+				return -1;
+			}
+			s->timeout_ms = (int)(t * 1000);
+		} else {
+			eprintf("bs_swift: unknown option \"%.*s\" in bsopts "
+				"(known: socket=PATH;timeout=SECONDS)\n",
+				(int)n, p);
+			return -1;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+static int bs_swift_open(struct scsi_lu *lu, char *path, int *fd,
+			 uint64_t *size)
+{
+	struct swift_lu *s = SWIFT_LU(lu);
+	struct swift_res res;
+	struct swift_conn *c;
+	size_t i, n = strlen(path);
+	enum swx x;
+	int cfd;
+
+	if (n == 0 || n > SWP_MAX_NAME) {
+		eprintf("bs_swift: volume name must be 1 to %d bytes\n",
+			SWP_MAX_NAME);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f) {
+			eprintf("bs_swift: control character in volume name\n");
+			return -1;
+		}
+	}
+	memcpy(s->volume, path, n + 1);
+	s->size = 0;
+
+	memset(&res, 0, sizeof(res));
+	x = swift_connect(s, &cfd, &res, &s->size, &s->block_size,
+			  &s->max_payload, &s->caps);
+	if (x) {
+		if (x == SWX_REFUSED)
+			eprintf("bs_swift %s: daemon refused the volume "
+				"(sense %x/%04x)\n", s->volume, res.key,
+				res.asc);
+		else
+			eprintf("bs_swift %s: cannot open through %s: %s\n",
+				s->volume, s->socket_path, swx_name(x));
+		s->size = 0;
+		return -1;
+	}
+
+	c = malloc(sizeof(*c));
+	if (!c) {
+		if (close(cfd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		s->size = 0;
+		return -1;
+	}
+	c->fd = cfd;
+	swift_conn_put(s, c);
+
+	/* report the daemon's block as the physical block (as bs_rdwr reports
+	 * st_blksize), so initiators align their I/O to it */
+	if (!lu->attrs.no_auto_lbppbe)
+		update_lbppbe(lu, s->block_size);
+
+	eprintf("bs_swift %s: %" PRIu64 " bytes, physical block %u, via %s\n",
+		s->volume, s->size, s->block_size, s->socket_path);
+
+	/* no file behind the LU: GET LBA STATUS reports every block mapped */
+	*fd = -1;
+	*size = s->size;
+	return 0;
+}
+
+static void bs_swift_close(struct scsi_lu *lu)
+{
+	struct swift_lu *s = SWIFT_LU(lu);
+
+	swift_pool_flush(s);
+	s->size = 0;
+}
+
+static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
+{
+	struct bs_thread_info *info = BS_THREAD_I(lu);
+	struct swift_lu *s = SWIFT_LU(lu);
+	tgtadm_err ret;
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	strcpy(s->socket_path, DEFAULT_SOCKET);
+	s->timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (swift_parse_opts(s, bsopts))
+		return TGTADM_INVALID_REQUEST;
+
+	err = pthread_mutex_init(&s->lock, NULL);
+	if (err) {
+		eprintf("bs_swift: pthread_mutex_init: %s\n", strerror(err));
+		return TGTADM_NOMEM;
+	}
+
+	ret = bs_thread_open(info, bs_swift_request, nr_iothreads);
+	if (ret != TGTADM_SUCCESS) {
+		err = pthread_mutex_destroy(&s->lock);
+		if (err)
+			eprintf("bs_swift: pthread_mutex_destroy: %s\n",
+				strerror(err));
+	}
+	return ret;
+}
+
+static void bs_swift_exit(struct scsi_lu *lu)
+{
+	struct bs_thread_info *info = BS_THREAD_I(lu);
+	struct swift_lu *s = SWIFT_LU(lu);
+
+	int err;
+
+	bs_thread_close(info);
+	swift_pool_flush(s);
+	err = pthread_mutex_destroy(&s->lock);
+	if (err)
+		eprintf("bs_swift: pthread_mutex_destroy: %s\n", strerror(err));
+}
+
+static struct backingstore_template swift_bst = {
+	.bs_name		= "swift",
+	.bs_datasize		= sizeof(struct bs_thread_info) +
+				  sizeof(struct swift_lu),
+	.bs_open		= bs_swift_open,
+	.bs_close		= bs_swift_close,
+	.bs_init		= bs_swift_init,
+	.bs_exit		= bs_swift_exit,
+	.bs_cmd_submit		= bs_thread_cmd_submit,
+	.bs_oflags_supported	= 0,
+};
+
+void register_bs_module(void)
+{
+	unsigned char opcodes[] = {
+		ALLOW_MEDIUM_REMOVAL,
+		COMPARE_AND_WRITE,
+		FORMAT_UNIT,
+		INQUIRY,
+		MAINT_PROTOCOL_IN,
+		MODE_SELECT,
+		MODE_SELECT_10,
+		MODE_SENSE,
+		MODE_SENSE_10,
+		ORWRITE_16,
+		PERSISTENT_RESERVE_IN,
+		PERSISTENT_RESERVE_OUT,
+		PRE_FETCH_10,
+		PRE_FETCH_16,
+		READ_10,
+		READ_12,
+		READ_16,
+		READ_6,
+		READ_CAPACITY,
+		RELEASE,
+		REPORT_LUNS,
+		REQUEST_SENSE,
+		RESERVE,
+		SEND_DIAGNOSTIC,
+		SERVICE_ACTION_IN,
+		START_STOP,
+		SYNCHRONIZE_CACHE,
+		SYNCHRONIZE_CACHE_16,
+		TEST_UNIT_READY,
+		UNMAP,
+		VERIFY_10,
+		VERIFY_12,
+		VERIFY_16,
+		WRITE_10,
+		WRITE_12,
+		WRITE_16,
+		WRITE_6,
+		WRITE_SAME,
+		WRITE_SAME_16,
+		WRITE_VERIFY,
+		WRITE_VERIFY_12,
+		WRITE_VERIFY_16
+	};
+
+	bs_create_opcode_map(&swift_bst, opcodes, ARRAY_SIZE(opcodes));
+	if (register_backingstore_template(&swift_bst))
+		eprintf("bs_swift: cannot register the backing store\n");
+}

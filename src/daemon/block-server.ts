@@ -1,0 +1,566 @@
+// BlockServer: the daemon end of the bs_swift protocol (doc/protocol.md).
+//
+// Listens on a Unix socket. Each connection starts with HELLO (volume name
+// -> size, block size, max payload, capabilities); after that its requests
+// run concurrently and are answered by tag, in any order. WRITE SAME,
+// COMPARE AND WRITE and VERIFY are built here on top of BlockDevice; COMPARE
+// AND WRITE is atomic against writes to its range (a per-device range lock).
+// A connection that sends anything invalid is dropped; other connections
+// are not affected.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type { BlockDevice } from '../engine/block-device.js';
+import {
+  ALL_CAPABILITIES,
+  FrameParser,
+  MAX_MESSAGE_LENGTH,
+  MAX_PAYLOAD,
+  MIN_MAX_PAYLOAD,
+  Op,
+  ProtocolError,
+  SECTOR_SIZE,
+  SenseError,
+  Senses,
+  Status,
+  checkRequestHeader,
+  decodeRequest,
+  encodeHelloReply,
+  encodeReply,
+  opName,
+  requestOpcode,
+  type Frame,
+  type OpCode,
+  type Request,
+  type RequestContext,
+  type Sense,
+} from './protocol.js';
+
+export interface BlockServerOptions {
+  socketPath: string;
+  /** Opens (or returns the cached) device of a volume; may run once per connection. */
+  openDevice(volume: string): Promise<BlockDevice>;
+  log?: (msg: string) => void;
+  /** Largest payload advertised and accepted (default and maximum 32 MiB). */
+  maxPayload?: number;
+  /** Requests in progress per connection before reading from it pauses (default 64). */
+  maxInFlight?: number;
+  /**
+   * Physical block size reported in the handshake (default 4096, the
+   * overlay's block): bs_swift reports it to initiators so they align I/O.
+   */
+  physicalBlockSize?: number;
+  /** Mode of the socket file (default 0o660). */
+  socketMode?: number;
+}
+
+/** A device that can warm its cache for PRE-FETCH (optional). */
+interface Prefetcher {
+  prefetch(offset: number, length: number): Promise<void>;
+}
+
+function canPrefetch(d: BlockDevice): d is BlockDevice & Prefetcher {
+  return typeof (d as Partial<Prefetcher>).prefetch === 'function';
+}
+
+/** Pending replies beyond this many bytes pause reading a connection. */
+const WRITE_HIGH_WATER = 64 * 1024 * 1024;
+/** WRITE SAME writes at most this much per device.write. */
+const WRITE_SAME_CHUNK = 1024 * 1024;
+
+interface LockEntry {
+  start: number;
+  end: number;
+  exclusive: boolean;
+  released: Promise<void>;
+}
+
+/**
+ * FIFO range lock: shared holders (writes) overlap freely; an exclusive
+ * holder (COMPARE AND WRITE) waits for every earlier overlapping entry, and
+ * later overlapping entries wait for it.
+ */
+class RangeLock {
+  private readonly entries = new Set<LockEntry>();
+
+  async acquire(start: number, end: number, exclusive: boolean): Promise<() => void> {
+    const waits: Promise<void>[] = [];
+    for (const e of this.entries) {
+      if (e.start < end && start < e.end && (exclusive || e.exclusive)) waits.push(e.released);
+    }
+    let release!: () => void;
+    const entry: LockEntry = { start, end, exclusive, released: new Promise<void>((r) => (release = r)) };
+    this.entries.add(entry);
+    if (waits.length > 0) await Promise.all(waits);
+    return () => {
+      this.entries.delete(entry);
+      release();
+    };
+  }
+}
+
+const locks = new WeakMap<BlockDevice, RangeLock>();
+
+function lockOf(device: BlockDevice): RangeLock {
+  let l = locks.get(device);
+  if (l === undefined) {
+    l = new RangeLock();
+    locks.set(device, l);
+  }
+  return l;
+}
+
+interface Outcome {
+  status: typeof Status.GOOD | typeof Status.CHECK_CONDITION;
+  sense?: Sense;
+  info?: number;
+  payload?: Buffer;
+  message?: string;
+}
+
+const GOOD: Outcome = { status: Status.GOOD };
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Maps a device failure to sense data; `fallback` is the operation's own. */
+function failure(err: unknown, fallback: Sense, writing: boolean): Outcome {
+  if (err instanceof SenseError) return { status: Status.CHECK_CONDITION, sense: err.sense, message: err.message };
+  const code = (err as { code?: unknown } | null)?.code;
+  if (writing && code === 'ENOSPC') return { status: Status.CHECK_CONDITION, sense: Senses.NO_SPACE, message: errorMessage(err) };
+  if (writing && (code === 'EROFS' || code === 'EACCES' || code === 'EPERM')) {
+    return { status: Status.CHECK_CONDITION, sense: Senses.WRITE_PROTECTED, message: errorMessage(err) };
+  }
+  return { status: Status.CHECK_CONDITION, sense: fallback, message: errorMessage(err) };
+}
+
+function firstDifference(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  // compare in 4 KiB steps, then find the byte
+  for (let i = 0; i < n; i += 4096) {
+    const end = Math.min(n, i + 4096);
+    if (a.compare(b, i, end, i, end) !== 0) {
+      for (let j = i; j < end; j++) if (a[j] !== b[j]) return j;
+    }
+  }
+  return a.length === b.length ? -1 : n;
+}
+
+async function readExactly(device: BlockDevice, offset: number, length: number): Promise<Buffer> {
+  const data = await device.read(offset, length);
+  if (data.length !== length) throw new Error(`device returned ${data.length} bytes for a read of ${length}`);
+  return data;
+}
+
+class Connection {
+  private readonly parser: FrameParser;
+  private readonly ctx: RequestContext;
+  private state: 'hello' | 'opening' | 'ready' | 'closed' = 'hello';
+  private device: BlockDevice | null = null;
+  private volume = '';
+  private inFlight = 0;
+  private paused = false;
+
+  constructor(
+    private readonly server: BlockServer,
+    private readonly socket: net.Socket,
+    private readonly id: number,
+  ) {
+    this.ctx = { size: null, maxPayload: server.maxPayload };
+    this.parser = new FrameParser({
+      direction: 'request',
+      maxPayload: server.maxPayload,
+      checkHeader: (h) => {
+        if (this.state === 'opening') throw new ProtocolError(`${opName(h.opcode)} before the HELLO reply`);
+        checkRequestHeader(h, this.ctx);
+      },
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.updateFlow());
+    socket.on('error', (err) => {
+      if (this.state !== 'closed') this.server.log(`connection ${this.id}: ${err.message}`);
+    });
+    socket.on('close', () => {
+      this.state = 'closed';
+      this.server.forget(this);
+    });
+  }
+
+  get name(): string {
+    return this.volume ? `connection ${this.id} (${this.volume})` : `connection ${this.id}`;
+  }
+
+  /** Drops the connection: pending work completes, its replies are discarded. */
+  drop(reason: string): void {
+    if (this.state === 'closed') return;
+    this.server.log(`${this.name}: dropped: ${reason}`);
+    this.state = 'closed';
+    this.socket.destroy();
+  }
+
+  close(): void {
+    this.state = 'closed';
+    this.socket.destroy();
+  }
+
+  /** A method, so TypeScript does not narrow state across calls that change it. */
+  private isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    let frames: Frame[];
+    try {
+      frames = this.parser.push(chunk);
+    } catch (err) {
+      this.drop(errorMessage(err));
+      return;
+    }
+    for (const frame of frames) {
+      if (this.isClosed()) return;
+      let req: Request;
+      try {
+        req = decodeRequest(frame, this.ctx);
+      } catch (err) {
+        this.drop(errorMessage(err));
+        return;
+      }
+      if (req.op === 'hello') {
+        if (this.state !== 'hello') {
+          this.drop('second HELLO');
+          return;
+        }
+        this.hello(req.tag, req.volume);
+      } else {
+        this.start(req);
+      }
+    }
+  }
+
+  private hello(tag: bigint, volume: string): void {
+    this.state = 'opening';
+    this.volume = volume;
+    this.server
+      .openDevice(volume)
+      .then((device) => {
+        if (this.state === 'closed') return;
+        const size = device.size;
+        if (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_SIZE !== 0) {
+          throw new SenseError(Senses.NOT_READY, `device size ${size} is not a positive multiple of ${SECTOR_SIZE}`);
+        }
+        this.device = device;
+        this.ctx.size = size;
+        this.state = 'ready';
+        const payload = encodeHelloReply({
+          size,
+          physicalBlockSize: this.server.physicalBlockSize,
+          maxPayload: this.server.maxPayload,
+          capabilities: ALL_CAPABILITIES,
+        });
+        this.send(Op.HELLO, tag, { status: Status.GOOD, payload });
+        this.server.log(`${this.name}: open, ${size} bytes`);
+      })
+      .catch((err: unknown) => {
+        if (this.state === 'closed') return;
+        const out = failure(err, Senses.NOT_READY, false);
+        this.server.log(`${this.name}: cannot open volume: ${out.message ?? ''}`);
+        this.send(Op.HELLO, tag, out);
+        this.state = 'closed';
+        this.socket.end();
+      });
+  }
+
+  private start(req: Request): void {
+    const device = this.device;
+    if (device === null) {
+      this.drop('request before HELLO');
+      return;
+    }
+    this.inFlight++;
+    this.updateFlow();
+    let work: Promise<Outcome>;
+    try {
+      work = this.execute(device, req);
+    } catch (err) {
+      work = Promise.resolve(failure(err, Senses.INTERNAL, false));
+    }
+    work
+      .catch((err: unknown) => failure(err, Senses.INTERNAL, false))
+      .then((out) => {
+        if (out.status !== Status.GOOD && out.message !== undefined) {
+          this.server.log(`${this.name}: ${req.op}: ${out.message}`);
+        }
+        this.send(requestOpcode(req), req.tag, out);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.updateFlow();
+      });
+  }
+
+  private updateFlow(): void {
+    if (this.state === 'closed') return;
+    const busy = this.inFlight >= this.server.maxInFlight || this.socket.writableLength > WRITE_HIGH_WATER;
+    if (busy && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    } else if (!busy && this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  private send(opcode: OpCode, tag: bigint, out: Outcome): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    let payload = out.payload ?? Buffer.alloc(0);
+    if (out.status !== Status.GOOD) {
+      const msg = Buffer.from(out.message ?? '', 'utf8');
+      payload = msg.length > MAX_MESSAGE_LENGTH ? msg.subarray(0, MAX_MESSAGE_LENGTH) : msg;
+    }
+    const header = encodeReply({ opcode, tag, status: out.status, sense: out.sense, info: out.info }, payload.length);
+    this.socket.cork();
+    this.socket.write(header);
+    if (payload.length > 0) this.socket.write(payload);
+    this.socket.uncork();
+  }
+
+  private async execute(device: BlockDevice, req: Request): Promise<Outcome> {
+    switch (req.op) {
+      case 'hello':
+        throw new ProtocolError('second HELLO');
+      case 'read':
+        try {
+          return { status: Status.GOOD, payload: await readExactly(device, req.offset, req.length) };
+        } catch (err) {
+          return failure(err, Senses.READ_ERROR, false);
+        }
+      case 'write': {
+        const release = await lockOf(device).acquire(req.offset, req.offset + req.data.length, false);
+        try {
+          await device.write(req.offset, req.data, { fua: req.fua });
+          return GOOD;
+        } catch (err) {
+          return failure(err, Senses.WRITE_ERROR, true);
+        } finally {
+          release();
+        }
+      }
+      case 'flush':
+        try {
+          await device.flush();
+          return GOOD;
+        } catch (err) {
+          return failure(err, Senses.WRITE_ERROR, true);
+        }
+      case 'unmap': {
+        const release = await lockOf(device).acquire(req.offset, req.offset + req.length, false);
+        try {
+          await device.unmap(req.offset, req.length);
+          return GOOD;
+        } catch (err) {
+          // as bs_rdwr reports a failed hole punch
+          return failure(err, Senses.INTERNAL, true);
+        } finally {
+          release();
+        }
+      }
+      case 'writeSame':
+        return this.writeSame(device, req);
+      case 'compareAndWrite':
+        return this.compareAndWrite(device, req);
+      case 'verify':
+        try {
+          const current = await readExactly(device, req.offset, req.data.length);
+          const at = firstDifference(req.data, current);
+          if (at >= 0) return { status: Status.CHECK_CONDITION, sense: Senses.MISCOMPARE, info: at };
+          return GOOD;
+        } catch (err) {
+          return failure(err, Senses.READ_ERROR, false);
+        }
+      case 'prefetch':
+        if (!canPrefetch(device)) return GOOD;
+        try {
+          await device.prefetch(req.offset, req.length);
+          return GOOD;
+        } catch (err) {
+          return failure(err, Senses.READ_ERROR, false);
+        }
+    }
+  }
+
+  private async writeSame(device: BlockDevice, req: Extract<Request, { op: 'writeSame' }>): Promise<Outcome> {
+    const block = req.block;
+    const release = await lockOf(device).acquire(req.offset, req.offset + req.length, false);
+    try {
+      // As bs_rdwr: the UNMAP bit deallocates the range whatever the data
+      // (LBPRZ is set, so it reads back as zeros).
+      if (req.unmap) {
+        try {
+          await device.unmap(req.offset, req.length);
+          if (req.fua) await device.flush();
+          return GOOD;
+        } catch (err) {
+          return failure(err, Senses.INTERNAL, true);
+        }
+      }
+      const bs = block.length === 0 ? SECTOR_SIZE : block.length;
+      const perChunk = Math.max(1, Math.floor(WRITE_SAME_CHUNK / bs)) * bs;
+      const pattern = Buffer.alloc(Math.min(perChunk, req.length));
+      if (block.length > 0) for (let i = 0; i < pattern.length; i += bs) block.copy(pattern, i);
+      for (let done = 0; done < req.length; done += pattern.length) {
+        const n = Math.min(pattern.length, req.length - done);
+        const chunk = pattern.subarray(0, n);
+        if (req.lbdata || req.pbdata) {
+          for (let i = 0; i < n; i += bs) {
+            const lba = (req.offset + done + i) / bs;
+            if (req.lbdata) chunk.writeUInt32BE(lba % 2 ** 32, i);
+            else chunk.writeBigUInt64BE(BigInt(lba), i);
+          }
+        }
+        try {
+          await device.write(req.offset + done, chunk, { fua: req.fua });
+        } catch (err) {
+          return failure(err, Senses.WRITE_ERROR, true);
+        }
+      }
+      return GOOD;
+    } finally {
+      release();
+    }
+  }
+
+  private async compareAndWrite(device: BlockDevice, req: Extract<Request, { op: 'compareAndWrite' }>): Promise<Outcome> {
+    const release = await lockOf(device).acquire(req.offset, req.offset + req.length, true);
+    try {
+      let current: Buffer;
+      try {
+        current = await readExactly(device, req.offset, req.length);
+      } catch (err) {
+        return failure(err, Senses.READ_ERROR, false);
+      }
+      const at = firstDifference(req.compare, current);
+      if (at >= 0) return { status: Status.CHECK_CONDITION, sense: Senses.MISCOMPARE, info: at };
+      try {
+        await device.write(req.offset, req.data, { fua: req.fua });
+      } catch (err) {
+        return failure(err, Senses.WRITE_ERROR, true);
+      }
+      return GOOD;
+    } finally {
+      release();
+    }
+  }
+}
+
+export class BlockServer {
+  readonly socketPath: string;
+  readonly maxPayload: number;
+  readonly maxInFlight: number;
+  readonly physicalBlockSize: number;
+  private readonly opts: BlockServerOptions;
+  private readonly server: net.Server;
+  private readonly conns = new Set<Connection>();
+  private nextId = 1;
+  private listening = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(opts: BlockServerOptions) {
+    const maxPayload = opts.maxPayload ?? MAX_PAYLOAD;
+    if (!Number.isInteger(maxPayload) || maxPayload < MIN_MAX_PAYLOAD || maxPayload > MAX_PAYLOAD || maxPayload % SECTOR_SIZE) {
+      throw new RangeError(`maxPayload must be a multiple of 512 from ${MIN_MAX_PAYLOAD} to ${MAX_PAYLOAD}`);
+    }
+    const maxInFlight = opts.maxInFlight ?? 64;
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new RangeError('maxInFlight must be a positive integer');
+    const pbs = opts.physicalBlockSize ?? 4096;
+    if (!Number.isInteger(pbs) || pbs < SECTOR_SIZE || pbs > 65536 || (pbs & (pbs - 1)) !== 0) {
+      throw new RangeError('physicalBlockSize must be a power of two from 512 to 65536');
+    }
+    this.physicalBlockSize = pbs;
+    this.opts = opts;
+    this.socketPath = opts.socketPath;
+    this.maxPayload = maxPayload;
+    this.maxInFlight = maxInFlight;
+    this.server = net.createServer((socket) => {
+      if (this.closing) {
+        socket.destroy();
+        return;
+      }
+      const c = new Connection(this, socket, this.nextId++);
+      this.conns.add(c);
+    });
+    this.server.on('error', (err) => {
+      if (this.listening) this.log(`server: ${err.message}`);
+    });
+  }
+
+  /** Connections currently open. */
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  log(msg: string): void {
+    this.opts.log?.(`block-server: ${msg}`);
+  }
+
+  openDevice(volume: string): Promise<BlockDevice> {
+    return this.opts.openDevice(volume);
+  }
+
+  /** @internal */
+  forget(c: Connection): void {
+    this.conns.delete(c);
+  }
+
+  /** Starts listening; a stale socket file (nobody listening) is replaced. */
+  async listen(): Promise<void> {
+    if (this.listening) return;
+    try {
+      await this.tryListen();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isAlive(this.socketPath))) throw err;
+      this.log(`removing stale socket ${this.socketPath}`);
+      fs.unlinkSync(this.socketPath);
+      await this.tryListen();
+    }
+    fs.chmodSync(this.socketPath, this.opts.socketMode ?? 0o660);
+    this.listening = true;
+  }
+
+  private tryListen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(this.socketPath, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops listening and ends every connection (in-flight replies are lost). */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = new Promise<void>((resolve) => {
+      for (const c of this.conns) c.close();
+      this.conns.clear();
+      if (!this.listening) {
+        resolve();
+        return;
+      }
+      this.server.close(() => resolve());
+    });
+    return this.closing;
+  }
+}
+
+function isAlive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

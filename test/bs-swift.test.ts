@@ -1,0 +1,212 @@
+// bs_swift.so end to end: initiator -> tgtd -> bs_swift.so -> Unix socket
+// -> BlockServer (in this process) -> MemoryBlockDevice.
+//
+// Needs root (tgtd, /var/run/tgtd), tgt, libiscsi-bin, qemu-utils,
+// qemu-block-extra, and the module installed by scripts/build-bs-swift.
+// Anything missing fails the test with what to do.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { BlockServer } from '../src/daemon/block-server.js';
+import { MemoryBlockDevice } from './fixtures/memory-device.js';
+import { iscsiReadCapacity16, iscsiTestCu, qemuIo, qemuIoOk, type CuResult } from './fixtures/initiators.js';
+import { findRepoRoot } from './fixtures/swift.js';
+import { startTgtd } from './fixtures/tgtd.js';
+
+const MODULE = '/usr/lib/tgt/backing-store/bs_swift.so';
+const MiB = 1024 * 1024;
+const SIZE = 64 * MiB;
+const SWIFT_IQN = 'iqn.2026-11.org.swiftvol.test:swift';
+const SLOW_IQN = 'iqn.2026-11.org.swiftvol.test:slow';
+const RDWR_IQN = 'iqn.2026-11.org.swiftvol.test:rdwr';
+
+/** The families the conformance comparison covers. */
+const CU_TESTS = [
+  'SCSI.Read*',
+  'SCSI.Write*',
+  'SCSI.ReadCapacity*',
+  'SCSI.TestUnitReady',
+  'SCSI.Inquiry',
+  'SCSI.SynchronizeCache*',
+  'SCSI.Unmap',
+  'SCSI.WriteSame*',
+  'SCSI.CompareAndWrite',
+  'SCSI.Verify*',
+  'SCSI.OrWrite',
+  'SCSI.Prefetch*',
+  'SCSI.GetLBAStatus',
+];
+
+function count(r: CuResult, outcome: 'passed' | 'failed' | 'skipped'): number {
+  let n = 0;
+  for (const o of r.tests.values()) if (o === outcome) n++;
+  return n;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+test('bs_swift.so behind tgtd', async (t) => {
+  assert.ok(existsSync(MODULE), `${MODULE} is missing: run scripts/build-bs-swift (as root), then rerun`);
+  const built = path.join(findRepoRoot(), 'bs_swift', 'bs_swift.so');
+  if (existsSync(built) && !readFileSync(built).equals(readFileSync(MODULE))) {
+    t.diagnostic(`warning: ${MODULE} differs from ${built}: run scripts/build-bs-swift`);
+  }
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bs-swift-test-'));
+  const socketPath = path.join(dir, 'bs.sock');
+  const dev = new MemoryBlockDevice(SIZE);
+  const slow = new MemoryBlockDevice(SIZE);
+  const logs: string[] = [];
+  const makeServer = () =>
+    new BlockServer({
+      socketPath,
+      openDevice: async (volume) => {
+        if (volume === 'vol1') return dev;
+        if (volume === 'slow') return slow;
+        throw new Error(`no volume ${volume}`);
+      },
+      log: (m) => logs.push(m),
+      // small, so that bs_swift splits large commands into several messages
+      maxPayload: 256 * 1024,
+    });
+  let server = makeServer();
+  await server.listen();
+  const tgtd = await startTgtd();
+  try {
+    await tgtd.addTarget(SWIFT_IQN, 'vol1', 'swift', `socket=${socketPath};timeout=5`, { thinProvisioning: true });
+    const url = tgtd.url(SWIFT_IQN);
+
+    await t.test('a LU on an unknown volume is refused', async () => {
+      await assert.rejects(
+        tgtd.addTarget('iqn.2026-11.org.swiftvol.test:nope', 'nope', 'swift', `socket=${socketPath}`),
+        /tgtadm .*failed/,
+      );
+      await assert.rejects(
+        tgtd.addTarget('iqn.2026-11.org.swiftvol.test:badopt', 'vol1', 'swift', `socket=${socketPath};colour=blue`),
+        /tgtadm .*failed/,
+      );
+    });
+
+    await t.test('iscsi-readcapacity16 reports the size', async () => {
+      const cap = await iscsiReadCapacity16(url);
+      assert.equal(cap.size, SIZE);
+      assert.equal(cap.blockLength, 512);
+      assert.equal(cap.lbpme, true);
+      assert.equal(cap.lbprz, true);
+    });
+
+    await t.test('qemu-io patterns across 8 MiB boundaries read back exactly', async () => {
+      const writes: [number, number, number][] = [
+        // [pattern, offset, length]
+        [0x11, 8 * MiB - 4096, 8192],
+        [0x22, 16 * MiB - 512, 1024],
+        [0x33, 24 * MiB - MiB, 3 * MiB],
+        [0x44, 32 * MiB - 65536, 8 * MiB + 131072],
+        [0x55, SIZE - 8192, 8192],
+      ];
+      const cmds: string[] = [];
+      for (const [p, off, len] of writes) cmds.push(`write -P 0x${p.toString(16)} ${off} ${len}`);
+      cmds.push('flush');
+      for (const [p, off, len] of writes) cmds.push(`read -P 0x${p.toString(16)} ${off} ${len}`);
+      const flushes = dev.flushes;
+      await qemuIoOk(url, cmds);
+      assert.ok(dev.flushes > flushes, 'flush reached the device');
+      for (const [p, off, len] of writes) {
+        const got = dev.bytes.subarray(off, off + len);
+        assert.ok(got.every((b) => b === p), `device bytes at ${off}+${len} are not 0x${p.toString(16)}`);
+        if (off >= 512) assert.equal(dev.bytes[off - 1], 0, `byte before ${off} was touched`);
+        if (off + len < SIZE) assert.equal(dev.bytes[off + len], 0, `byte after ${off}+${len} was touched`);
+      }
+      // FUA writes arrive as FUA
+      const fua = dev.fuaWrites;
+      await qemuIoOk(url, ['write -f -P 0x66 4096 4096', 'read -P 0x66 4096 4096']);
+      assert.ok(dev.fuaWrites > fua, 'qemu-io write -f arrived with FUA');
+    });
+
+    await t.test('iscsi-test-cu: swift passes wherever bs_rdwr passes', async () => {
+      const img = path.join(dir, 'rdwr.img');
+      writeFileSync(img, '');
+      truncateSync(img, SIZE);
+      await tgtd.addTarget(RDWR_IQN, img, 'rdwr', undefined, { thinProvisioning: true });
+      const swift = await iscsiTestCu(url, CU_TESTS);
+      const rdwr = await iscsiTestCu(tgtd.url(RDWR_IQN), CU_TESTS);
+      t.diagnostic(
+        `iscsi-test-cu swift: ${count(swift, 'passed')} passed, ${count(swift, 'skipped')} skipped, ` +
+          `${count(swift, 'failed')} failed of ${swift.tests.size} (${swift.ms} ms)`,
+      );
+      t.diagnostic(
+        `iscsi-test-cu rdwr:  ${count(rdwr, 'passed')} passed, ${count(rdwr, 'skipped')} skipped, ` +
+          `${count(rdwr, 'failed')} failed of ${rdwr.tests.size} (${rdwr.ms} ms)`,
+      );
+      const bothFail = [...rdwr.tests].filter(([n, o]) => o === 'failed' && swift.tests.get(n) === 'failed').map(([n]) => n);
+      if (bothFail.length) t.diagnostic(`failing on both: ${bothFail.join(' ')}`);
+      const onlySwift = [...swift.tests].filter(([n, o]) => o === 'passed' && rdwr.tests.get(n) !== 'passed').map(([n]) => n);
+      if (onlySwift.length) t.diagnostic(`passing on swift only: ${onlySwift.join(' ')}`);
+      assert.ok(rdwr.tests.size > 100, `only ${rdwr.tests.size} tests ran on rdwr`);
+      const regressions: string[] = [];
+      for (const [name, outcome] of rdwr.tests) {
+        if (outcome !== 'passed') continue;
+        const s = swift.tests.get(name);
+        if (s !== 'passed') regressions.push(`${name}: ${s ?? 'not run'}\n${swift.details.get(name) ?? ''}`);
+      }
+      assert.deepEqual(regressions, [], `tests that pass on bs_rdwr but not on swift:\n${regressions.join('\n')}`);
+    });
+
+    await t.test('daemon gone: I/O fails quickly, and works again when it is back', async () => {
+      dev.readDelayMs = 20;
+      const reads: string[] = [];
+      for (let i = 0; i < 300; i++) reads.push(`read ${(i % 64) * 65536} 65536`);
+      const running = qemuIo(url, reads, { timeoutMs: 120_000 });
+      await sleep(1000);
+      const closedAt = Date.now();
+      await server.close();
+      const r = await running;
+      const afterClose = Date.now() - closedAt;
+      dev.readDelayMs = 0;
+      t.diagnostic(`qemu-io ended ${afterClose} ms after the daemon closed`);
+      assert.equal(r.timedOut, false);
+      assert.notEqual(r.code, 0, 'qemu-io reported the failed reads');
+      assert.match(r.stdout, /read failed/);
+      assert.match(r.stderr, /SENSE KEY:(NOT READY|HARDWARE_ERROR)/);
+      assert.ok(afterClose < 10_000, `qemu-io took ${afterClose} ms to finish after the daemon went away`);
+
+      // still down: a new command fails at once
+      const down = await qemuIo(url, ['read 0 4096'], { timeoutMs: 60_000 });
+      assert.notEqual(down.code, 0);
+      assert.match(down.stderr, /NOT READY/);
+
+      // tgtd itself never hung
+      await tgtd.tgtadm(['--mode', 'target', '--op', 'show']);
+
+      server = makeServer();
+      await server.listen();
+      await qemuIoOk(url, ['write -P 0x77 8388608 65536', 'read -P 0x77 8388608 65536', 'flush']);
+      assert.ok(dev.bytes.subarray(8388608, 8388608 + 65536).every((b) => b === 0x77));
+    });
+
+    await t.test('daemon not answering: commands fail after the timeout', async () => {
+      await tgtd.addTarget(SLOW_IQN, 'slow', 'swift', `socket=${socketPath};timeout=1`);
+      slow.readDelayMs = 5000;
+      const started = Date.now();
+      const r = await qemuIo(tgtd.url(SLOW_IQN), ['read 0 4096'], { timeoutMs: 60_000 });
+      const ms = Date.now() - started;
+      slow.readDelayMs = 0;
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /HARDWARE_ERROR.*0x0801/);
+      assert.ok(ms < 4500, `the read failed after ${ms} ms, not after the 1 s timeout`);
+      // the next command gets a fresh connection and works
+      await qemuIoOk(tgtd.url(SLOW_IQN), ['read -P 0 0 4096']);
+    });
+  } finally {
+    await tgtd.stop();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+    if (process.env.BS_SWIFT_TEST_LOG) {
+      process.stderr.write(`--- tgtd output\n${tgtd.output()}\n--- block-server log\n${logs.join('\n')}\n`);
+    }
+  }
+});
