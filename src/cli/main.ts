@@ -3,7 +3,10 @@
 // one line on stderr; a stack trace only with SWIFTVOL_DEBUG=1.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { Engine, type Progress, type VolumeInfo } from '../engine/engine.js';
+import { Engine, validateSnapshotName, type Progress, type VolumeInfo } from '../engine/engine.js';
+import type { ObjectStore } from '../store/object-store.js';
+import type { SnapshotStatus } from '../engine/snapshot.js';
+import type { SnapshotEntry } from '../engine/volume-catalog.js';
 import { EngineError } from '../engine/engine-error.js';
 import { FormatError, validateObjectSize, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
 import { StoreError } from '../store/object-store.js';
@@ -100,12 +103,53 @@ function countArg(text: string): number {
   return n;
 }
 
+function newEngine(store: ObjectStore, stateDir: string): Engine {
+  const seconds = Number(process.env.SWIFTVOL_LEASE_SECONDS);
+  return new Engine(store, stateDir, Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {});
+}
+
+/** VOLUME@SNAPSHOT. */
+function snapshotRefArg(text: string): { volume: string; snapshot: string } {
+  const at = text.indexOf('@');
+  if (at < 0) throw new InvalidArgumentError(`'${text}' is not VOLUME@SNAPSHOT`);
+  const ref = { volume: text.slice(0, at), snapshot: text.slice(at + 1) };
+  try {
+    validateVolumeName(ref.volume);
+    validateSnapshotName(ref.snapshot);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return ref;
+}
+
+/** VOLUME or VOLUME@SNAPSHOT. */
+function volumeOrSnapshotArg(text: string): { volume: string; snapshot?: string } {
+  return text.includes('@') ? snapshotRefArg(text) : { volume: volumeArg(text) };
+}
+
+function snapshotNameArg(text: string): string {
+  try {
+    validateSnapshotName(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return text;
+}
+
+/** The served targets of a running serve on this state dir, or null when none runs. */
+async function servedVolumes(stateDir: string): Promise<Set<string> | null> {
+  const reply = await sendControl(stateDir, { op: 'target.list' });
+  if (reply === null) return null;
+  if (!reply.ok) throw new EngineError(reply.error);
+  return new Set((reply.result as TargetView[]).filter((t) => t.state === 'served').map((t) => t.volume));
+}
+
 /** Runs fn with an engine on the configured store, closing the store after. */
 async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
   const opts = program.opts<GlobalOptions>();
   const { store } = openStore(process.env, opts.stateDir, opts.config);
   try {
-    return await fn(new Engine(store, opts.stateDir));
+    return await fn(newEngine(store, opts.stateDir));
   } finally {
     await store.close();
   }
@@ -155,6 +199,14 @@ function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
   };
 }
 
+/** Operations that replace a volume's content are refused while it is served. */
+async function refuseServed(program: Command, name: string, what: string): Promise<void> {
+  const served = await servedVolumes(program.opts<GlobalOptions>().stateDir);
+  if (served?.has(name)) {
+    throw new EngineError(`volume '${name}' is being served (swiftvol serve): cannot ${what} it; run 'swiftvol target remove ${name}' first`);
+  }
+}
+
 function printTargets(targets: TargetView[]): void {
   if (targets.length === 0) {
     console.log('no targets');
@@ -195,6 +247,8 @@ function printInfo(v: VolumeInfo): void {
     ['latest version', v.latestVersion === null ? '-' : String(v.latestVersion)],
     ['stored', `${formatSize(v.storedBytes)} (${v.storedBytes} bytes in non-zero objects)`],
     ['attached here', v.attached ? `yes, on version ${v.baseVersion ?? '?'}` : 'no'],
+    ['parent', v.parent ? `${v.parent.volume}@${v.parent.snapshot} (version ${v.parent.seq})` : '-'],
+    ['children', v.children.length ? v.children.join(', ') : '-'],
   ];
   if (v.dirtyBytes !== null) lines.push(['local changes', `${formatSize(v.dirtyBytes)} (as of the last flush)`]);
   for (const [k, val] of lines) console.log(`${(k + ':').padEnd(16)}${val}`);
@@ -279,21 +333,148 @@ function buildProgram(): Command {
   program
     .command('export')
     .description("write a sparse raw image of a volume's current content")
-    .argument('<name>', 'volume name', volumeArg)
+    .argument('<volume[@snapshot]>', 'volume, or one of its snapshots', volumeOrSnapshotArg)
     .argument('<file>', 'output file')
     .option('--force', 'replace the output file if it exists')
     .option('--concurrency <n>', 'parallel reads', countArg, 4)
-    .action(async (name: string, file: string, opts: { force?: boolean; concurrency: number }) => {
+    .action(async (ref: { volume: string; snapshot?: string }, file: string, opts: { force?: boolean; concurrency: number }) => {
       const bar = progressBar('export');
       const abort = abortOnSignals();
       try {
-        await withEngine(program, (engine) => engine.exportVolume(name, file, { ...opts, onProgress: bar.onProgress, signal: abort.signal }));
+        await withEngine(program, (engine) =>
+          engine.exportVolume(ref.volume, file, { ...opts, snapshot: ref.snapshot, onProgress: bar.onProgress, signal: abort.signal }),
+        );
         bar.stop();
-        console.log(`exported volume ${name} to ${file}`);
+        console.log(`exported ${ref.snapshot ? `snapshot ${ref.volume}@${ref.snapshot}` : `volume ${ref.volume}`} to ${file}`);
       } finally {
         bar.stop();
         abort.dispose();
       }
+    });
+
+  volume
+    .command('attach')
+    .description('attach a volume found in the store to this machine, at its latest snapshot')
+    .argument('<name>', 'volume name', volumeArg)
+    .action(async (name: string) => {
+      const info = await withEngine(program, (engine) => engine.attach(name));
+      console.log(`attached volume ${name} at version ${info.baseVersion}`);
+    });
+  volume
+    .command('flatten')
+    .description('copy what a clone borrows from its parent, so that it stands alone')
+    .argument('<name>', 'volume name', volumeArg)
+    .action(async (name: string) => {
+      await refuseServed(program, name, 'flatten');
+      const { copied } = await withEngine(program, (engine) => engine.flatten(name));
+      console.log(`flattened volume ${name}: ${copied} object(s) copied`);
+    });
+
+  const snapshot = program.command('snapshot').description('point-in-time snapshots of volumes, kept in Swift');
+  snapshot
+    .command('create')
+    .description('snapshot a volume (also while it is served and written)')
+    .argument('<volume>', 'volume name', volumeArg)
+    .argument('<snapshot>', 'snapshot name', snapshotNameArg)
+    .option('--no-wait', 'return once the dirty set is frozen; the upload goes on in swiftvol serve')
+    .action(async (name: string, snap: string, opts: { wait: boolean }) => {
+      const global = program.opts<GlobalOptions>();
+      const served = await servedVolumes(global.stateDir);
+      const bar = progressBar(`snapshot ${name}@${snap}`);
+      try {
+        if (served?.has(name)) {
+          const reply = await sendControl(global.stateDir, { op: 'snapshot.create', volume: name, name: snap });
+          if (!reply || !reply.ok) throw new EngineError(reply ? reply.error : 'swiftvol serve went away');
+          let status = reply.result as SnapshotStatus;
+          if (!opts.wait) {
+            console.log(`snapshot ${name}@${snap} frozen (${formatSize(status.changedBytes)} changed); uploading in swiftvol serve`);
+            return;
+          }
+          while (status.state === 'uploading') {
+            bar.onProgress(status.doneBytes, status.totalBytes);
+            await new Promise((r) => setTimeout(r, 200));
+            const poll = await sendControl(global.stateDir, { op: 'snapshot.jobs', volume: name });
+            if (!poll || !poll.ok) throw new EngineError(poll ? poll.error : 'swiftvol serve went away during the upload');
+            status = (poll.result as SnapshotStatus[]).find((j) => j.name === snap && j.startedAt === status.startedAt) ?? status;
+          }
+          bar.stop();
+          if (status.state === 'failed') throw new EngineError(`snapshot ${name}@${snap} failed: ${status.error ?? 'unknown error'}`);
+          console.log(`snapshot ${name}@${snap} created: version ${status.seq}, ${formatSize(status.changedBytes)} changed`);
+          return;
+        }
+        if (!opts.wait) process.stderr.write(`swiftvol: volume ${name} is not served here: waiting for the upload\n`);
+        const entry = await withEngine(program, (engine) => engine.snapshot(name, snap, { onProgress: bar.onProgress }));
+        bar.stop();
+        console.log(`snapshot ${name}@${snap} created: version ${entry.seq}, ${formatSize(entry.changedBytes)} changed`);
+      } finally {
+        bar.stop();
+      }
+    });
+  snapshot
+    .command('list')
+    .description("list a volume's snapshots")
+    .argument('<volume>', 'volume name', volumeArg)
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const global = program.opts<GlobalOptions>();
+      const done = await withEngine(program, (engine) => engine.listSnapshots(name));
+      const reply = await sendControl(global.stateDir, { op: 'snapshot.jobs', volume: name });
+      const jobs = reply?.ok ? (reply.result as SnapshotStatus[]) : [];
+      const rows: Array<SnapshotEntry & { state: string }> = done.map((s) => ({ ...s, state: 'complete' }));
+      for (const j of jobs) {
+        if (j.state !== 'complete') rows.push({ name: j.name, seq: 0, createdAt: j.startedAt, size: 0, changedBytes: j.changedBytes, storedBytes: 0, state: j.state });
+      }
+      if (opts.json) {
+        console.log(JSON.stringify(rows, null, 2));
+        return;
+      }
+      if (rows.length === 0) {
+        console.log('no snapshots');
+        return;
+      }
+      const table = [['NAME', 'CREATED', 'SIZE', 'CHANGED', 'STATE']];
+      for (const r of rows) table.push([r.name, r.createdAt, r.size ? formatSize(r.size) : '-', formatSize(r.changedBytes), r.state]);
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+      for (const row of table) console.log(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+    });
+  snapshot
+    .command('delete')
+    .description('delete a snapshot; objects no version references any more are removed')
+    .argument('<volume>', 'volume name', volumeArg)
+    .argument('<snapshot>', 'snapshot name', snapshotNameArg)
+    .action(async (name: string, snap: string) => {
+      const global = program.opts<GlobalOptions>();
+      const served = await servedVolumes(global.stateDir);
+      let objects: number;
+      if (served?.has(name)) {
+        const reply = await sendControl(global.stateDir, { op: 'snapshot.delete', volume: name, name: snap });
+        if (!reply || !reply.ok) throw new EngineError(reply ? reply.error : 'swiftvol serve went away');
+        objects = (reply.result as { objects: number }).objects;
+      } else {
+        objects = (await withEngine(program, (engine) => engine.deleteSnapshot(name, snap))).objects;
+      }
+      console.log(`deleted snapshot ${name}@${snap} (${objects} object(s) freed)`);
+    });
+  snapshot
+    .command('rollback')
+    .description('return a volume to a snapshot, discarding what was written since')
+    .argument('<volume>', 'volume name', volumeArg)
+    .argument('<snapshot>', 'snapshot name', snapshotNameArg)
+    .option('--force', 'discard writes made since the last snapshot')
+    .action(async (name: string, snap: string, opts: { force?: boolean }) => {
+      await refuseServed(program, name, 'roll back');
+      const table = await withEngine(program, (engine) => engine.rollback(name, snap, opts));
+      console.log(`rolled volume ${name} back to ${snap} (version ${table.seq})`);
+    });
+
+  program
+    .command('clone')
+    .description('a new volume from a snapshot, sharing its objects (instant, whatever the size)')
+    .argument('<volume@snapshot>', 'the snapshot to clone', snapshotRefArg)
+    .argument('<new-volume>', 'name of the new volume', volumeArg)
+    .action(async (ref: { volume: string; snapshot: string }, name: string) => {
+      const info = await withEngine(program, (engine) => engine.clone(ref.volume, ref.snapshot, name));
+      console.log(`cloned ${ref.volume}@${ref.snapshot} as volume ${info.name} (${formatSize(info.size)})`);
     });
 
   program
@@ -307,7 +488,7 @@ function buildProgram(): Command {
       const { store, source } = openStore(process.env, global.stateDir, global.config);
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
       const daemon = new Daemon({
-        engine: new Engine(store, global.stateDir),
+        engine: newEngine(store, global.stateDir),
         stateDir: global.stateDir,
         host: opts.portal.host,
         port: opts.portal.port,
@@ -417,5 +598,12 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
+
+// A safety net: a bug must not show a user a stack trace (SWIFTVOL_DEBUG=1 shows it).
+process.on('unhandledRejection', (err) => {
+  process.stderr.write(`swiftvol: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (process.env.SWIFTVOL_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  process.exitCode = 1;
+});
 
 process.exitCode = await main(process.argv);

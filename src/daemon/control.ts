@@ -10,6 +10,9 @@ export type ControlRequest =
   | { op: 'target.add'; volume: string; allow: string[]; chap?: { user: string; secret: string }; iqnPrefix: string }
   | { op: 'target.remove'; volume: string }
   | { op: 'target.list' }
+  | { op: 'snapshot.create'; volume: string; name: string }
+  | { op: 'snapshot.jobs'; volume: string }
+  | { op: 'snapshot.delete'; volume: string; name: string }
   | { op: 'status' };
 
 export type ControlReply = { ok: true; result: unknown } | { ok: false; error: string };

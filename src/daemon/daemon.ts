@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import type { Volume } from '../engine/volume.js';
 import { EngineError } from '../engine/engine-error.js';
+import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer } from './block-server.js';
 import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, type TargetSpec } from './target-registry.js';
@@ -52,6 +53,8 @@ export class Daemon {
   private readonly registry: TargetRegistry;
   private readonly volumes = new Map<string, Volume>();
   private readonly opening = new Map<string, Promise<Volume>>();
+  /** Snapshots started here, per volume (the last few). */
+  private readonly jobs = new Map<string, SnapshotJob[]>();
   private readonly served = new Map<string, ServedTarget>();
   private blockServer: BlockServer | null = null;
   private control: net.Server | null = null;
@@ -115,6 +118,8 @@ export class Daemon {
         if (target.state === 'served') await this.admin?.deleteTarget(target.tid).catch((err: Error) => log(err.message));
       }
       this.served.clear();
+      // Snapshots being uploaded finish first: they read the overlay.
+      await Promise.allSettled([...this.jobs.values()].flat().map((j) => j.done));
       await this.blockServer?.close();
       for (const [name, volume] of this.volumes) {
         await volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`));
@@ -143,9 +148,35 @@ export class Daemon {
         return this.serialized(() => this.add({ volume: req.volume, iqn: targetName(req.iqnPrefix, req.volume), allow: req.allow, chap: req.chap }));
       case 'target.remove':
         return this.serialized(() => this.remove(req.volume));
+      case 'snapshot.create':
+        return this.startSnapshot(req.volume, req.name);
+      case 'snapshot.jobs':
+        return Promise.resolve((this.jobs.get(req.volume) ?? []).map((j) => j.status()));
+      case 'snapshot.delete':
+        return this.deleteSnapshot(req.volume, req.name);
       default:
         return Promise.reject(new Error('unknown control request'));
     }
+  }
+
+  /** Freezes a served volume's dirty set now and uploads it in the background. */
+  private async startSnapshot(name: string, snapshot: string): Promise<SnapshotStatus> {
+    const volume = this.volumes.get(name);
+    if (!volume) throw new EngineError(`volume '${name}' is not served here`);
+    const job = await this.options.engine.startSnapshot(volume, snapshot);
+    const list = [...(this.jobs.get(name) ?? []).filter((j) => j.state === 'uploading').slice(-9), job];
+    this.jobs.set(name, list);
+    this.options.log(`snapshot ${name}@${snapshot}: frozen ${job.changedBytes} changed bytes, uploading ${job.totalBytes}`);
+    job.done.then(
+      (table) => this.options.log(`snapshot ${name}@${snapshot}: committed as version ${table.seq}`),
+      (err: Error) => this.options.log(`snapshot ${name}@${snapshot} failed: ${err.message}`),
+    );
+    return job.status();
+  }
+
+  /** Deletes a snapshot of a served volume (the engine spares uploads in progress). */
+  private deleteSnapshot(name: string, snapshot: string): Promise<{ objects: number }> {
+    return this.options.engine.deleteSnapshot(name, snapshot);
   }
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
@@ -187,7 +218,8 @@ export class Daemon {
     if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
     let pending = this.opening.get(name);
     if (!pending) {
-      pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`).then((volume) => {
+      const onLeaseLost = (message: string): void => this.options.log(message);
+      pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`, { onLeaseLost }).then((volume) => {
         this.volumes.set(name, volume);
         return volume;
       });

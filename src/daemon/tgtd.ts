@@ -27,6 +27,8 @@ export interface LunOptions {
   bsopts?: string;
   /** UNMAP and WRITE SAME with UNMAP are only offered with thin provisioning. */
   thinProvisioning?: boolean;
+  /** Logical block size in bytes (tgtadm --blocksize); tgt's default is 512. */
+  blockSize?: number;
 }
 
 /** tgtadm -C N. */
@@ -53,6 +55,7 @@ export class TgtAdmin {
   async addLun(tid: number, lun: number, backingStore: string, options: LunOptions): Promise<void> {
     const args = ['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(tid), '--lun', String(lun), '--backing-store', backingStore, '--bstype', options.bstype];
     if (options.bsopts !== undefined) args.push('--bsopts', options.bsopts);
+    if (options.blockSize !== undefined) args.push('--blocksize', String(options.blockSize));
     await this.run(args);
     if (options.thinProvisioning) {
       await this.run(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'update', '--tid', String(tid), '--lun', String(lun), '--params', 'thin_provisioning=1']);
@@ -88,6 +91,14 @@ export class TgtAdmin {
     const found = new Map<number, string>();
     for (const m of out.matchAll(/^Target (\d+): (\S+)$/gm)) found.set(Number(m[1]), m[2]!);
     return found;
+  }
+
+  /** The lowest tid no target of this tgtd uses (whoever created it). */
+  async freeTid(): Promise<number> {
+    const used = await this.targets();
+    let tid = 1;
+    while (used.has(tid)) tid++;
+    return tid;
   }
 
   /** Makes tgtd exit (it does once no target is left). */

@@ -18,15 +18,29 @@ import {
   validateObjectSize,
   validateVolumeName,
   validateVolumeSize,
+  FormatError,
   type ChunkRef,
+  type ParentRef,
 } from '../format/volume-format.js';
+import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
+import { DEFAULT_LEASE_MS, Lease } from './lease.js';
+import type { SnapshotEntry } from './volume-catalog.js';
 import { EngineError } from './engine-error.js';
 import { StateDir } from './state-dir.js';
-import { Volume } from './volume.js';
+import { Volume, isAllZero } from './volume.js';
 import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
 import { runPool } from './run-pool.js';
 
 export type Progress = (doneBytes: number, totalBytes: number) => void;
+
+export interface OpenOptions {
+  /** Keep fetched blocks as clean cache in the overlay (default true). */
+  cacheReads?: boolean;
+  /** Take the volume's lease in the store (default true; a one-pass reader needs none). */
+  lease?: boolean;
+  /** Told when the lease could not be renewed or was taken over. */
+  onLeaseLost?: (message: string) => void;
+}
 
 export interface ImportOptions {
   objectSize?: number;
@@ -39,6 +53,8 @@ export interface ImportOptions {
 }
 
 export interface ExportOptions {
+  /** Export this snapshot instead of the current content. */
+  snapshot?: string;
   /** Replace FILE if it exists. */
   force?: boolean;
   /** Parallel chunk reads (default 4). */
@@ -47,7 +63,11 @@ export interface ExportOptions {
   signal?: AbortSignal;
 }
 
-export interface VolumeInfo extends VolumeSummary {
+export interface VolumeInfo extends Omit<VolumeSummary, 'parent'> {
+  /** The snapshot this volume was cloned from. */
+  parent: ParentRef | null;
+  /** Volumes cloned from this one's snapshots. */
+  children: string[];
   attached: boolean;
   /** Base version of the local overlay, when attached. */
   baseVersion: number | null;
@@ -61,15 +81,22 @@ export class Engine {
   readonly catalog: VolumeCatalog;
   readonly state: StateDir;
 
-  constructor(readonly store: ObjectStore, stateDir: string) {
+  /** Generations being uploaded, per volume: garbage collection leaves their objects alone. */
+  private readonly uploading = new Map<string, Set<string>>();
+  /** How long a lease lasts unless renewed (SWIFTVOL_LEASE_SECONDS). */
+  readonly leaseMs: number;
+
+  constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number } = {}) {
     this.catalog = new VolumeCatalog(store);
     this.state = new StateDir(stateDir);
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
   async createVolume(name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE): Promise<VolumeInfo> {
     validateVolumeName(name);
     validateVolumeSize(size);
     validateObjectSize(objectSize);
+    await this.refuseExisting(name);
     const release = this.state.lock(name, 'volume create');
     try {
       await this.refuseExisting(name);
@@ -98,6 +125,7 @@ export class Engine {
     validateVolumeSize(size);
     if (size < imageSize) throw new EngineError(`volume size ${size} is smaller than the image (${imageSize} bytes)`);
 
+    await this.refuseExisting(name);
     const release = this.state.lock(name, 'import');
     let fd: number | null = null;
     let begun = false;
@@ -147,16 +175,28 @@ export class Engine {
    * Opens a volume for I/O, attaching it here at its latest version if it has
    * no local state yet. The volume holds the lock until closed.
    */
-  async open(name: string, purpose: string, options: { cacheReads?: boolean } = {}): Promise<Volume> {
+  async open(name: string, purpose: string, options: OpenOptions = {}): Promise<Volume> {
     validateVolumeName(name);
     const release = this.state.lock(name, purpose);
+    let lease: Lease | null = null;
+    const done = async (): Promise<void> => {
+      try {
+        await lease?.release();
+      } finally {
+        release();
+      }
+    };
     try {
       const meta = await this.catalog.requireMetadata(name);
+      if (options.lease !== false) {
+        lease = await Lease.acquire(this.store, name, this.state.root, purpose, { ttlMs: this.leaseMs, onLost: options.onLeaseLost });
+      }
+      const { cacheReads } = options;
       if (this.state.hasVolume(name)) {
         const overlay = Overlay.open(this.state.volumeDir(name), meta);
         try {
           const base = this.localBase(overlay, meta.uuid, name);
-          return new Volume(this.store, overlay, base, { ...options, onClose: release });
+          return new Volume(name, this.store, overlay, base, { cacheReads, onClose: done });
         } catch (err) {
           overlay.abandon();
           throw err;
@@ -165,9 +205,9 @@ export class Engine {
       const latest = await this.catalog.latestVersion(name);
       if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
       const overlay = this.attachAt(meta.uuid, latest);
-      return new Volume(this.store, overlay, latest, { ...options, onClose: release });
+      return new Volume(name, this.store, overlay, latest, { cacheReads, onClose: done });
     } catch (err) {
-      release();
+      await done();
       throw err;
     }
   }
@@ -176,7 +216,7 @@ export class Engine {
   async exportVolume(name: string, file: string, options: ExportOptions = {}): Promise<void> {
     validateVolumeName(name);
     if (!options.force && fs.existsSync(file)) throw new EngineError(`'${file}' exists; use --force to replace it`);
-    const volume = await this.openForReading(name);
+    const volume = await this.openForReading(name, options.snapshot);
     const temp = `${file}.swiftvol-${process.pid}.tmp`;
     let fd: number | null = null;
     try {
@@ -217,14 +257,164 @@ export class Engine {
 
   async list(): Promise<VolumeInfo[]> {
     const summaries = await this.catalog.list();
-    return summaries.map((s) => this.withLocal(s));
+    return summaries.map((s) => this.withLocal(s, summaries));
   }
 
   async info(name: string): Promise<VolumeInfo> {
     validateVolumeName(name);
-    const summary = await this.catalog.summary(name);
+    const summaries = await this.catalog.list();
+    const summary = summaries.find((s) => s.name === name);
     if (!summary) throw new EngineError(`volume '${name}' does not exist`);
-    return this.withLocal(summary);
+    return this.withLocal(summary, summaries);
+  }
+
+  /**
+   * Starts a snapshot of an open volume: checks the name, freezes at once,
+   * uploads in the background (job.done).
+   */
+  async startSnapshot(volume: Volume, snapshot: string, options: SnapshotOptions = {}): Promise<SnapshotJob> {
+    validateSnapshotName(snapshot);
+    const name = volume.name;
+    const meta = await this.catalog.requireMetadata(name);
+    if ((await this.catalog.snapshots(name)).some((s) => s.name === snapshot)) {
+      throw new EngineError(`volume '${name}' already has a snapshot '${snapshot}'`);
+    }
+    const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, options);
+    const active = this.uploading.get(name) ?? new Set<string>();
+    this.uploading.set(name, active);
+    active.add(job.generation);
+    job.start();
+    // Once committed, superseded tables and orphans of interrupted uploads go.
+    job.done
+      .finally(() => active.delete(job.generation))
+      .then(() => this.collect(name))
+      .catch(() => undefined);
+    return job;
+  }
+
+  /** Garbage collection of one volume (see VolumeCatalog.collect). */
+  collect(name: string): Promise<{ tables: number; objects: number }> {
+    return this.catalog.collect(name, (generation) => this.uploading.get(name)?.has(generation) ?? false);
+  }
+
+  /** A snapshot of a volume that is not served: opens it here, snapshots, closes. */
+  async snapshot(name: string, snapshot: string, options: SnapshotOptions = {}): Promise<SnapshotEntry> {
+    const volume = await this.open(name, 'snapshot create');
+    try {
+      const job = await this.startSnapshot(volume, snapshot, options);
+      await job.done;
+      return (await this.catalog.snapshots(name)).find((s) => s.name === snapshot)!;
+    } finally {
+      await volume.close();
+    }
+  }
+
+  async listSnapshots(name: string): Promise<SnapshotEntry[]> {
+    validateVolumeName(name);
+    await this.catalog.requireMetadata(name);
+    return this.catalog.snapshots(name);
+  }
+
+  /** Deletes a snapshot and collects the objects nothing references any more. */
+  async deleteSnapshot(name: string, snapshot: string): Promise<{ objects: number }> {
+    validateVolumeName(name);
+    validateSnapshotName(snapshot);
+    await this.catalog.deleteSnapshot(name, snapshot);
+    return this.collect(name);
+  }
+
+  /**
+   * Rolls a volume that is not served back to a snapshot: a new version with
+   * the snapshot's content, and the local changes discarded.
+   */
+  async rollback(name: string, snapshot: string, options: { force?: boolean } = {}): Promise<VersionTable> {
+    validateVolumeName(name);
+    const volume = await this.open(name, 'snapshot rollback');
+    try {
+      const target = await this.catalog.findSnapshot(name, snapshot);
+      const dirty = volume.dirtyBytes();
+      if (dirty > 0 && !options.force) {
+        throw new EngineError(`volume '${name}' has ${dirty} bytes written since its last snapshot; --force discards them`);
+      }
+      const meta = await this.catalog.requireMetadata(name);
+      const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
+      const table = await this.catalog.commit(meta, seq, 'rollback', newGeneration(), new Map(target.chunks));
+      await volume.rebase(table, true);
+      return table;
+    } finally {
+      await volume.close();
+    }
+  }
+
+  /**
+   * A new volume whose first version points at the snapshot's objects: no
+   * data is copied, so the time does not depend on the size.
+   */
+  async clone(source: string, snapshot: string, name: string): Promise<VolumeInfo> {
+    validateVolumeName(source);
+    validateVolumeName(name);
+    const from = await this.catalog.findSnapshot(source, snapshot);
+    await this.refuseExisting(name);
+    const release = this.state.lock(name, 'clone');
+    try {
+      await this.refuseExisting(name);
+      const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq });
+      let table: VersionTable;
+      try {
+        table = await this.catalog.commit(meta, 1, 'clone', newGeneration(), new Map(from.chunks));
+      } catch (err) {
+        await this.catalog.delete(name).catch(() => undefined);
+        throw err;
+      }
+      this.attachAt(meta.uuid, table).abandon();
+    } finally {
+      release();
+    }
+    return this.info(name);
+  }
+
+  /**
+   * Copies into the volume's own container every object its latest version
+   * borrows from other volumes, and makes that the new version. Snapshots
+   * of the volume taken before still borrow: they are named in the error.
+   */
+  async flatten(name: string): Promise<{ copied: number }> {
+    validateVolumeName(name);
+    const volume = await this.open(name, 'volume flatten');
+    try {
+      const own = containerName(name);
+      const { kept, latest } = await this.catalog.versionSets(name);
+      const borrowing = kept.filter((t) => t !== latest && [...t.chunks.values()].some((r) => r.container !== own));
+      if (borrowing.length > 0) {
+        throw new EngineError(`snapshots ${borrowing.map((t) => `'${t.snapshot}'`).join(', ')} of volume '${name}' borrow objects from other volumes; delete them before flattening`);
+      }
+      const base = volume.baseVersion();
+      if (!base) throw new EngineError(`volume '${name}' has no version`);
+      const generation = newGeneration();
+      const chunks = new Map(base.chunks);
+      const borrowed = [...base.chunks].filter(([, ref]) => ref.container !== own);
+      await runPool(borrowed, 4, async ([chunk, ref]) => {
+        const data = await this.store.get(ref.container, dataObjectName(ref.generation, chunk));
+        await this.store.put(own, dataObjectName(generation, chunk), data, { md5: ref.md5 });
+        chunks.set(chunk, { container: own, generation, md5: ref.md5 });
+      });
+      const meta = await this.catalog.requireMetadata(name);
+      const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
+      const table = await this.catalog.commit(meta, seq, 'flatten', generation, chunks);
+      await volume.rebase(table, false);
+      return { copied: borrowed.length };
+    } finally {
+      await volume.close();
+    }
+  }
+
+  /** Attaches a volume found in the store to this state directory, at its latest version. */
+  async attach(name: string): Promise<VolumeInfo> {
+    validateVolumeName(name);
+    if (this.state.hasVolume(name)) throw new EngineError(`volume '${name}' is already attached here`);
+    const volume = await this.open(name, 'volume attach');
+    await volume.close();
+    return this.info(name);
   }
 
   /** Deletes the volume from the store and its local state. */
@@ -235,6 +425,10 @@ export class Engine {
       const exists = (await this.catalog.readMetadata(name)) !== null;
       const containerLeft = (await this.store.listContainers(containerName(name))).includes(containerName(name));
       if (!exists && !containerLeft && !this.state.hasVolume(name)) throw new EngineError(`volume '${name}' does not exist`);
+      const borrowers = await this.catalog.borrowers(name);
+      if (borrowers.length > 0) {
+        throw new EngineError(`volume '${name}' cannot be deleted: clones ${borrowers.map((b) => `'${b}'`).join(', ')} still use its data (flatten or delete them first)`);
+      }
       await this.catalog.delete(name);
       this.state.removeVolume(name);
     } finally {
@@ -242,15 +436,18 @@ export class Engine {
     }
   }
 
-  /** A read-only view for one pass: local state if attached, else the latest version, caching nothing. */
-  private async openForReading(name: string): Promise<Volume> {
-    if (this.state.hasVolume(name)) return this.open(name, 'export');
+  /**
+   * A read-only view for one pass, caching nothing: a snapshot, or the
+   * current content (local state if attached here, else the latest version).
+   */
+  private async openForReading(name: string, snapshot?: string): Promise<Volume> {
+    if (!snapshot && this.state.hasVolume(name)) return this.open(name, 'export', { cacheReads: false, lease: false });
     const meta = await this.catalog.requireMetadata(name);
-    const latest = await this.catalog.latestVersion(name);
+    const latest = snapshot ? await this.catalog.findSnapshot(name, snapshot) : await this.catalog.latestVersion(name);
     if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'swiftvol-export-'));
     const overlay = Overlay.open(dir, meta);
-    return new Volume(this.store, overlay, latest, {
+    return new Volume(name, this.store, overlay, latest, {
       cacheReads: false,
       onClose: () => fs.rmSync(dir, { recursive: true, force: true }),
     });
@@ -284,16 +481,26 @@ export class Engine {
   }
 
   /** Adds what the local state says (as last committed), without taking the volume's lock. */
-  private withLocal(summary: VolumeSummary): VolumeInfo {
-    if (!this.state.hasVolume(summary.name)) return { ...summary, attached: false, baseVersion: null, dirtyBytes: null };
+  private withLocal(summary: VolumeSummary, all: VolumeSummary[]): VolumeInfo {
+    const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
+    if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null };
     const local = Overlay.inspect(this.state.volumeDir(summary.name));
     const baseSeq = local.info.get('baseSeq');
     return {
       ...summary,
+      ...lineage,
       attached: true,
       baseVersion: baseSeq === undefined ? null : Number(baseSeq),
       dirtyBytes: local.dirtyBlocks * BLOCK_SIZE,
     };
+  }
+}
+
+export function validateSnapshotName(name: string): void {
+  try {
+    validateVolumeName(name);
+  } catch {
+    throw new FormatError(`invalid snapshot name '${name}': use 1 to 63 characters of a-z 0-9 . _ -, starting with a letter or digit`);
   }
 }
 
@@ -325,12 +532,3 @@ function writeFully(fd: number, data: Uint8Array, position: number): void {
   while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
 }
 
-const ZEROS = Buffer.alloc(1024 * 1024);
-
-function isAllZero(data: Buffer): boolean {
-  for (let at = 0; at < data.length; at += ZEROS.length) {
-    const piece = data.subarray(at, Math.min(at + ZEROS.length, data.length));
-    if (!piece.equals(ZEROS.subarray(0, piece.length))) return false;
-  }
-  return true;
-}

@@ -19,6 +19,13 @@ import {
   type ChunkRef,
   type VersionKind,
   type VolumeMetadata,
+  type ParentRef,
+  DELETED_PREFIX,
+  DATA_PREFIX,
+  parseDataObjectName,
+  dataObjectName,
+  deletedMarkerName,
+  seqOfDeletedMarker,
 } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 import { runPool } from './run-pool.js';
@@ -36,6 +43,26 @@ export interface VolumeSummary {
   latestVersion: number | null;
   /** Bytes held in stored (non-zero) chunks of the latest version. */
   storedBytes: number;
+  parent?: ParentRef;
+}
+
+export interface SnapshotEntry {
+  name: string;
+  seq: number;
+  createdAt: string;
+  size: number;
+  changedBytes: number;
+  storedBytes: number;
+}
+
+/** A volume's versions split by what garbage collection does with them. */
+export interface VersionSets {
+  latest: VersionTable | null;
+  /** The latest, and every snapshot not deleted. */
+  kept: VersionTable[];
+  /** Superseded tables that are no named snapshot, or whose snapshot was deleted. */
+  garbage: number[];
+  deletedMarkers: number[];
 }
 
 export class VolumeCatalog {
@@ -90,7 +117,7 @@ export class VolumeCatalog {
    * Creates the container and the metadata object. The metadata is written
    * with If-None-Match, so of two creators of one name only one proceeds.
    */
-  async begin(name: string, size: number, objectSize: number): Promise<VolumeMetadata> {
+  async begin(name: string, size: number, objectSize: number, parent?: ParentRef): Promise<VolumeMetadata> {
     if (await this.readMetadata(name)) throw new EngineError(`volume '${name}' already exists`);
     const meta: VolumeMetadata = {
       format: 'swiftvol-volume',
@@ -101,6 +128,7 @@ export class VolumeCatalog {
       objectSize,
       createdAt: new Date().toISOString(),
     };
+    if (parent) meta.parent = parent;
     const container = containerName(name);
     await this.store.createContainer(container);
     try {
@@ -119,8 +147,23 @@ export class VolumeCatalog {
     kind: VersionKind,
     generation: string,
     chunks: Map<number, ChunkRef>,
+    extra: { snapshot?: string; changedBytes?: number } = {},
   ): Promise<VersionTable> {
-    const table = new VersionTable(meta.name, meta.uuid, seq, generation, kind, new Date().toISOString(), meta.size, meta.objectSize, chunks);
+    const table = new VersionTable(
+      {
+        volume: meta.name,
+        volumeUuid: meta.uuid,
+        seq,
+        generation,
+        kind,
+        snapshot: extra.snapshot ?? null,
+        changedBytes: extra.changedBytes ?? 0,
+        createdAt: new Date().toISOString(),
+        size: meta.size,
+        objectSize: meta.objectSize,
+      },
+      chunks,
+    );
     try {
       await this.store.put(containerName(meta.name), versionObjectName(seq), table.encode(), {
         ifNoneMatch: true,
@@ -142,6 +185,107 @@ export class VolumeCatalog {
     return { meta, table };
   }
 
+  /** Every version table of the volume, ascending, with the seqs whose snapshot was deleted. */
+  async versions(name: string): Promise<{ tables: VersionTable[]; deleted: Set<number> }> {
+    const seqs = await this.versionSeqs(name);
+    const tables = await runPool(seqs, 8, (seq) => this.readVersion(name, seq));
+    const deleted = new Set<number>();
+    try {
+      for await (const obj of this.store.list(containerName(name), DELETED_PREFIX)) {
+        const seq = seqOfDeletedMarker(obj.name);
+        if (seq !== null) deleted.add(seq);
+      }
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    return { tables, deleted };
+  }
+
+  async versionSets(name: string): Promise<VersionSets> {
+    const { tables, deleted } = await this.versions(name);
+    const latest = tables.at(-1) ?? null;
+    const kept: VersionTable[] = [];
+    const garbage: number[] = [];
+    for (const t of tables) {
+      if (t === latest || (t.snapshot !== null && !deleted.has(t.seq))) kept.push(t);
+      else garbage.push(t.seq);
+    }
+    return { latest, kept, garbage, deletedMarkers: [...deleted] };
+  }
+
+  async snapshots(name: string): Promise<SnapshotEntry[]> {
+    const { tables, deleted } = await this.versions(name);
+    return tables
+      .filter((t) => t.snapshot !== null && !deleted.has(t.seq))
+      .map((t) => ({ name: t.snapshot!, seq: t.seq, createdAt: t.createdAt, size: t.size, changedBytes: t.changedBytes, storedBytes: t.storedBytes() }));
+  }
+
+  async findSnapshot(volume: string, snapshot: string): Promise<VersionTable> {
+    const entry = (await this.snapshots(volume)).find((s) => s.name === snapshot);
+    if (!entry) {
+      await this.requireMetadata(volume);
+      throw new EngineError(`volume '${volume}' has no snapshot '${snapshot}'`);
+    }
+    return this.readVersion(volume, entry.seq);
+  }
+
+  /**
+   * Deletes a snapshot: its table, or, if it is the latest version (the base
+   * of the volume's current state, which must stay), a marker saying its
+   * name is gone.
+   */
+  async deleteSnapshot(volume: string, snapshot: string): Promise<void> {
+    const table = await this.findSnapshot(volume, snapshot);
+    const latest = (await this.versionSeqs(volume)).at(-1);
+    if (table.seq === latest) {
+      await this.store.put(containerName(volume), deletedMarkerName(table.seq), Buffer.from(`${snapshot}\n`));
+    } else {
+      await this.store.delete(containerName(volume), versionObjectName(table.seq));
+    }
+  }
+
+  /** Names of the volumes (other than `name`) whose kept versions use objects of `name`'s container. */
+  async borrowers(name: string): Promise<string[]> {
+    const container = containerName(name);
+    const names = (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
+    const users = await runPool(names, 4, async (other) => {
+      const { kept } = await this.versionSets(other);
+      return kept.some((t) => [...t.chunks.values()].some((ref) => ref.container === container)) ? other : null;
+    });
+    return users.filter((u): u is string => u !== null);
+  }
+
+  /**
+   * Garbage collection of one volume's container: deletes superseded tables
+   * that hold no live snapshot, then every data object that no kept table of
+   * any volume references (orphans of interrupted uploads included), except
+   * objects whose generation `isActive` (an upload in progress; asked at the
+   * last moment, so an upload that started meanwhile is spared). Returns how
+   * many tables and objects it deleted.
+   */
+  async collect(name: string, isActive: (generation: string) => boolean = () => false): Promise<{ tables: number; objects: number }> {
+    const container = containerName(name);
+    const own = await this.versionSets(name);
+    const garbageTables = new Set(own.garbage);
+    await runPool(own.garbage, 8, (seq) => this.store.delete(container, versionObjectName(seq)));
+    await runPool(own.deletedMarkers.filter((seq) => garbageTables.has(seq)), 8, (seq) => this.store.delete(container, deletedMarkerName(seq)));
+
+    // References into this container, from this volume and from every other (clones).
+    const referenced = new Set<string>();
+    const note = (t: VersionTable): void => {
+      for (const [chunk, ref] of t.chunks) if (ref.container === container) referenced.add(dataObjectName(ref.generation, chunk));
+    };
+    own.kept.forEach(note);
+    const others = (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
+    for (const other of others) (await this.versionSets(other)).kept.forEach(note);
+
+    const unreferenced: string[] = [];
+    for await (const obj of this.store.list(container, DATA_PREFIX)) if (!referenced.has(obj.name)) unreferenced.push(obj.name);
+    const doomed = unreferenced.filter((n) => !isActive(parseDataObjectName(n)?.generation ?? ''));
+    await runPool(doomed, 8, (n) => this.store.delete(container, n));
+    return { tables: own.garbage.length, objects: doomed.length };
+  }
+
   async summary(name: string): Promise<VolumeSummary | null> {
     const meta = await this.readMetadata(name);
     if (!meta) return null;
@@ -155,6 +299,7 @@ export class VolumeCatalog {
       state: latest ? 'ready' : 'incomplete',
       latestVersion: latest?.seq ?? null,
       storedBytes: latest?.storedBytes() ?? 0,
+      ...(meta.parent ? { parent: meta.parent } : {}),
     };
   }
 

@@ -6,14 +6,24 @@
 // must read the rest of that block first.
 import type { BlockDevice } from './block-device.js';
 import type { ObjectStore } from '../store/object-store.js';
-import type { Overlay } from '../overlay/overlay.js';
+import type { FrozenChunk, Overlay } from '../overlay/overlay.js';
+import { countBits, testBit } from '../overlay/bitmap.js';
 import { BLOCK_SIZE, SECTOR_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
 
 export interface VolumeOptions {
   /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
   cacheReads?: boolean;
-  /** Runs after close() has flushed and released the overlay (to drop a lock, a temp dir). */
-  onClose?: () => void;
+  /** Runs after close() has flushed and released the overlay (to drop a lease, a lock, a temp dir). */
+  onClose?: () => void | Promise<void>;
+}
+
+/** A snapshot between freeze and commit: what was frozen, and copies of frozen chunks written since. */
+interface Freeze {
+  frozen: Map<number, FrozenChunk>;
+  /** Frozen overlay blocks of chunks modified after the freeze, copied before the change. */
+  preserved: Map<number, Buffer>;
+  /** Chunks already read for upload: later changes need no copy. */
+  composed: Set<number>;
 }
 
 interface Fetch {
@@ -34,15 +44,17 @@ export class Volume implements BlockDevice {
   readonly objectSize: number;
   private readonly blocksPerChunk: number;
   private readonly cacheReads: boolean;
-  private readonly onClose: (() => void) | undefined;
+  private readonly onClose: (() => void | Promise<void>) | undefined;
   /** In-flight fetches per chunk, so overlapping readers share one GET. */
   private readonly fetches = new Map<number, Fetch[]>();
   private closed = false;
+  private freezeState: Freeze | null = null;
 
   constructor(
+    readonly name: string,
     private readonly store: ObjectStore,
     private readonly overlay: Overlay,
-    private readonly base: VersionTable | null,
+    private base: VersionTable | null,
     options: VolumeOptions = {},
   ) {
     this.size = overlay.size;
@@ -95,6 +107,7 @@ export class Volume implements BlockDevice {
     const edges: Promise<void>[] = [];
     if (head > 0) edges.push(this.write(offset, Buffer.alloc(head)));
     if (tail > 0) edges.push(this.write(last * BLOCK_SIZE, Buffer.alloc(tail)));
+    for (let chunk = Math.floor(first / this.blocksPerChunk); chunk * this.blocksPerChunk < last; chunk++) this.beforeChange(chunk);
     this.overlay.markZero(first, last);
     await Promise.all(edges);
   }
@@ -106,7 +119,7 @@ export class Volume implements BlockDevice {
     try {
       await this.overlay.close();
     } finally {
-      this.onClose?.();
+      await this.onClose?.();
     }
   }
 
@@ -117,7 +130,7 @@ export class Volume implements BlockDevice {
     try {
       this.overlay.abandon();
     } finally {
-      this.onClose?.();
+      void this.onClose?.();
     }
   }
 
@@ -183,6 +196,112 @@ export class Volume implements BlockDevice {
     }
   }
 
+  /**
+   * Freezes the dirty set for a snapshot (synchronous: I/O pauses only for
+   * the copy of the dirty chunks' bitmaps). Returns the frozen chunks.
+   */
+  freeze(): number[] {
+    if (this.freezeState) throw new Error('a snapshot of this volume is already in progress');
+    const frozen = this.overlay.freeze();
+    this.freezeState = { frozen, preserved: new Map(), composed: new Set() };
+    return [...frozen.keys()].sort((a, b) => a - b);
+  }
+
+  /** Bytes dirty at the freeze. */
+  frozenBytes(): number {
+    let blocks = 0;
+    for (const f of this.freezeState?.frozen.values() ?? []) blocks += countBits(f.dirty);
+    return blocks * BLOCK_SIZE;
+  }
+
+  /**
+   * The content a frozen chunk had at the freeze: frozen overlay blocks (or
+   * their preserved copies) over the base object; null if it is all zeros.
+   */
+  async frozenChunk(chunk: number): Promise<Buffer | null> {
+    const state = this.freezeState;
+    const frozen = state?.frozen.get(chunk);
+    if (!state || !frozen) throw new Error(`chunk ${chunk} is not part of the snapshot in progress`);
+    const length = chunkLength(this.size, this.objectSize, chunk);
+    const blocks = Math.ceil(length / BLOCK_SIZE);
+    const ref = this.base?.lookup(chunk);
+    let needBase = false;
+    for (let i = 0; i < blocks && !needBase; i++) needBase = !testBit(frozen.valid, i) && !testBit(frozen.zero, i);
+    const base = needBase && ref ? await this.store.get(ref.container, dataObjectName(ref.generation, chunk)) : null;
+    // From here on synchronous: no write can slip in between the check for a preserved copy and the read.
+    const out = Buffer.alloc(length);
+    if (base) base.copy(out, 0, 0, Math.min(base.length, length));
+    const preserved = state.preserved.get(chunk);
+    const chunkStart = chunk * this.objectSize;
+    for (let i = 0; i < blocks; i++) {
+      const start = i * BLOCK_SIZE;
+      const stop = Math.min(start + BLOCK_SIZE, length);
+      if (testBit(frozen.zero, i)) out.fill(0, start, stop);
+      else if (testBit(frozen.valid, i)) {
+        if (preserved) preserved.copy(out, start, start, stop);
+        else this.overlay.read(out, start, stop - start, chunkStart + start);
+      }
+    }
+    state.composed.add(chunk);
+    state.preserved.delete(chunk);
+    return isAllZero(out) ? null : out;
+  }
+
+  /**
+   * Ends the snapshot in progress: with its committed table, which becomes the
+   * base (frozen blocks are clean now); with null, the frozen blocks are
+   * dirty again.
+   */
+  settleSnapshot(table: VersionTable | null): void {
+    if (!this.freezeState) return;
+    this.freezeState = null;
+    if (table) {
+      this.base = table;
+      this.overlay.setInfo('baseTable', table.encode().toString('utf8'));
+      this.overlay.setInfo('baseSeq', String(table.seq));
+    }
+    this.overlay.settleFreeze(table !== null);
+  }
+
+  /**
+   * Makes `table` the base. With discard, every local block is dropped
+   * (rollback); without, the table must hold the same content as the old
+   * base (flatten).
+   */
+  async rebase(table: VersionTable, discard: boolean): Promise<void> {
+    if (this.freezeState) throw new Error('a snapshot of this volume is in progress');
+    if (discard) await this.overlay.discardAll();
+    this.base = table;
+    this.overlay.setInfo('baseTable', table.encode().toString('utf8'));
+    this.overlay.setInfo('baseSeq', String(table.seq));
+  }
+
+  /** The version the overlay sits on. */
+  baseVersion(): VersionTable | null {
+    return this.base;
+  }
+
+  /** Copies a frozen, not yet uploaded chunk's overlay blocks before they change. */
+  private beforeChange(chunk: number): void {
+    const state = this.freezeState;
+    if (!state || state.composed.has(chunk) || state.preserved.has(chunk)) return;
+    const frozen = state.frozen.get(chunk);
+    if (!frozen) return;
+    const length = chunkLength(this.size, this.objectSize, chunk);
+    const copy = Buffer.alloc(length);
+    const chunkStart = chunk * this.objectSize;
+    for (let i = 0; i * BLOCK_SIZE < length; i++) {
+      if (!testBit(frozen.valid, i)) continue;
+      let j = i + 1;
+      while (j * BLOCK_SIZE < length && testBit(frozen.valid, j)) j++;
+      const start = i * BLOCK_SIZE;
+      const stop = Math.min(j * BLOCK_SIZE, length);
+      this.overlay.read(copy, start, stop - start, chunkStart + start);
+      i = j;
+    }
+    state.preserved.set(chunk, copy);
+  }
+
   /** Where a block's content is: the overlay file, nowhere (zeros), or the base. */
   private source(block: number): 'overlay' | 'zero' | 'base' {
     if (this.overlay.isValid(block)) return 'overlay';
@@ -191,6 +310,7 @@ export class Volume implements BlockDevice {
 
   private writeSegment(data: Uint8Array, pos: number, pending: Promise<void>[]): void {
     const chunk = Math.floor(pos / this.objectSize);
+    this.beforeChange(chunk);
     const endPos = pos + data.length;
     const endBlock = Math.ceil(endPos / BLOCK_SIZE);
     let block = Math.floor(pos / BLOCK_SIZE);
@@ -229,6 +349,7 @@ export class Volume implements BlockDevice {
 
   /** Writes piece at pos inside block: over the overlay if the block is valid there, else over base (or zeros). */
   private mergeBlock(block: number, pos: number, piece: Uint8Array, base: Buffer | null): void {
+    this.beforeChange(Math.floor(block / this.blocksPerChunk));
     if (this.overlay.isValid(block)) {
       this.overlay.write(piece, pos);
       this.overlay.markValid(block, block + 1, true);
@@ -306,4 +427,15 @@ function copyPadded(source: Buffer, sourceOffset: number, length: number, target
   const copied = Math.max(0, Math.min(length, source.length - sourceOffset));
   if (copied > 0) source.copy(target, targetOffset, sourceOffset, sourceOffset + copied);
   if (copied < length) target.fill(0, targetOffset + copied, targetOffset + length);
+}
+
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+/** Whether every byte is zero (compared a megabyte at a time with memcmp). */
+export function isAllZero(data: Buffer): boolean {
+  for (let at = 0; at < data.length; at += ZEROS.length) {
+    const piece = data.subarray(at, Math.min(at + ZEROS.length, data.length));
+    if (!piece.equals(ZEROS.subarray(0, piece.length))) return false;
+  }
+  return true;
 }

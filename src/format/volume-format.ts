@@ -3,11 +3,14 @@
 // a document we cannot fully validate is refused rather than half-understood.
 import { randomBytes } from 'node:crypto';
 
-export const FORMAT_VERSION = 1;
+/** 1: create and import versions. 2: snapshots, clones, rollback, flatten, deleted markers, the lease. */
+export const FORMAT_VERSION = 2;
 export const CONTAINER_PREFIX = 'swiftvol-';
 export const METADATA_OBJECT = 'volume.json';
 export const VERSIONS_PREFIX = 'versions/';
 export const DATA_PREFIX = 'data/';
+export const DELETED_PREFIX = 'deleted/';
+export const LEASE_PREFIX = 'lease/';
 export const SECTOR_SIZE = 512;
 export const BLOCK_SIZE = 4096;
 export const DEFAULT_OBJECT_SIZE = 8 * 1024 * 1024;
@@ -65,6 +68,22 @@ export function versionObjectName(seq: number): string {
   return `${VERSIONS_PREFIX}${String(seq).padStart(10, '0')}.json`;
 }
 
+/** Marks the snapshot of a version that must stay (it is the latest) as deleted. */
+export function deletedMarkerName(seq: number): string {
+  return `${DELETED_PREFIX}${String(seq).padStart(10, '0')}`;
+}
+
+export function seqOfDeletedMarker(name: string): number | null {
+  const m = /^deleted\/(\d{10})$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** The generation and chunk of a data object's name, or null for any other name. */
+export function parseDataObjectName(name: string): { generation: string; chunk: number } | null {
+  const m = /^data\/([0-9a-f]{16})\/([0-9a-f]{12})$/.exec(name);
+  return m ? { generation: m[1]!, chunk: parseInt(m[2]!, 16) } : null;
+}
+
 /** The seq of a version table's object name, or null for any other name. */
 export function seqOfVersionObject(name: string): number | null {
   const m = /^versions\/(\d{10})\.json$/.exec(name);
@@ -80,6 +99,13 @@ export function chunkLength(size: number, objectSize: number, chunk: number): nu
   return Math.min(objectSize, size - chunk * objectSize);
 }
 
+/** The snapshot a clone was made from. */
+export interface ParentRef {
+  volume: string;
+  snapshot: string;
+  seq: number;
+}
+
 export interface VolumeMetadata {
   format: 'swiftvol-volume';
   formatVersion: number;
@@ -88,9 +114,11 @@ export interface VolumeMetadata {
   size: number;
   objectSize: number;
   createdAt: string;
+  parent?: ParentRef;
 }
 
-export type VersionKind = 'create' | 'import';
+export const VERSION_KINDS = ['create', 'import', 'snapshot', 'clone', 'rollback', 'flatten'] as const;
+export type VersionKind = (typeof VERSION_KINDS)[number];
 
 /** Where one chunk of a version lives. */
 export interface ChunkRef {
@@ -108,6 +136,10 @@ export interface VersionTableDocument {
   seq: number;
   generation: string;
   kind: VersionKind;
+  /** The snapshot's name (kind 'snapshot'), else null. */
+  snapshot: string | null;
+  /** Bytes written since the version before (kind 'snapshot'). */
+  changedBytes: number;
   createdAt: string;
   size: number;
   objectSize: number;
@@ -115,20 +147,45 @@ export interface VersionTableDocument {
   chunks: Array<[number, number, string, string]>;
 }
 
+/** Everything about a version but its chunk map. */
+export interface VersionInfo {
+  volume: string;
+  volumeUuid: string;
+  seq: number;
+  generation: string;
+  kind: VersionKind;
+  snapshot: string | null;
+  changedBytes: number;
+  createdAt: string;
+  size: number;
+  objectSize: number;
+}
+
 /** A version table in memory: chunk index -> where its object is. */
-export class VersionTable {
+export class VersionTable implements VersionInfo {
+  readonly volume: string;
+  readonly volumeUuid: string;
+  readonly seq: number;
+  readonly generation: string;
+  readonly kind: VersionKind;
+  readonly snapshot: string | null;
+  readonly changedBytes: number;
+  readonly createdAt: string;
+  readonly size: number;
+  readonly objectSize: number;
   readonly chunks: Map<number, ChunkRef>;
-  constructor(
-    readonly volume: string,
-    readonly volumeUuid: string,
-    readonly seq: number,
-    readonly generation: string,
-    readonly kind: VersionKind,
-    readonly createdAt: string,
-    readonly size: number,
-    readonly objectSize: number,
-    chunks: Map<number, ChunkRef>,
-  ) {
+
+  constructor(info: VersionInfo, chunks: Map<number, ChunkRef>) {
+    this.volume = info.volume;
+    this.volumeUuid = info.volumeUuid;
+    this.seq = info.seq;
+    this.generation = info.generation;
+    this.kind = info.kind;
+    this.snapshot = info.snapshot;
+    this.changedBytes = info.changedBytes;
+    this.createdAt = info.createdAt;
+    this.size = info.size;
+    this.objectSize = info.objectSize;
     this.chunks = chunks;
   }
 
@@ -164,6 +221,8 @@ export class VersionTable {
       seq: this.seq,
       generation: this.generation,
       kind: this.kind,
+      snapshot: this.snapshot,
+      changedBytes: this.changedBytes,
       createdAt: this.createdAt,
       size: this.size,
       objectSize: this.objectSize,
@@ -184,8 +243,11 @@ export class VersionTable {
     const size = int(doc.size, where, 'size');
     const objectSize = int(doc.objectSize, where, 'objectSize');
     const seq = int(doc.seq, where, 'seq');
-    const kind = str(doc.kind, where, 'kind');
-    expect(kind === 'create' || kind === 'import', where, `unknown version kind '${kind}'`);
+    const kind = str(doc.kind, where, 'kind') as VersionKind;
+    expect(VERSION_KINDS.includes(kind), where, `unknown version kind '${kind}'`);
+    // Version 1 tables have neither field.
+    const snapshot = doc.snapshot === undefined || doc.snapshot === null ? null : str(doc.snapshot, where, 'snapshot');
+    const changedBytes = doc.changedBytes === undefined ? 0 : int(doc.changedBytes, where, 'changedBytes');
     expect(Array.isArray(doc.sources) && doc.sources.every((s) => typeof s === 'string'), where, 'bad sources');
     const sources = doc.sources as string[];
     expect(Array.isArray(doc.chunks), where, 'bad chunks');
@@ -201,14 +263,18 @@ export class VersionTable {
       chunks.set(index as number, { container: sources[source as number]!, generation: generation as string, md5: md5 as string });
     }
     return new VersionTable(
-      volume,
-      str(doc.volumeUuid, where, 'volumeUuid'),
-      seq,
-      str(doc.generation, where, 'generation'),
-      kind,
-      str(doc.createdAt, where, 'createdAt'),
-      size,
-      objectSize,
+      {
+        volume,
+        volumeUuid: str(doc.volumeUuid, where, 'volumeUuid'),
+        seq,
+        generation: str(doc.generation, where, 'generation'),
+        kind,
+        snapshot,
+        changedBytes,
+        createdAt: str(doc.createdAt, where, 'createdAt'),
+        size,
+        objectSize,
+      },
       chunks,
     );
   }
@@ -231,6 +297,11 @@ export function decodeMetadata(data: Uint8Array, where: string): VolumeMetadata 
     objectSize: int(doc.objectSize, where, 'objectSize'),
     createdAt: str(doc.createdAt, where, 'createdAt'),
   };
+  if (doc.parent !== undefined && doc.parent !== null) {
+    expect(typeof doc.parent === 'object', where, 'bad parent');
+    const parent = doc.parent as Record<string, unknown>;
+    meta.parent = { volume: str(parent.volume, where, 'parent.volume'), snapshot: str(parent.snapshot, where, 'parent.snapshot'), seq: int(parent.seq, where, 'parent.seq') };
+  }
   try {
     validateVolumeSize(meta.size);
     validateObjectSize(meta.objectSize);

@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE } from '../format/volume-format.js';
+import { countBits, popcount8, testBit } from './bitmap.js';
 
 const fdatasync = promisify(fs.fdatasync);
 // 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
@@ -25,6 +26,13 @@ export interface OverlayGeometry {
 }
 
 interface ChunkBits {
+  valid: Uint8Array;
+  dirty: Uint8Array;
+  zero: Uint8Array;
+}
+
+/** A chunk's bitmaps as they were when a snapshot froze them. */
+export interface FrozenChunk {
   valid: Uint8Array;
   dirty: Uint8Array;
   zero: Uint8Array;
@@ -44,6 +52,8 @@ export class Overlay {
   private readonly bits = new Map<number, ChunkBits>();
   /** Chunks whose bitmaps changed since the last commit. */
   private pending = new Set<number>();
+  /** Dirty bits moved out by freeze() while a snapshot uploads them; still dirty as far as the database knows. */
+  private frozenDirty: Map<number, Uint8Array> | null = null;
   /** Block ranges unmapped since the last commit, to free in the file once the commit says they are zero. */
   private toFree: Array<[number, number]> = [];
   /** File writes since the last fdatasync. */
@@ -112,7 +122,7 @@ export class Overlay {
       for (const row of db.prepare('SELECT key, value FROM info').all() as Array<{ key: string; value: string }>) info.set(row.key, row.value);
       let dirtyBlocks = 0;
       for (const row of db.prepare('SELECT dirty FROM chunks').iterate() as Iterable<{ dirty: Buffer }>) {
-        for (const byte of row.dirty) dirtyBlocks += popcount8(byte);
+        dirtyBlocks += countBits(row.dirty);
       }
       return { info, dirtyBlocks };
     } finally {
@@ -144,9 +154,7 @@ export class Overlay {
 
   private test(block: number, which: keyof ChunkBits): boolean {
     const entry = this.bits.get(Math.floor(block / this.blocksPerChunk));
-    if (!entry) return false;
-    const bit = block % this.blocksPerChunk;
-    return (entry[which][bit >> 3]! & (1 << (bit & 7))) !== 0;
+    return entry !== undefined && testBit(entry[which], block % this.blocksPerChunk);
   }
 
   /** Marks blocks [first, end) valid (their data is in the file), and dirty or not. */
@@ -184,6 +192,56 @@ export class Overlay {
     return { entry, byte: bit >> 3, mask: 1 << (bit & 7) };
   }
 
+  /**
+   * Freezes the dirty set for a snapshot: returns the bitmaps of every chunk
+   * with dirty blocks and clears their dirty bits, so that dirty from now on
+   * means "written after the freeze". Until settleFreeze(), the database keeps
+   * recording the frozen bits as dirty, so a crash loses nothing to upload.
+   */
+  freeze(): Map<number, FrozenChunk> {
+    if (this.frozenDirty) throw new Error('a snapshot of this volume is already in progress');
+    const frozen = new Map<number, FrozenChunk>();
+    this.frozenDirty = new Map();
+    for (const [chunk, entry] of this.bits) {
+      if (!entry.dirty.some((b) => b !== 0)) continue;
+      frozen.set(chunk, { valid: Uint8Array.from(entry.valid), dirty: Uint8Array.from(entry.dirty), zero: Uint8Array.from(entry.zero) });
+      this.frozenDirty.set(chunk, Uint8Array.from(entry.dirty));
+      entry.dirty.fill(0);
+    }
+    return frozen;
+  }
+
+  /**
+   * Ends a freeze. If the snapshot was committed, the frozen blocks are clean
+   * now (the next flush records that); if not, they are dirty again.
+   */
+  settleFreeze(committed: boolean): void {
+    const frozen = this.frozenDirty;
+    if (!frozen) return;
+    this.frozenDirty = null;
+    for (const [chunk, dirty] of frozen) {
+      if (!committed) {
+        const entry = this.bits.get(chunk)!;
+        for (let i = 0; i < dirty.length; i++) entry.dirty[i]! |= dirty[i]!;
+      }
+      this.pending.add(chunk);
+    }
+  }
+
+  /** Throws away every local block and bit (rollback): the volume reads as its base again. */
+  async discardAll(): Promise<void> {
+    await this.flush();
+    if (this.frozenDirty) throw new Error('a snapshot of this volume is in progress');
+    this.db.transaction(() => this.db.exec('DELETE FROM chunks'))();
+    this.bits.clear();
+    this.pending.clear();
+    this.toFree = [];
+    const size = fs.fstatSync(this.fd).size;
+    fs.ftruncateSync(this.fd, 0);
+    fs.ftruncateSync(this.fd, size);
+    fs.fsyncSync(this.fd);
+  }
+
   /** Bytes of file space in use (sparse files: what the overlay really holds). */
   allocatedBytes(): number {
     return fs.fstatSync(this.fd).blocks * 512;
@@ -192,8 +250,9 @@ export class Overlay {
   /** Number of dirty blocks (what a snapshot would upload, at block granularity). */
   dirtyBlocks(): number {
     let count = 0;
-    for (const entry of this.bits.values()) {
-      for (const byte of entry.dirty) count += popcount8(byte);
+    for (const [chunk, entry] of this.bits) {
+      const frozen = this.frozenDirty?.get(chunk);
+      entry.dirty.forEach((byte, i) => (count += popcount8(byte | (frozen?.[i] ?? 0))));
     }
     return count;
   }
@@ -234,7 +293,10 @@ export class Overlay {
     if (this.closed) throw new Error('overlay is closed');
     const captured = [...this.pending].map((chunk) => {
       const entry = this.bits.get(chunk)!;
-      return { chunk, valid: Buffer.from(entry.valid), dirty: Buffer.from(entry.dirty), zero: Buffer.from(entry.zero) };
+      const dirty = Buffer.from(entry.dirty);
+      const frozen = this.frozenDirty?.get(chunk);
+      if (frozen) for (let i = 0; i < dirty.length; i++) dirty[i]! |= frozen[i]!;
+      return { chunk, valid: Buffer.from(entry.valid), dirty, zero: Buffer.from(entry.zero) };
     });
     this.pending = new Set();
     const toFree = this.toFree;
@@ -296,11 +358,4 @@ export class Overlay {
     fs.closeSync(this.fd);
     this.db.close();
   }
-}
-
-function popcount8(byte: number): number {
-  let n = byte;
-  n = n - ((n >> 1) & 0x55);
-  n = (n & 0x33) + ((n >> 2) & 0x33);
-  return (n + (n >> 4)) & 0x0f;
 }
