@@ -186,6 +186,10 @@ export class Engine {
         release();
       }
     };
+    const onAbandon = (): void => {
+      lease?.abandon();
+      release();
+    };
     try {
       const meta = await this.catalog.requireMetadata(name);
       if (options.lease !== false) {
@@ -196,7 +200,7 @@ export class Engine {
         const overlay = Overlay.open(this.state.volumeDir(name), meta);
         try {
           const base = this.localBase(overlay, meta.uuid, name);
-          return new Volume(name, this.store, overlay, base, { cacheReads, onClose: done });
+          return new Volume(name, this.store, overlay, base, { cacheReads, onClose: done, onAbandon });
         } catch (err) {
           overlay.abandon();
           throw err;
@@ -205,7 +209,7 @@ export class Engine {
       const latest = await this.catalog.latestVersion(name);
       if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
       const overlay = this.attachAt(meta.uuid, latest);
-      return new Volume(name, this.store, overlay, latest, { cacheReads, onClose: done });
+      return new Volume(name, this.store, overlay, latest, { cacheReads, onClose: done, onAbandon });
     } catch (err) {
       await done();
       throw err;

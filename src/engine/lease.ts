@@ -141,6 +141,11 @@ export class Lease {
     this.timer = null;
   }
 
+  /** Stops renewing without letting go, as a crash would (tests, error paths). */
+  abandon(): void {
+    this.stop();
+  }
+
   /** Gives the lease up (a released lease can be taken at once). */
   async release(): Promise<void> {
     this.stop();

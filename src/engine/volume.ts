@@ -15,6 +15,8 @@ export interface VolumeOptions {
   cacheReads?: boolean;
   /** Runs after close() has flushed and released the overlay (to drop a lease, a lock, a temp dir). */
   onClose?: () => void | Promise<void>;
+  /** Runs on abandon(), at once: what a crash would release (a lock), not what it would leave (a lease). */
+  onAbandon?: () => void;
 }
 
 /** A snapshot between freeze and commit: what was frozen, and copies of frozen chunks written since. */
@@ -45,6 +47,7 @@ export class Volume implements BlockDevice {
   private readonly blocksPerChunk: number;
   private readonly cacheReads: boolean;
   private readonly onClose: (() => void | Promise<void>) | undefined;
+  private readonly onAbandon: (() => void) | undefined;
   /** In-flight fetches per chunk, so overlapping readers share one GET. */
   private readonly fetches = new Map<number, Fetch[]>();
   private closed = false;
@@ -62,6 +65,7 @@ export class Volume implements BlockDevice {
     this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
     this.cacheReads = options.cacheReads ?? true;
     this.onClose = options.onClose;
+    this.onAbandon = options.onAbandon ?? options.onClose;
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -130,7 +134,7 @@ export class Volume implements BlockDevice {
     try {
       this.overlay.abandon();
     } finally {
-      void this.onClose?.();
+      void this.onAbandon?.();
     }
   }
 
