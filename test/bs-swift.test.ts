@@ -1,17 +1,22 @@
 // bs_swift.so end to end: initiator -> tgtd -> bs_swift.so -> Unix socket
-// -> BlockServer (in this process) -> MemoryBlockDevice.
+// -> BlockServer (in this process) -> MemoryBlockDevice: what only a device
+// in the test process can check — the exact bytes and FUA flags that reach
+// the device, commands split into several messages (small maxPayload), the
+// daemon going away mid-read, a daemon too slow for bs_swift's timeout.
+// The real path (Swift, `swiftvol serve`) is in serve.test.ts, and libiscsi's
+// conformance suite against bs_rdwr in conformance.test.ts.
 //
 // Needs root (tgtd, /var/run/tgtd), tgt, libiscsi-bin, qemu-utils,
 // qemu-block-extra, and the module installed by scripts/build-bs-swift.
 // Anything missing fails the test with what to do.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { BlockServer } from '../src/daemon/block-server.js';
 import { MemoryBlockDevice } from './fixtures/memory-device.js';
-import { iscsiReadCapacity16, iscsiTestCu, qemuIo, qemuIoOk, type CuResult } from './fixtures/initiators.js';
+import { qemuIo, qemuIoOk } from './fixtures/initiators.js';
 import { findRepoRoot } from './fixtures/swift.js';
 import { startTgtd } from './fixtures/tgtd.js';
 
@@ -20,31 +25,6 @@ const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 const SWIFT_IQN = 'iqn.2026-11.org.swiftvol.test:swift';
 const SLOW_IQN = 'iqn.2026-11.org.swiftvol.test:slow';
-const RDWR_IQN = 'iqn.2026-11.org.swiftvol.test:rdwr';
-
-/** The families the conformance comparison covers. */
-const CU_TESTS = [
-  'SCSI.Read*',
-  'SCSI.Write*',
-  'SCSI.ReadCapacity*',
-  'SCSI.TestUnitReady',
-  'SCSI.Inquiry',
-  'SCSI.SynchronizeCache*',
-  'SCSI.Unmap',
-  'SCSI.WriteSame*',
-  'SCSI.CompareAndWrite',
-  'SCSI.Verify*',
-  'SCSI.OrWrite',
-  'SCSI.Prefetch*',
-  'SCSI.GetLBAStatus',
-];
-
-function count(r: CuResult, outcome: 'passed' | 'failed' | 'skipped'): number {
-  let n = 0;
-  for (const o of r.tests.values()) if (o === outcome) n++;
-  return n;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -83,20 +63,12 @@ test('bs_swift.so behind tgtd', async (t) => {
     await t.test('a LU on an unknown volume is refused', async () => {
       await assert.rejects(
         tgtd.addTarget('iqn.2026-11.org.swiftvol.test:nope', 'nope', 'swift', `socket=${socketPath}`),
-        /tgtadm .*failed/,
+        /tgtadm --lld iscsi --mode logicalunit --op new/,
       );
       await assert.rejects(
         tgtd.addTarget('iqn.2026-11.org.swiftvol.test:badopt', 'vol1', 'swift', `socket=${socketPath};colour=blue`),
-        /tgtadm .*failed/,
+        /tgtadm --lld iscsi --mode logicalunit --op new/,
       );
-    });
-
-    await t.test('iscsi-readcapacity16 reports the size', async () => {
-      const cap = await iscsiReadCapacity16(url);
-      assert.equal(cap.size, SIZE);
-      assert.equal(cap.blockLength, 512);
-      assert.equal(cap.lbpme, true);
-      assert.equal(cap.lbprz, true);
     });
 
     await t.test('qemu-io patterns across 8 MiB boundaries read back exactly', async () => {
@@ -125,35 +97,6 @@ test('bs_swift.so behind tgtd', async (t) => {
       const fua = dev.fuaWrites;
       await qemuIoOk(url, ['write -f -P 0x66 4096 4096', 'read -P 0x66 4096 4096']);
       assert.ok(dev.fuaWrites > fua, 'qemu-io write -f arrived with FUA');
-    });
-
-    await t.test('iscsi-test-cu: swift passes wherever bs_rdwr passes', async () => {
-      const img = path.join(dir, 'rdwr.img');
-      writeFileSync(img, '');
-      truncateSync(img, SIZE);
-      await tgtd.addTarget(RDWR_IQN, img, 'rdwr', undefined, { thinProvisioning: true });
-      const swift = await iscsiTestCu(url, CU_TESTS);
-      const rdwr = await iscsiTestCu(tgtd.url(RDWR_IQN), CU_TESTS);
-      t.diagnostic(
-        `iscsi-test-cu swift: ${count(swift, 'passed')} passed, ${count(swift, 'skipped')} skipped, ` +
-          `${count(swift, 'failed')} failed of ${swift.tests.size} (${swift.ms} ms)`,
-      );
-      t.diagnostic(
-        `iscsi-test-cu rdwr:  ${count(rdwr, 'passed')} passed, ${count(rdwr, 'skipped')} skipped, ` +
-          `${count(rdwr, 'failed')} failed of ${rdwr.tests.size} (${rdwr.ms} ms)`,
-      );
-      const bothFail = [...rdwr.tests].filter(([n, o]) => o === 'failed' && swift.tests.get(n) === 'failed').map(([n]) => n);
-      if (bothFail.length) t.diagnostic(`failing on both: ${bothFail.join(' ')}`);
-      const onlySwift = [...swift.tests].filter(([n, o]) => o === 'passed' && rdwr.tests.get(n) !== 'passed').map(([n]) => n);
-      if (onlySwift.length) t.diagnostic(`passing on swift only: ${onlySwift.join(' ')}`);
-      assert.ok(rdwr.tests.size > 100, `only ${rdwr.tests.size} tests ran on rdwr`);
-      const regressions: string[] = [];
-      for (const [name, outcome] of rdwr.tests) {
-        if (outcome !== 'passed') continue;
-        const s = swift.tests.get(name);
-        if (s !== 'passed') regressions.push(`${name}: ${s ?? 'not run'}\n${swift.details.get(name) ?? ''}`);
-      }
-      assert.deepEqual(regressions, [], `tests that pass on bs_rdwr but not on swift:\n${regressions.join('\n')}`);
     });
 
     await t.test('daemon gone: I/O fails quickly, and works again when it is back', async () => {
