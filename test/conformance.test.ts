@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { tempDir, writeImage } from './fixtures/files.js';
-import { iscsiReadCapacity16, iscsiTestCu, qemuImg, qemuIoOk, type CuResult } from './fixtures/initiators.js';
+import { iscsiInq, iscsiReadCapacity16, iscsiTestCu, qemuImg, qemuIoOk, type CuResult } from './fixtures/initiators.js';
 import { startServe, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
 import { startTgtd, type Tgtd } from './fixtures/tgtd.js';
@@ -170,4 +170,28 @@ test("serve's stop removes its own target only; the tgtd it was given keeps runn
   assert.deepEqual([...targets], [[rdwrTid, RDWR_IQN]]);
   await tgtd!.tgtadm(['--mode', 'system', '--op', 'show']); // tgtd still answers
   await qemuIoOk(tgtd!.url(RDWR_IQN), ['read 0 64k']);
+});
+
+test("in a shared tgtd, serve takes no foreign target of its name, and leaves no CHAP account behind", async () => {
+  // A bs_rdwr target that happens to have the name serve would give the volume.
+  const foreignFile = path.join(tmp!.dir, 'foreign.img');
+  fs.writeFileSync(foreignFile, Buffer.alloc(MiB));
+  const foreignTid = await tgtd!.addTarget(SWIFT_IQN, foreignFile, 'rdwr');
+  ok(['volume', 'create', 'guarded', '--size', '8M']);
+  ok(['target', 'add', 'guarded', '--chap', 'carol:a-long-secret-1']);
+  const again = await startServe(env, tgtd!.port, { tgtdControl: tgtd!.control });
+  try {
+    const list = JSON.parse(ok(['target', 'list', '--json'])) as Array<{ volume: string; state: string; error?: string }>;
+    const mine = list.find((t) => t.volume === VOLUME)!;
+    assert.equal(mine.state, 'failed');
+    assert.match(mine.error ?? '', /already has a target .* that is not a swift LUN of volume/);
+    assert.equal(list.find((t) => t.volume === 'guarded')!.state, 'served');
+    assert.match((await iscsiInq(again.url('guarded', 'carol%a-long-secret-1'))).toString(), /DIRECT_ACCESS/);
+  } finally {
+    assert.equal(await again.stop(), 0, again.output());
+  }
+  const targets = await tgtd!.admin.targets();
+  assert.deepEqual([...targets].sort(), [[rdwrTid, RDWR_IQN], [foreignTid, SWIFT_IQN]].sort(), 'the foreign target stays, ours is gone');
+  const accounts = await tgtd!.tgtadm(['--lld', 'iscsi', '--mode', 'account', '--op', 'show']);
+  assert.doesNotMatch(accounts, /carol/, 'the CHAP account serve created is gone');
 });

@@ -497,14 +497,8 @@ function buildProgram(): Command {
         log,
       });
       log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}`);
-      try {
-        await daemon.start();
-      } catch (err) {
-        await store.close();
-        throw err;
-      }
-      log(opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only');
-      await new Promise<void>((resolve) => {
+      // Signals are handled from the start: one during start-up stops cleanly once started.
+      const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           log(`${sig}: flushing and stopping`);
           process.off('SIGINT', stop);
@@ -514,6 +508,14 @@ function buildProgram(): Command {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+      try {
+        await daemon.start();
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
+      log(opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only');
+      await stopped;
       await daemon.stop();
       await store.close();
       log('stopped');

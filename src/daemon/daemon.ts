@@ -11,7 +11,7 @@ import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer } from './block-server.js';
 import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, type TargetSpec } from './target-registry.js';
-import { TgtAdmin, Tgtd, type TgtdRecord } from './tgtd.js';
+import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
 
 export interface DaemonOptions {
   engine: Engine;
@@ -68,7 +68,10 @@ export class Daemon {
     this.registry = new TargetRegistry(options.stateDir);
   }
 
+  /** Where initiators connect, as far as this daemon knows. */
   get portal(): string {
+    if (this.options.noTgtd) return 'the tgtd configured by hand';
+    if (this.options.existingTgtd !== undefined) return `the portals of tgtd ${this.options.existingTgtd}`;
     return `${this.options.host}:${this.options.port}`;
   }
 
@@ -94,7 +97,7 @@ export class Daemon {
         this.tgtd = await this.ownTgtd();
         this.admin = this.tgtd.admin;
       }
-      const existing = await this.admin.targets();
+      const existing = await this.admin.show();
       for (const spec of this.registry.list()) {
         try {
           await this.serve(spec, existing);
@@ -114,8 +117,12 @@ export class Daemon {
     this.stopping ??= (async () => {
       const { log } = this.options;
       this.control?.close();
+      // Only what is ours: a tid whose target still has our IQN, accounts we created.
+      const present = await this.admin?.targets().catch(() => new Map<number, string>());
       for (const target of this.served.values()) {
-        if (target.state === 'served') await this.admin?.deleteTarget(target.tid).catch((err: Error) => log(err.message));
+        if (target.state !== 'served') continue;
+        if (present?.get(target.tid) === target.iqn) await this.admin?.deleteTarget(target.tid).catch((err: Error) => log(err.message));
+        if (target.chap) await this.admin?.deleteAccount(target.chap.user).catch((err: Error) => log(err.message));
       }
       this.served.clear();
       // Snapshots being uploaded finish first: they read the overlay.
@@ -198,8 +205,13 @@ export class Daemon {
     const target = this.served.get(volume);
     const known = this.registry.remove(volume);
     if (!target && !known) throw new EngineError(`volume '${volume}' is not exported`);
-    if (target?.state === 'served') await this.admin!.deleteTarget(target.tid);
-    if (target?.chap) await this.admin!.deleteAccount(target.chap.user).catch(() => undefined);
+    if (target?.state === 'served') {
+      const present = await this.admin!.targets();
+      if (present.get(target.tid) === target.iqn) await this.admin!.deleteTarget(target.tid);
+      // CHAP accounts are global in tgtd: delete ours unless another target uses it too.
+      const user = target.chap?.user;
+      if (user && !(await this.admin!.show()).some((t) => t.accounts.includes(user))) await this.admin!.deleteAccount(user).catch(() => undefined);
+    }
     this.served.delete(volume);
     const device = this.volumes.get(volume);
     this.volumes.delete(volume);
@@ -262,30 +274,41 @@ export class Daemon {
    * Opens the volume and creates its target, unless tgtd has it already (an
    * adopted tgtd); undoes what it did if a step fails.
    */
-  private async serve(spec: TargetSpec, existing?: Map<number, string>): Promise<ServedTarget> {
+  private async serve(spec: TargetSpec, existing: TargetShow[] = []): Promise<ServedTarget> {
     const admin = this.admin;
     if (!admin) throw new EngineError('this swiftvol serve runs without tgtd (--no-tgtd): configure the target in tgtd');
-    const volume = await this.device(spec.volume);
-    const kept = [...(existing ?? new Map<number, string>())].find(([, iqn]) => iqn === spec.iqn);
-    if (kept) {
-      const target: ServedTarget = { ...spec, tid: kept[0], state: 'served' };
+    const same = existing.find((t) => t.iqn === spec.iqn);
+    if (same) {
+      // An adopted tgtd kept our target; anything else of that name is not ours to take.
+      const lun = same.luns.find((l) => l.lun === 1);
+      if (lun?.bstype !== 'swift' || lun.path !== spec.volume) {
+        throw new EngineError(`tgtd already has a target ${spec.iqn} (tid ${same.tid}) that is not a swift LUN of volume '${spec.volume}'`);
+      }
+      await this.device(spec.volume);
+      const target: ServedTarget = { ...spec, tid: same.tid, state: 'served' };
       this.served.set(spec.volume, target);
-      this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${kept[0]}, kept by tgtd)`);
+      this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${same.tid}, kept by tgtd)`);
       return target;
     }
-    const tid = await this.freeTid();
+    const volume = await this.device(spec.volume);
+    const tid = await admin.freeTid();
     let created = false;
+    let account = false;
     try {
       await admin.addTarget(tid, spec.iqn);
       created = true;
       await admin.addLun(tid, 1, spec.volume, { bstype: 'swift', bsopts: `socket=${blockSocketPath(this.options.stateDir)}`, thinProvisioning: true });
-      if (spec.chap) await admin.addChap(tid, spec.chap.user, spec.chap.secret);
+      if (spec.chap) {
+        await admin.addChap(tid, spec.chap.user, spec.chap.secret);
+        account = true;
+      }
       for (const allowed of spec.allow) {
         if (/^(iqn|eui)\./.test(allowed)) await admin.bindName(tid, allowed);
         else await admin.bindAddress(tid, allowed);
       }
     } catch (err) {
       if (created) await admin.deleteTarget(tid).catch(() => undefined);
+      if (account && spec.chap) await admin.deleteAccount(spec.chap.user).catch(() => undefined);
       this.volumes.delete(spec.volume);
       await volume.close().catch(() => undefined);
       throw err;
@@ -294,12 +317,5 @@ export class Daemon {
     this.served.set(spec.volume, target);
     this.options.log(`serving ${spec.volume} as ${spec.iqn} (tid ${tid}, LUN 1, allowed: ${spec.allow.join(' ')}${spec.chap ? ', CHAP' : ''})`);
     return target;
-  }
-
-  private async freeTid(): Promise<number> {
-    const used = await this.admin!.targets();
-    let tid = 1;
-    while (used.has(tid)) tid++;
-    return tid;
   }
 }

@@ -22,6 +22,14 @@ export const THROUGHPUT_PARAMS: ReadonlyArray<readonly [string, number]> = [
   ['FirstBurstLength', 262144],
 ];
 
+export interface TargetShow {
+  tid: number;
+  iqn: string;
+  luns: Array<{ lun: number; bstype: string; path: string }>;
+  /** CHAP accounts bound to the target. */
+  accounts: string[];
+}
+
 export interface LunOptions {
   bstype: string;
   bsopts?: string;
@@ -83,6 +91,39 @@ export class TgtAdmin {
 
   deleteTarget(tid: number): Promise<string> {
     return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'delete', '--force', '--tid', String(tid)]);
+  }
+
+  /** Every target with its LUNs and bound accounts, as `tgtadm --op show` tells. */
+  async show(): Promise<TargetShow[]> {
+    const out = await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'show']);
+    const targets: TargetShow[] = [];
+    let section = '';
+    let lun: { lun: number; bstype: string; path: string } | null = null;
+    for (const line of out.split('\n')) {
+      const target = /^Target (\d+): (\S+)$/.exec(line);
+      if (target) {
+        targets.push({ tid: Number(target[1]), iqn: target[2]!, luns: [], accounts: [] });
+        section = '';
+        continue;
+      }
+      const current = targets.at(-1);
+      if (!current) continue;
+      const heading = /^    (\S.*):$/.exec(line);
+      if (heading) {
+        section = heading[1]!;
+        continue;
+      }
+      const text = line.trim();
+      if (section === 'LUN information') {
+        const m = /^LUN: (\d+)$/.exec(text);
+        if (m) current.luns.push((lun = { lun: Number(m[1]), bstype: '', path: '' }));
+        else if (lun && text.startsWith('Backing store type: ')) lun.bstype = text.slice('Backing store type: '.length);
+        else if (lun && text.startsWith('Backing store path: ')) lun.path = text.slice('Backing store path: '.length);
+      } else if (section === 'Account information' && text !== '') {
+        current.accounts.push(text.replace(/ \(outgoing\)$/, ''));
+      }
+    }
+    return targets;
   }
 
   /** Targets tgtd has, by tid. */
