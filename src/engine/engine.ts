@@ -387,8 +387,10 @@ export class Engine {
     const volume = await this.open(name, 'volume flatten');
     try {
       const own = containerName(name);
-      const { kept, latest } = await this.catalog.versionSets(name);
-      const borrowing = kept.filter((t) => t !== latest && [...t.chunks.values()].some((r) => r.container !== own));
+      // Snapshot tables are write-once: one that borrows keeps borrowing after the flatten.
+      const { kept, deletedMarkers } = await this.catalog.versionSets(name);
+      const named = kept.filter((t) => t.snapshot !== null && !deletedMarkers.includes(t.seq));
+      const borrowing = named.filter((t) => [...t.chunks.values()].some((r) => r.container !== own));
       if (borrowing.length > 0) {
         throw new EngineError(`snapshots ${borrowing.map((t) => `'${t.snapshot}'`).join(', ')} of volume '${name}' borrow objects from other volumes; delete them before flattening`);
       }
