@@ -65,7 +65,9 @@ export class Lease {
         );
       }
       const lease = new Lease(store, volume, record, n, ttlMs, options.onLost ?? (() => undefined));
-      if (await lease.write()) {
+      // Swift checks If-None-Match when a PUT starts: two PUTs racing in the same
+      // instant can both succeed, the later one winning. Reading back catches most such races.
+      if ((await lease.write()) && (await lease.confirm())) {
         lease.timer = setInterval(() => void lease.renew(), Math.max(1000, ttlMs / 3));
         lease.timer.unref();
         return lease;
@@ -117,6 +119,17 @@ export class Lease {
     // Older lease objects are history: keep the one before, drop the rest.
     if (previous > 1) void this.store.delete(container, leaseObjectName(previous - 1)).catch(() => undefined);
     return true;
+  }
+
+  /** Whether the lease object just written still says we hold it. */
+  private async confirm(): Promise<boolean> {
+    await new Promise((r) => setTimeout(r, 50));
+    try {
+      const data = await this.store.get(containerName(this.volume), leaseObjectName(this.n));
+      return (JSON.parse(data.toString('utf8')) as LeaseRecord).holder === this.record.holder;
+    } catch {
+      return false;
+    }
   }
 
   private renew(): Promise<void> {
