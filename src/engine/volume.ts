@@ -28,6 +28,11 @@ interface Freeze {
   composed: Set<number>;
 }
 
+/** Reads at least this long are taken as sequential streaming (read-ahead on). */
+const READ_AHEAD_MIN_LENGTH = 128 * 1024;
+/** Objects fetched ahead of a streaming reader. */
+const READ_AHEAD_CHUNKS = 4;
+
 interface Fetch {
   first: number;
   end: number;
@@ -72,9 +77,29 @@ export class Volume implements BlockDevice {
     this.checkRange(offset, length);
     const out = Buffer.allocUnsafe(length);
     const pending: Promise<void>[] = [];
-    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending);
+    // Large reads are streaming reads: fetch whole objects and the next few ahead.
+    const streaming = this.cacheReads && length >= READ_AHEAD_MIN_LENGTH;
+    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending, streaming);
+    if (streaming) this.readAhead(Math.floor((offset + length - 1) / this.objectSize));
     await Promise.all(pending);
     return out;
+  }
+
+  /**
+   * Starts fetching the next chunks after `chunk` that are not local yet, so
+   * that a sequential reader finds them arriving (or arrived) in the overlay.
+   */
+  private readAhead(chunk: number): void {
+    const last = Math.min(chunk + READ_AHEAD_CHUNKS, Math.ceil(this.size / this.objectSize) - 1);
+    for (let c = chunk + 1; c <= last; c++) {
+      const ref = this.base?.lookup(c);
+      if (!ref || this.fetches.has(c)) continue;
+      const first = c * this.blocksPerChunk;
+      const end = Math.ceil(Math.min((c + 1) * this.objectSize, this.size) / BLOCK_SIZE);
+      let missing = first;
+      while (missing < end && this.source(missing) !== 'base') missing++;
+      if (missing < end) this.fetchBlocks(c, ref, missing, end).catch(() => undefined); // a reader will retry
+    }
   }
 
   async write(offset: number, data: Uint8Array, options: { fua?: boolean } = {}): Promise<void> {
@@ -173,7 +198,7 @@ export class Volume implements BlockDevice {
   }
 
   /** Fills out[outOffset..] with bytes [pos, pos+length) of one chunk; async parts go to pending. */
-  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[]): void {
+  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[], streaming = false): void {
     const chunk = Math.floor(pos / this.objectSize);
     const ref = this.base?.lookup(chunk);
     const endPos = pos + length;
@@ -192,7 +217,9 @@ export class Volume implements BlockDevice {
         out.fill(0, into, into + stop - start);
       } else {
         const runStart = block * BLOCK_SIZE;
-        pending.push(this.fetchBlocks(chunk, ref, block, next).then((data) => {
+        // A streaming reader gets the rest of the object in the same GET.
+        const fetchEnd = streaming ? Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE) : next;
+        pending.push(this.fetchBlocks(chunk, ref, block, fetchEnd).then((data) => {
           copyPadded(data, start - runStart, stop - start, out, into);
         }));
       }
