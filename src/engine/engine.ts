@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { md5Pool, sharedBuffer } from '../store/md5-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
 import {
@@ -146,10 +146,10 @@ export class Engine {
         options.concurrency ?? 4,
         async (chunk) => {
           const length = chunkLength(imageSize, objectSize, chunk);
-          const buffer = Buffer.allocUnsafe(length);
+          const buffer = sharedBuffer(length);
           readFully(imageFd, buffer, chunk * objectSize);
           if (!isAllZero(buffer)) {
-            const md5 = createHash('md5').update(buffer).digest('hex');
+            const md5 = await md5Pool().md5(buffer);
             await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
             refs.set(chunk, { container, generation, md5 });
           }
@@ -284,16 +284,22 @@ export class Engine {
       throw new EngineError(`volume '${name}' already has a snapshot '${snapshot}'`);
     }
     const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, options);
-    const active = this.uploading.get(name) ?? new Set<string>();
-    this.uploading.set(name, active);
-    active.add(job.generation);
+    const uploaded = this.markUploading(name, job.generation);
     job.start();
     // Once committed, superseded tables and orphans of interrupted uploads go.
     job.done
-      .finally(() => active.delete(job.generation))
+      .finally(uploaded)
       .then(() => this.collect(name))
       .catch(() => undefined);
     return job;
+  }
+
+  /** Registers a generation being uploaded, so collection spares it; returns the function that ends that. */
+  private markUploading(name: string, generation: string): () => void {
+    const active = this.uploading.get(name) ?? new Set<string>();
+    this.uploading.set(name, active);
+    active.add(generation);
+    return () => active.delete(generation);
   }
 
   /** Garbage collection of one volume (see VolumeCatalog.collect). */
@@ -399,15 +405,20 @@ export class Engine {
       const generation = newGeneration();
       const chunks = new Map(base.chunks);
       const borrowed = [...base.chunks].filter(([, ref]) => ref.container !== own);
-      await runPool(borrowed, 4, async ([chunk, ref]) => {
-        const data = await this.store.get(ref.container, dataObjectName(ref.generation, chunk));
-        await this.store.put(own, dataObjectName(generation, chunk), data, { md5: ref.md5 });
-        chunks.set(chunk, { container: own, generation, md5: ref.md5 });
-      });
-      const meta = await this.catalog.requireMetadata(name);
-      const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
-      const table = await this.catalog.commit(meta, seq, 'flatten', generation, chunks);
-      await volume.rebase(table, false);
+      const uploaded = this.markUploading(name, generation);
+      try {
+        await runPool(borrowed, 4, async ([chunk, ref]) => {
+          const data = await this.store.get(ref.container, dataObjectName(ref.generation, chunk));
+          await this.store.put(own, dataObjectName(generation, chunk), data, { md5: ref.md5 });
+          chunks.set(chunk, { container: own, generation, md5: ref.md5 });
+        });
+        const meta = await this.catalog.requireMetadata(name);
+        const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
+        const table = await this.catalog.commit(meta, seq, 'flatten', generation, chunks);
+        await volume.rebase(table, false);
+      } finally {
+        uploaded();
+      }
       return { copied: borrowed.length };
     } finally {
       await volume.close();

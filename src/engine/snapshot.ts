@@ -4,7 +4,7 @@
 // generation, concurrently; the version table is written last, as the commit
 // point. Writes that arrive meanwhile go on (the volume copies a frozen chunk
 // before changing it) and are not part of the snapshot.
-import { createHash } from 'node:crypto';
+import { md5Pool } from '../store/md5-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { chunkLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
 import type { VolumeCatalog } from './volume-catalog.js';
@@ -91,7 +91,7 @@ export class SnapshotJob {
         if (data === null) {
           refs.delete(chunk); // all zeros now: stored as nothing
         } else {
-          const md5 = createHash('md5').update(data).digest('hex');
+          const md5 = await md5Pool().md5(data);
           const name = dataObjectName(this.generation, chunk);
           await this.store.put(container, name, data, { md5 });
           uploaded.push(name);

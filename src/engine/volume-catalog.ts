@@ -188,7 +188,14 @@ export class VolumeCatalog {
   /** Every version table of the volume, ascending, with the seqs whose snapshot was deleted. */
   async versions(name: string): Promise<{ tables: VersionTable[]; deleted: Set<number> }> {
     const seqs = await this.versionSeqs(name);
-    const tables = await runPool(seqs, 8, (seq) => this.readVersion(name, seq));
+    // A table listed a moment ago may have been collected since: it was garbage, skip it.
+    const read = await runPool(seqs, 8, (seq) =>
+      this.readVersion(name, seq).catch((err: unknown) => {
+        if (isNotFound(err)) return null;
+        throw err;
+      }),
+    );
+    const tables = read.filter((t): t is VersionTable => t !== null);
     const deleted = new Set<number>();
     try {
       for await (const obj of this.store.list(containerName(name), DELETED_PREFIX)) {

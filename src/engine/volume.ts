@@ -8,6 +8,7 @@ import type { BlockDevice } from './block-device.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { FrozenChunk, Overlay } from '../overlay/overlay.js';
 import { countBits, testBit } from '../overlay/bitmap.js';
+import { sharedBuffer } from '../store/md5-pool.js';
 import { BLOCK_SIZE, SECTOR_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
 
 export interface VolumeOptions {
@@ -260,7 +261,8 @@ export class Volume implements BlockDevice {
     for (let i = 0; i < blocks && !needBase; i++) needBase = !testBit(frozen.valid, i) && !testBit(frozen.zero, i);
     const base = needBase && ref ? await this.store.get(ref.container, dataObjectName(ref.generation, chunk)) : null;
     // From here on synchronous: no write can slip in between the check for a preserved copy and the read.
-    const out = Buffer.alloc(length);
+    const out = sharedBuffer(length); // hashed off the main thread before upload
+
     if (base) base.copy(out, 0, 0, Math.min(base.length, length));
     const preserved = state.preserved.get(chunk);
     const chunkStart = chunk * this.objectSize;

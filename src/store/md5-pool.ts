@@ -1,0 +1,79 @@
+// MD5 of large buffers on worker threads, so that hashing an 8 MiB object
+// does not stop the event loop (and the transfers it drives) for ~15 ms.
+// Buffers in shared memory (sharedBuffer()) are hashed where they are, with
+// no copy; others are hashed in place on the calling thread.
+import { Worker } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+parentPort.on('message', ({ id, buffer, offset, length }) => {
+  parentPort.postMessage({ id, md5: createHash('md5').update(new Uint8Array(buffer, offset, length)).digest('hex') });
+});
+`;
+
+/** Below this size a round trip to a worker costs more than it saves. */
+const MIN_OFFLOAD = 256 * 1024;
+
+/** A zero-filled Buffer in shared memory, which Md5Pool can hash off the main thread. */
+export function sharedBuffer(length: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(length));
+}
+
+export class Md5Pool {
+  private readonly workers: Worker[] = [];
+  private readonly pending = new Map<number, { resolve: (md5: string) => void; reject: (err: Error) => void; worker: Worker }>();
+  /** Jobs per worker: a worker with work keeps the process alive, an idle one does not. */
+  private readonly busy = new Map<Worker, number>();
+  private nextId = 0;
+  private next = 0;
+
+  constructor(size = 2) {
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true });
+      worker.unref(); // idle workers must not keep a CLI process alive
+      worker.on('message', (msg: { id: number; md5: string }) => {
+        const p = this.pending.get(msg.id);
+        if (!p) return;
+        this.pending.delete(msg.id);
+        this.release(p.worker);
+        p.resolve(msg.md5);
+      });
+      worker.on('error', (err) => {
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+      });
+      this.workers.push(worker);
+    }
+  }
+
+  /** Hex MD5 of data. */
+  md5(data: Buffer): Promise<string> {
+    if (data.length < MIN_OFFLOAD || !(data.buffer instanceof SharedArrayBuffer)) {
+      return Promise.resolve(createHash('md5').update(data).digest('hex'));
+    }
+    const id = this.nextId++;
+    const worker = this.workers[this.next++ % this.workers.length]!;
+    const jobs = this.busy.get(worker) ?? 0;
+    if (jobs === 0) worker.ref();
+    this.busy.set(worker, jobs + 1);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker });
+      worker.postMessage({ id, buffer: data.buffer, offset: data.byteOffset, length: data.length });
+    });
+  }
+
+  private release(worker: Worker): void {
+    const jobs = (this.busy.get(worker) ?? 1) - 1;
+    this.busy.set(worker, jobs);
+    if (jobs === 0) worker.unref();
+  }
+}
+
+/** The process's pool, started on first use. */
+let shared: Md5Pool | null = null;
+export function md5Pool(): Md5Pool {
+  shared ??= new Md5Pool();
+  return shared;
+}
