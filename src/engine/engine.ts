@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { md5Pool, sharedBuffer } from '../store/md5-pool.js';
+import { SharedBufferPool, md5Pool } from '../store/md5-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
 import {
@@ -141,17 +141,23 @@ export class Engine {
       let done = 0;
       options.onProgress?.(0, imageSize);
       const imageFd = fd;
+      const concurrency = options.concurrency ?? 4;
+      const buffers = new SharedBufferPool(concurrency, objectSize);
       await runPool(
         Array.from({ length: count }, (_, i) => i),
-        options.concurrency ?? 4,
+        concurrency,
         async (chunk) => {
           const length = chunkLength(imageSize, objectSize, chunk);
-          const buffer = sharedBuffer(length);
-          readFully(imageFd, buffer, chunk * objectSize);
-          if (!isAllZero(buffer)) {
-            const md5 = await md5Pool().md5(buffer);
-            await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
-            refs.set(chunk, { container, generation, md5 });
+          const buffer = await buffers.take(length);
+          try {
+            readFully(imageFd, buffer, chunk * objectSize);
+            if (!isAllZero(buffer)) {
+              const md5 = await md5Pool().md5(buffer);
+              await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
+              refs.set(chunk, { container, generation, md5 });
+            }
+          } finally {
+            buffers.give(buffer);
           }
           done += length;
           options.onProgress?.(done, imageSize);

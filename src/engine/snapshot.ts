@@ -4,7 +4,7 @@
 // generation, concurrently; the version table is written last, as the commit
 // point. Writes that arrive meanwhile go on (the volume copies a frozen chunk
 // before changing it) and are not part of the snapshot.
-import { md5Pool } from '../store/md5-pool.js';
+import { SharedBufferPool, md5Pool } from '../store/md5-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { chunkLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
 import type { VolumeCatalog } from './volume-catalog.js';
@@ -86,16 +86,23 @@ export class SnapshotJob {
     let table: VersionTable;
     try {
       this.options.onProgress?.(0, this.totalBytes);
-      await runPool(chunks, this.options.concurrency ?? 4, async (chunk) => {
-        const data = await this.volume.frozenChunk(chunk);
-        if (data === null) {
-          refs.delete(chunk); // all zeros now: stored as nothing
-        } else {
-          const md5 = await md5Pool().md5(data);
-          const name = dataObjectName(this.generation, chunk);
-          await this.store.put(container, name, data, { md5 });
-          uploaded.push(name);
-          refs.set(chunk, { container, generation: this.generation, md5 });
+      const concurrency = this.options.concurrency ?? 4;
+      const buffers = new SharedBufferPool(Math.min(concurrency, chunks.length), this.meta.objectSize);
+      await runPool(chunks, concurrency, async (chunk) => {
+        const buffer = await buffers.take(this.meta.objectSize);
+        try {
+          const data = await this.volume.frozenChunk(chunk, buffer);
+          if (data === null) {
+            refs.delete(chunk); // all zeros now: stored as nothing
+          } else {
+            const md5 = await md5Pool().md5(data);
+            const name = dataObjectName(this.generation, chunk);
+            await this.store.put(container, name, data, { md5 });
+            uploaded.push(name);
+            refs.set(chunk, { container, generation: this.generation, md5 });
+          }
+        } finally {
+          buffers.give(buffer);
         }
         this.doneBytes += chunkLength(this.meta.size, this.meta.objectSize, chunk);
         this.options.onProgress?.(this.doneBytes, this.totalBytes);

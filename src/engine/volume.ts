@@ -8,7 +8,6 @@ import type { BlockDevice } from './block-device.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { FrozenChunk, Overlay } from '../overlay/overlay.js';
 import { countBits, testBit } from '../overlay/bitmap.js';
-import { sharedBuffer } from '../store/md5-pool.js';
 import { BLOCK_SIZE, SECTOR_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
 
 export interface VolumeOptions {
@@ -247,10 +246,11 @@ export class Volume implements BlockDevice {
   }
 
   /**
-   * The content a frozen chunk had at the freeze: frozen overlay blocks (or
-   * their preserved copies) over the base object; null if it is all zeros.
+   * The content a frozen chunk had at the freeze, composed into `into` (at
+   * least a chunk long): frozen overlay blocks (or their preserved copies)
+   * over the base object; null if it is all zeros.
    */
-  async frozenChunk(chunk: number): Promise<Buffer | null> {
+  async frozenChunk(chunk: number, into: Buffer): Promise<Buffer | null> {
     const state = this.freezeState;
     const frozen = state?.frozen.get(chunk);
     if (!state || !frozen) throw new Error(`chunk ${chunk} is not part of the snapshot in progress`);
@@ -261,8 +261,8 @@ export class Volume implements BlockDevice {
     for (let i = 0; i < blocks && !needBase; i++) needBase = !testBit(frozen.valid, i) && !testBit(frozen.zero, i);
     const base = needBase && ref ? await this.store.get(ref.container, dataObjectName(ref.generation, chunk)) : null;
     // From here on synchronous: no write can slip in between the check for a preserved copy and the read.
-    const out = sharedBuffer(length); // hashed off the main thread before upload
-
+    const out = into.subarray(0, length);
+    out.fill(0);
     if (base) base.copy(out, 0, 0, Math.min(base.length, length));
     const preserved = state.preserved.get(chunk);
     const chunkStart = chunk * this.objectSize;

@@ -16,9 +16,33 @@ parentPort.on('message', ({ id, buffer, offset, length }) => {
 /** Below this size a round trip to a worker costs more than it saves. */
 const MIN_OFFLOAD = 256 * 1024;
 
-/** A zero-filled Buffer in shared memory, which Md5Pool can hash off the main thread. */
-export function sharedBuffer(length: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(length));
+/**
+ * A fixed set of equal buffers in shared memory, which Md5Pool can hash off
+ * the main thread. Reused rather than allocated per object: V8 does not count
+ * shared memory towards garbage collection, so one-off shared buffers pile up.
+ */
+export class SharedBufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: Array<(b: Buffer) => void> = [];
+
+  constructor(count: number, readonly size: number) {
+    for (let i = 0; i < count; i++) this.free.push(Buffer.from(new SharedArrayBuffer(size)));
+  }
+
+  /** A buffer of `length` bytes (at most size), zero-filled if asked; waits while all are in use. */
+  async take(length: number, zero = false): Promise<Buffer> {
+    const buffer = this.free.pop() ?? (await new Promise<Buffer>((resolve) => this.waiting.push(resolve)));
+    const view = buffer.subarray(0, length);
+    if (zero) view.fill(0);
+    return view;
+  }
+
+  give(view: Buffer): void {
+    const whole = Buffer.from(view.buffer, 0, this.size);
+    const next = this.waiting.shift();
+    if (next) next(whole);
+    else this.free.push(whole);
+  }
 }
 
 export class Md5Pool {
