@@ -7,7 +7,7 @@ import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage, sha256File } from './fixtures/files.js';
 import { iscsiInq, iscsiReadCapacity16, qemuIo, qemuIoOk, qemuImg, run } from './fixtures/initiators.js';
-import { startServe, stopLeftTgtd, swiftvolSync, type Serve } from './fixtures/serve.js';
+import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 
 const MiB = 1024 * 1024;
 let swift: DevSwift;
@@ -33,13 +33,7 @@ before(async () => {
   }
   swift = await startSwift();
   tmp = tempDir();
-  env = {
-    PATH: process.env.PATH,
-    ST_AUTH: swift.authUrl,
-    ST_USER: swift.user,
-    ST_KEY: swift.key,
-    SWIFTVOL_STATE_DIR: path.join(tmp.dir, 'state'),
-  };
+  env = swiftvolEnv(swift, path.join(tmp.dir, 'state'));
   port = await freePort();
   // 40 MiB in 8 MiB objects; chunk 2 is all zeros, chunk 3 half.
   imageFile = path.join(tmp.dir, 'image.raw');

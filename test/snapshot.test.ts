@@ -8,7 +8,7 @@ import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage, sha256File } from './fixtures/files.js';
 import { qemuIo, qemuIoOk, qemuImg } from './fixtures/initiators.js';
-import { startServe, stopLeftTgtd, swiftvolSync, type Serve } from './fixtures/serve.js';
+import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 import { swiftStoreFromEnv } from '../src/store/swift-store.js';
 import type { ObjectStore } from '../src/store/object-store.js';
 import { containerName } from '../src/format/volume-format.js';
@@ -66,14 +66,7 @@ before(async () => {
   swift = await startSwift();
   store = swiftStoreFromEnv({ ST_AUTH: swift.authUrl, ST_USER: swift.user, ST_KEY: swift.key })!;
   tmp = tempDir();
-  env = {
-    PATH: process.env.PATH,
-    ST_AUTH: swift.authUrl,
-    ST_USER: swift.user,
-    ST_KEY: swift.key,
-    SWIFTVOL_STATE_DIR: path.join(tmp.dir, 'state'),
-    SWIFTVOL_LEASE_SECONDS: '4',
-  };
+  env = swiftvolEnv(swift, path.join(tmp.dir, 'state'), { SWIFTVOL_LEASE_SECONDS: '4' });
   port = await freePort();
   // The volume: a base of 24 MiB in Swift (1 MiB objects), 40 MiB in all.
   const image = path.join(tmp.dir, 'base.raw');
