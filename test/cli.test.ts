@@ -54,6 +54,13 @@ test('volumes in the embedded file store: create, list, info, import, export, de
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /created volume disk1: 64M, objects of 4M/);
 
+  // One object: the command must exit once done (idle hashing workers must not keep it alive).
+  const tiny = path.join(tmp.dir, 'tiny.raw');
+  writeImage(tiny, MiB, MiB, () => false);
+  r = swiftvol(['import', tiny, 'tiny'], env, 30_000);
+  assert.equal(r.status, 0, `import of one object: exit ${r.status} ${r.stderr}`);
+  assert.equal(swiftvol(['volume', 'delete', 'tiny'], env).status, 0);
+
   const image = path.join(tmp.dir, 'small.raw');
   writeImage(image, 24 * MiB + 512, MiB, (i) => i % 3 === 0);
   r = swiftvol(['import', image, 'img1', '--concurrency', '2'], env);

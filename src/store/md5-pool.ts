@@ -56,7 +56,6 @@ export class Md5Pool {
   constructor(size = 2) {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
-      worker.unref(); // idle workers must not keep a CLI process alive
       worker.on('message', (msg: { id: number; md5: string }) => {
         const p = this.pending.get(msg.id);
         if (!p) return;
@@ -68,6 +67,8 @@ export class Md5Pool {
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
       });
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref(); // idle workers must not keep a CLI process alive
       this.workers.push(worker);
     }
   }
