@@ -1,0 +1,728 @@
+// npm run bench (scripts/bench builds fio and runs this): swiftvol against
+// the limits, side by side in one run (issue 5). Starts its own Swift, its own
+// tgtd (holding a bs_rdwr reference LUN and swiftvol's LUNs) and
+// `swiftvol serve`, measures, prints the table, writes bench/results/, and
+// stops everything it started, by PID.
+//
+// Environment (all optional):
+//   SWIFTVOL_BENCH_FIO           fio with the libiscsi engine (default build/fio/fio)
+//   SWIFTVOL_BENCH_RUNTIME       seconds per hot fio run (default 15)
+//   SWIFTVOL_BENCH_REPEAT        runs of each hot job per side, in A B B A order (default 2)
+//   SWIFTVOL_BENCH_RAMP          ramp seconds per hot fio job (default 3)
+//   SWIFTVOL_BENCH_COLD_RUNTIME  seconds of cold 4k random reads (default 10)
+//   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { THROUGHPUT_PARAMS } from '../src/daemon/tgtd.js';
+import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
+import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
+import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
+import { RawSwift, percentile, pool } from './swift-raw.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const RESULTS = path.join(ROOT, 'bench', 'results');
+const FIO = process.env.SWIFTVOL_BENCH_FIO ?? path.join(ROOT, 'build', 'fio', 'fio');
+const HOT_RUNTIME = envNumber('SWIFTVOL_BENCH_RUNTIME', 15);
+const HOT_REPEAT = Math.max(1, Math.round(envNumber('SWIFTVOL_BENCH_REPEAT', 2)));
+const HOT_RAMP = envNumber('SWIFTVOL_BENCH_RAMP', 3);
+const COLD_RUNTIME = envNumber('SWIFTVOL_BENCH_COLD_RUNTIME', 10);
+const KEEP = process.env.SWIFTVOL_BENCH_KEEP === '1';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const VOLUME_BYTES = GiB;
+const OBJECT_BYTES = 8 * MiB;
+const SNAPSHOT_BYTES = 512 * MiB;
+/** `swiftvol import --concurrency` and the raw PUTs it is compared with. */
+const IMPORT_CONCURRENCY = 4;
+/** Uploads in flight during `swiftvol snapshot create` (its default, as for import); the raw PUTs use the same. */
+const SNAPSHOT_CONCURRENCY = 4;
+/** fio queue depth of the QD16 jobs, and the raw GET concurrency of the cold sequential reference. */
+const QD = 16;
+const IQN_PREFIX = 'iqn.2026-11.org.swiftvol';
+const RDWR_IQN = 'iqn.2026-11.org.swiftvol-bench:rdwr';
+const RDWR_TID = 100;
+const HOST = '127.0.0.1';
+const MB = 1e6; // MB/s are decimal, as fio's
+
+function envNumber(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new BenchError(`${name}=${v} is not a positive number`);
+  return n;
+}
+
+const t0 = Date.now();
+function log(line: string): void {
+  process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
+}
+
+// ---------------------------------------------------------------- figures
+
+interface Entry {
+  swiftvol: number | null;
+  reference: number | null;
+  errors: string[];
+  notes: string[];
+}
+const entries = new Map<string, Entry>(METRICS.map((m) => [m.metric, { swiftvol: null, reference: null, errors: [], notes: [] }]));
+
+function entry(metric: string): Entry {
+  const e = entries.get(metric);
+  if (!e) throw new Error(`unknown metric ${metric}`);
+  return e;
+}
+function setSwiftvol(metric: string, value: number): void {
+  entry(metric).swiftvol = value;
+  log(`  ${metric}: swiftvol ${value.toFixed(3)}`);
+}
+function setReference(metric: string, value: number): void {
+  entry(metric).reference = value;
+  log(`  ${metric}: reference ${value.toFixed(3)}`);
+}
+function note(metric: string, text: string): void {
+  entry(metric).notes.push(text);
+}
+function fail(metrics: string[], err: unknown): void {
+  const message = err instanceof Error ? err.message : String(err);
+  for (const m of metrics) entry(m).errors.push(message);
+  log(`!!! FAILED (${metrics.join(', ')}): ${message}`);
+}
+/** The serve whose peak RSS is watched: each step that raises it by more than 8 MiB is noted. */
+let rssWatch: { pid: number; label: string; last: number } | null = null;
+function watchRss(what: string): void {
+  if (!rssWatch) return;
+  const now = peakRssMiB(rssWatch.pid);
+  if (now !== null && now > rssWatch.last + 8) {
+    note('daemon_rss_mib', `serve ${rssWatch.label}: peak RSS rose from ${rssWatch.last.toFixed(0)} to ${now.toFixed(0)} MiB during: ${what}`);
+    rssWatch.last = now;
+  }
+}
+
+/** Diagnostic steps (figures that explain a metric, not metrics) that failed. */
+const diagnosticFailures: string[] = [];
+/** Runs a diagnostic step: its failure is reported loudly (and fails the run) but marks no metric failed. */
+async function diagnostic(metric: string, what: string, fn: () => Promise<void>): Promise<void> {
+  log(what);
+  try {
+    await fn();
+    watchRss(what);
+  } catch (err) {
+    watchRss(what);
+    const message = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+    diagnosticFailures.push(message);
+    note(metric, `DIAGNOSTIC FAILED: ${message}`);
+    log(`!!! DIAGNOSTIC FAILED: ${message}`);
+  }
+}
+
+/** Runs a step; a failure marks its metrics failed and the run goes on. Returns whether it succeeded. */
+async function step(metrics: string[], what: string, fn: () => Promise<void>): Promise<boolean> {
+  log(what);
+  try {
+    await fn();
+    watchRss(what);
+    return true;
+  } catch (err) {
+    watchRss(what);
+    fail(metrics, err);
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- components
+
+async function checkComponents(): Promise<void> {
+  const missing: string[] = [];
+  const need = async (what: string, cmd: string, args: string[], expect?: RegExp): Promise<void> => {
+    try {
+      const r = await run(cmd, args, { timeoutMs: 20_000 });
+      if (expect && !expect.test(r.stdout + r.stderr)) missing.push(`${what} (${cmd} ${args.join(' ')} does not show ${expect})`);
+    } catch (err) {
+      missing.push(`${what}: ${(err as Error).message}`);
+    }
+  };
+  if (!fs.existsSync(FIO)) missing.push(`fio with the libiscsi engine at ${FIO} (scripts/bench builds it)`);
+  else await need('fio libiscsi engine', FIO, ['--enghelp'], /libiscsi/);
+  await need('tgtd (Debian package tgt)', 'tgtd', ['--help']);
+  await need('tgtadm (Debian package tgt)', 'tgtadm', ['--help']);
+  await need('swiftvol on PATH (scripts/setup)', 'swiftvol', ['--help'], /serve/);
+  if (!fs.existsSync('/usr/lib/tgt/backing-store/bs_swift.so')) missing.push('bs_swift.so in /usr/lib/tgt/backing-store (scripts/setup)');
+  for (const f of ['/usr/bin/swift-proxy-server', '/usr/bin/swift-object-server', '/usr/bin/memcached', path.join(ROOT, 'scripts', 'swift-dev')]) {
+    if (!fs.existsSync(f)) missing.push(f);
+  }
+  if (missing.length > 0) throw new BenchError(`missing components:\n  - ${missing.join('\n  - ')}`);
+}
+
+// ---------------------------------------------------------------- tgtd
+
+class OwnTgtd {
+  constructor(readonly pid: number, readonly control: number, readonly port: number) {}
+
+  adm(args: string[]): Promise<unknown> {
+    return runOk('tgtadm', ['-C', String(this.control), ...args], { timeoutMs: 30_000 });
+  }
+
+  async targets(): Promise<Map<number, string>> {
+    const r = await runOk('tgtadm', ['-C', String(this.control), '--lld', 'iscsi', '--mode', 'target', '--op', 'show'], { timeoutMs: 30_000 });
+    const found = new Map<number, string>();
+    for (const m of r.stdout.matchAll(/^Target (\d+): (\S+)$/gm)) found.set(Number(m[1]), m[2]!);
+    return found;
+  }
+
+  deleteTarget(tid: number): Promise<unknown> {
+    return this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'delete', '--force', '--tid', String(tid)]);
+  }
+
+  static async start(cleanup: Cleanup, logFile: string): Promise<OwnTgtd> {
+    let control = 0;
+    for (let i = 0; i < 1000 && control === 0; i++) {
+      const n = 1000 + Math.floor(Math.random() * 31000);
+      if (!fs.existsSync(`/var/run/tgtd/socket.${n}`) && !fs.existsSync(`/var/run/tgtd/socket.${n}.lock`)) control = n;
+    }
+    const port = await freePort();
+    const d = startDaemon('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=${HOST}:${port}`], logFile, process.env);
+    await new Promise((r) => setTimeout(r, 50));
+    if (d.pid < 0 || d.exited()) throw new BenchError(`tgtd did not start; see ${logFile}`);
+    const tgtd = new OwnTgtd(d.pid, control, port);
+    cleanup.add(`tgtd ${d.pid}`, () => tgtd.stop());
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (d.exited()) throw new BenchError(`tgtd exited at start; see ${logFile}`);
+      const up = await run('tgtadm', ['-C', String(control), '--mode', 'system', '--op', 'show'], { timeoutMs: 5000 }).catch(() => null);
+      if (up?.code === 0 && (await canConnect(HOST, port))) return tgtd;
+      if (Date.now() > deadline) throw new BenchError(`tgtd did not come up on ${HOST}:${port}; see ${logFile}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async addRdwr(file: string): Promise<void> {
+    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(RDWR_TID), '--targetname', RDWR_IQN]);
+    for (const [name, value] of THROUGHPUT_PARAMS) {
+      await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'update', '--tid', String(RDWR_TID), '--name', name, '--value', String(value)]);
+    }
+    await this.adm(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(RDWR_TID), '--lun', '1', '--backing-store', file, '--bstype', 'rdwr']);
+    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(RDWR_TID), '--initiator-address', HOST]);
+  }
+
+  /** Deletes the targets left (ours and any a killed serve left), asks tgtd to exit, kills it by PID if it does not. */
+  async stop(): Promise<void> {
+    if (isAlive(this.pid)) {
+      try {
+        for (const tid of (await this.targets()).keys()) await this.deleteTarget(tid);
+        await run('tgtadm', ['-C', String(this.control), '--mode', 'system', '--op', 'delete'], { timeoutMs: 10_000 });
+      } catch {
+        // killed below
+      }
+      if (!(await waitExit(this.pid, 5000))) {
+        killPid(this.pid, 'SIGKILL');
+        await waitExit(this.pid, 5000);
+      }
+    }
+    for (const f of [`/var/run/tgtd/socket.${this.control}`, `/var/run/tgtd/socket.${this.control}.lock`]) fs.rmSync(f, { force: true });
+  }
+}
+
+// ---------------------------------------------------------------- swiftvol
+
+interface Ctx {
+  tmp: string;
+  swiftEnv: Record<string, string>;
+  raw: RawSwift;
+  cleanup: Cleanup;
+  tgtd: OwnTgtd | null;
+  rss: number[];
+  /** The running serve, for CPU figures. */
+  servePid: number | null;
+  /** Swift's processes (servers, workers, memcached). */
+  swiftPids: number[];
+}
+
+/** Starts measuring the CPU of the processes involved; the returned function gives a note. */
+function meter(ctx: Ctx, withServe = true): () => string {
+  const groups: Record<string, number[]> = {};
+  if (withServe && ctx.servePid) groups['swiftvol serve'] = [ctx.servePid];
+  if (ctx.tgtd) groups.tgtd = [ctx.tgtd.pid];
+  if (ctx.swiftPids.length > 0) groups.Swift = ctx.swiftPids;
+  groups['bench (raw client)'] = [process.pid];
+  const done = cpuMeter(groups);
+  return () =>
+    Object.entries(done())
+      .filter(([, pct]) => pct >= 2)
+      .map(([k, pct]) => `${k} ${pct.toFixed(0)}%`)
+      .join(', ');
+}
+
+/** The environment of a swiftvol command: the bench's Swift, one state dir, nothing else configured. */
+function svEnv(ctx: Ctx, stateDir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^(OS_|ST_|SWIFTVOL_)/.test(k)) continue;
+    env[k] = v;
+  }
+  return { ...env, ...ctx.swiftEnv, SWIFTVOL_STATE_DIR: stateDir };
+}
+
+function sv(ctx: Ctx, stateDir: string, args: string[], timeoutMs = 180_000): ReturnType<typeof runOk> {
+  return runOk('swiftvol', args, { env: svEnv(ctx, stateDir), timeoutMs });
+}
+
+interface Serve {
+  d: Daemonized;
+  stateDir: string;
+  stop: () => Promise<void>;
+}
+
+async function startServe(ctx: Ctx, stateDir: string, label: string): Promise<Serve> {
+  const tgtd = ctx.tgtd!;
+  const logFile = path.join(ctx.tmp, `serve-${label}.log`);
+  const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control)], logFile, svEnv(ctx, stateDir));
+  let stopped = false;
+  const stopServe = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    if (rssWatch?.pid === d.pid) rssWatch = null;
+    if (d.pid > 0 && isAlive(d.pid)) {
+      const hwm = peakRssMiB(d.pid);
+      if (hwm !== null) {
+        ctx.rss.push(hwm);
+        log(`  serve ${label} (pid ${d.pid}) peak RSS ${hwm.toFixed(1)} MiB`);
+      }
+      const how = await stopPid(d.pid, 60_000);
+      if (how === 'killed') log(`!!! serve ${label} (pid ${d.pid}) did not stop within 60 s of SIGTERM and was killed`);
+    }
+    // A serve that died leaves its targets in our tgtd: remove them (by tid) so the next serve starts clean.
+    for (const [tid, iqn] of await tgtd.targets().catch(() => new Map<number, string>())) {
+      if (tid !== RDWR_TID && iqn.startsWith(`${IQN_PREFIX}:`)) await tgtd.deleteTarget(tid).catch(() => undefined);
+    }
+  };
+  const early = ctx.cleanup.add(`swiftvol serve ${label} (pid ${d.pid})`, async () => {
+    await stopServe();
+    if (ctx.servePid === d.pid) ctx.servePid = null;
+  });
+  await d.waitFor(' ready: ', 120_000);
+  ctx.servePid = d.pid;
+  rssWatch = { pid: d.pid, label, last: peakRssMiB(d.pid) ?? 0 };
+  note('daemon_rss_mib', `serve ${label}: peak RSS ${rssWatch.last.toFixed(0)} MiB once ready`);
+  log(`  swiftvol serve ${label} ready (pid ${d.pid}, state ${stateDir})`);
+  return { d, stateDir, stop: early };
+}
+
+function lunOf(volume: string, ctx: Ctx): string {
+  return fioFilename(HOST, ctx.tgtd!.port, `${IQN_PREFIX}:${volume}`);
+}
+function rdwrLun(ctx: Ctx): string {
+  return fioFilename(HOST, ctx.tgtd!.port, RDWR_IQN);
+}
+
+// ---------------------------------------------------------------- steps
+
+async function makeImage(file: string): Promise<void> {
+  const fd = fs.openSync(file, 'w');
+  try {
+    const buf = Buffer.allocUnsafe(OBJECT_BYTES);
+    for (let off = 0; off < VOLUME_BYTES; off += OBJECT_BYTES) {
+      crypto.randomFillSync(buf);
+      fs.writeSync(fd, buf, 0, buf.length, off);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Raw 8 MiB PUTs of the image's chunks [0, count) at a concurrency; MB/s. */
+async function rawPuts(ctx: Ctx, image: string, container: string, count: number, concurrency: number): Promise<number> {
+  await ctx.raw.createContainer(container);
+  const fh = await fs.promises.open(image, 'r');
+  try {
+    const chunks = Array.from({ length: count }, (_, i) => i);
+    const started = performance.now();
+    await pool(chunks, concurrency, async (i) => {
+      const buf = Buffer.allocUnsafe(OBJECT_BYTES);
+      await fh.read(buf, 0, OBJECT_BYTES, i * OBJECT_BYTES);
+      await ctx.raw.put(container, `data/${i.toString(16).padStart(12, '0')}`, buf);
+    });
+    const seconds = (performance.now() - started) / 1000;
+    return (count * OBJECT_BYTES) / MB / seconds;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The data objects of a volume in Swift (its container's data/ objects: one generation after an import). */
+async function volumeObjects(ctx: Ctx, volume: string): Promise<{ container: string; objects: Array<{ name: string; bytes: number }> }> {
+  const container = `swiftvol-${volume}`;
+  const objects = await ctx.raw.list(container, 'data/');
+  if (objects.length === 0) throw new BenchError(`no data objects found in container ${container}`);
+  return { container, objects };
+}
+
+/** The same fio job on the bs_rdwr LUN and on swiftvol's, job by job (reference first), so drift over the run hits both alike. */
+async function hotJobs(ctx: Ctx): Promise<void> {
+  const job = (rw: FioJob['rw'], bs: string, iodepth: number): FioJob => ({ rw, bs, iodepth, runtime: HOT_RUNTIME, ramp: HOT_RAMP });
+  const iops = (r: FioResult): number => r.iops;
+  const mbps = (r: FioResult): number => r.bw / MB;
+  const jobs: Array<{ label: string; job: FioJob; figures: Array<[string, (r: FioResult) => number]> }> = [
+    { label: 'randread4k-qd16', job: job('randread', '4k', QD), figures: [['hot_randread_4k_iops', iops]] },
+    { label: 'randwrite4k-qd16', job: job('randwrite', '4k', QD), figures: [['hot_randwrite_4k_iops', iops]] },
+    {
+      label: 'randread4k-qd1',
+      job: job('randread', '4k', 1),
+      figures: [
+        ['hot_qd1_randread_4k_p50_us', (r) => r.p50us],
+        ['hot_qd1_randread_4k_p99_us', (r) => r.p99us],
+      ],
+    },
+    { label: 'seqread1m-qd16', job: job('read', '1M', QD), figures: [['hot_seqread_1m_mbps', mbps]] },
+    { label: 'seqwrite1m-qd16', job: job('write', '1M', QD), figures: [['hot_seqwrite_1m_mbps', mbps]] },
+  ];
+  // Order A B B A (bs_rdwr, swiftvol, swiftvol, bs_rdwr): a drift over the
+  // run (other work on the machine, page cache) hits both sides alike. Each
+  // side's figure is the mean of its runs.
+  const order: Array<'rdwr' | 'swiftvol'> = [];
+  for (let i = 0; i < HOT_REPEAT; i++) order.push(...(i % 2 === 0 ? (['rdwr', 'swiftvol'] as const) : (['swiftvol', 'rdwr'] as const)));
+  for (const j of jobs) {
+    const metrics = j.figures.map(([m]) => m);
+    const got = { rdwr: new Map<string, number[]>(), swiftvol: new Map<string, number[]>() };
+    let n = 0;
+    for (const side of order) {
+      n++;
+      await step(metrics, `hot ${j.label}: ${side === 'rdwr' ? 'bs_rdwr' : 'swiftvol'} (run ${n} of ${order.length})`, async () => {
+        const cpu = meter(ctx, side === 'swiftvol');
+        const r = await runFio(FIO, side === 'rdwr' ? rdwrLun(ctx) : lunOf('vol1g', ctx), j.job, ctx.tmp, `${side}-${j.label}-${n}`);
+        const values = j.figures.map(([m, f]) => [m, f(r)] as const);
+        for (const [m, v] of values) got[side].set(m, [...(got[side].get(m) ?? []), v]);
+        const shown = values.map(([m, v]) => `${m.replace(/^hot_/, '')} ${v.toFixed(1)}`).join(', ');
+        note(metrics[0]!, `${side === 'rdwr' ? 'bs_rdwr ' : 'swiftvol'} run ${n}: ${shown}${j.job.iodepth === 1 ? ` (${r.iops.toFixed(0)} IOPS)` : ''}; CPU: ${cpu()}, fio ${r.cpu.toFixed(0)}%`);
+      });
+    }
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+    for (const m of metrics) {
+      const ref = got.rdwr.get(m);
+      const mine = got.swiftvol.get(m);
+      if (ref?.length) setReference(m, mean(ref));
+      if (mine?.length) setSwiftvol(m, mean(mine));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const cleanup = new Cleanup();
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: stopping everything this run started`);
+    void cleanup.runAll(log).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const wallStart = Date.now();
+  revisionAtStart = revision();
+  let loadAtStart = os.loadavg();
+  let fatal: Error | null = null;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'swiftvol-bench-'));
+  const ctx: Ctx = { tmp, swiftEnv: {}, raw: null as unknown as RawSwift, cleanup, tgtd: null, rss: [], servePid: null, swiftPids: [] };
+  cleanup.add(`temporary directory ${tmp}`, () => {
+    // Keep the logs that explain a run.
+    const logs = path.join(RESULTS, 'logs');
+    fs.rmSync(logs, { recursive: true, force: true });
+    fs.mkdirSync(logs, { recursive: true });
+    for (const f of fs.readdirSync(tmp)) if (f.endsWith('.log') || f.startsWith('fio-')) fs.copyFileSync(path.join(tmp, f), path.join(logs, f));
+    const swiftLogs = path.join(tmp, 'swift', 'log');
+    if (fs.existsSync(swiftLogs)) for (const f of fs.readdirSync(swiftLogs)) fs.copyFileSync(path.join(swiftLogs, f), path.join(logs, `swift-${f}`));
+    if (KEEP) log(`kept ${tmp}`);
+    else fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  try {
+    log(`checking components; temporary directory ${tmp}`);
+    loadAtStart = os.loadavg();
+    if (loadAtStart[0]! > 1) log(`!!! load average ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}: other work on this machine makes the figures noisier`);
+    await checkComponents();
+
+    // Swift, on a free port.
+    const swiftDir = path.join(tmp, 'swift');
+    let started = false;
+    cleanup.add(`Swift in ${swiftDir}`, async () => {
+      await runOk(path.join(ROOT, 'scripts', 'swift-dev'), ['stop', swiftDir], { timeoutMs: 60_000 });
+    });
+    for (let attempt = 0; attempt < 5 && !started; attempt++) {
+      const port = await freePort();
+      log(`starting Swift on port ${port}`);
+      const r = await run(path.join(ROOT, 'scripts', 'swift-dev'), ['start', swiftDir, String(port)], { timeoutMs: 120_000 });
+      if (r.code === 3) continue; // port taken meanwhile
+      if (r.code !== 0) throw new BenchError(`scripts/swift-dev start failed: ${r.stderr.trim().split('\n').slice(-8).join('\n')}`);
+      for (const m of r.stdout.matchAll(/^export (ST_AUTH|ST_USER|ST_KEY)=(.*)$/gm)) ctx.swiftEnv[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
+      started = true;
+    }
+    if (!started || !ctx.swiftEnv.ST_AUTH || !ctx.swiftEnv.ST_USER || !ctx.swiftEnv.ST_KEY) throw new BenchError('could not start Swift');
+    const swiftRun = path.join(swiftDir, 'run');
+    ctx.swiftPids = sessionMembers(fs.readdirSync(swiftRun).filter((f) => f.endsWith('.pid')).map((f) => Number(fs.readFileSync(path.join(swiftRun, f), 'utf8').trim())));
+    log(`Swift: ${ctx.swiftPids.length} processes`);
+    ctx.raw = await RawSwift.connect(ctx.swiftEnv.ST_AUTH, ctx.swiftEnv.ST_USER, ctx.swiftEnv.ST_KEY, 64);
+    cleanup.add('raw Swift client', () => ctx.raw.close());
+
+    const image = path.join(tmp, 'image.raw');
+    log('writing a 1 GiB random image');
+    await makeImage(image);
+
+    // Import vs raw PUTs.
+    // The reference runs before and after (the mean is taken), so drift over the run hits both alike.
+    const importRefs: number[] = [];
+    const rawImport = (n: number): Promise<boolean> =>
+      step(['import_mbps'], `raw Swift: 128 PUTs of 8 MiB at concurrency ${IMPORT_CONCURRENCY} (${n} of 2)`, async () => {
+        const cpu = meter(ctx);
+        importRefs.push(await rawPuts(ctx, image, `bench-raw-import-${n}`, VOLUME_BYTES / OBJECT_BYTES, IMPORT_CONCURRENCY));
+        note('import_mbps', `raw PUTs ${n}: ${importRefs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
+      });
+    await rawImport(1);
+    const imported = await step(['import_mbps'], `swiftvol import (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
+      const cpu = meter(ctx);
+      const r = await sv(ctx, path.join(tmp, 'state-import'), ['import', image, 'vol1g', '--concurrency', String(IMPORT_CONCURRENCY)]);
+      setSwiftvol('import_mbps', VOLUME_BYTES / MB / r.seconds);
+      note('import_mbps', `swiftvol import: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
+    });
+    await rawImport(2);
+    if (imported) {
+      await diagnostic('import_mbps', 'fixed cost of an import: swiftvol import of one 8 MiB object', async () => {
+        const small = path.join(tmp, 'small.raw');
+        const head = Buffer.allocUnsafe(OBJECT_BYTES);
+        const fd = fs.openSync(image, 'r');
+        try {
+          fs.readSync(fd, head, 0, OBJECT_BYTES, 0);
+        } finally {
+          fs.closeSync(fd);
+        }
+        fs.writeFileSync(small, head);
+        const r = await sv(ctx, path.join(tmp, 'state-import'), ['import', small, 'small8m', '--concurrency', String(IMPORT_CONCURRENCY)], 60_000);
+        note('import_mbps', `an import of a single 8 MiB object takes ${r.seconds.toFixed(2)} s (Node start-up, auth, container, metadata, lease, table)`);
+      });
+    }
+    if (importRefs.length > 0) setReference('import_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
+    const hotMetrics = METRICS.map((m) => m.metric).filter((m) => m.startsWith('hot_'));
+    if (!imported) throw new BenchError('swiftvol import failed: there is no volume to serve');
+    const { container, objects } = await volumeObjects(ctx, 'vol1g');
+
+    // Our tgtd, with the bs_rdwr reference LUN on the (now imported) image file.
+    ctx.tgtd = await OwnTgtd.start(cleanup, path.join(tmp, 'tgtd.log'));
+    log(`tgtd ${ctx.tgtd.pid} on ${HOST}:${ctx.tgtd.port} (control ${ctx.tgtd.control})`);
+    await ctx.tgtd.addRdwr(image);
+
+    // Cold 4k random reads: a first serve, fresh overlay.
+    const cold1 = path.join(tmp, 'state-cold-rand');
+    const coldRandOk = await step(['cold_randread_4k_p50_ms', 'cold_randread_4k_p99_ms'], 'cold 4k random read, QD1 (fresh overlay)', async () => {
+      await sv(ctx, cold1, ['target', 'add', 'vol1g']);
+      const serve = await startServe(ctx, cold1, 'cold-rand');
+      try {
+        const cpu = meter(ctx);
+        const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'randread', bs: '4k', iodepth: 1, runtime: COLD_RUNTIME }, tmp, 'swiftvol-cold-randread4k-qd1');
+        note('cold_randread_4k_p50_ms', `swiftvol CPU: ${cpu()}, fio ${r.cpu.toFixed(0)}%`);
+        setSwiftvol('cold_randread_4k_p50_ms', r.p50us / 1000);
+        setSwiftvol('cold_randread_4k_p99_ms', r.p99us / 1000);
+        note('cold_randread_4k_p50_ms', `${r.ios} reads in ${r.seconds.toFixed(1)} s`);
+      } finally {
+        await serve.stop();
+      }
+    });
+    await step(['cold_randread_4k_p50_ms', 'cold_randread_4k_p99_ms'], `raw Swift: 4 KiB ranged GETs, QD1, ${COLD_RUNTIME} s`, async () => {
+      const samples: number[] = [];
+      const cpu = meter(ctx, false);
+      const end = performance.now() + COLD_RUNTIME * 1000;
+      while (performance.now() < end) {
+        const o = objects[Math.floor(Math.random() * objects.length)]!;
+        const start = Math.floor(Math.random() * Math.floor(o.bytes / 4096)) * 4096;
+        const t = performance.now();
+        await ctx.raw.get(container, o.name, { start, end: start + 4096 });
+        samples.push(performance.now() - t);
+      }
+      setReference('cold_randread_4k_p50_ms', percentile(samples, 50));
+      setReference('cold_randread_4k_p99_ms', percentile(samples, 99));
+      note('cold_randread_4k_p50_ms', `raw: ${samples.length} GETs, CPU: ${cpu()}`);
+    });
+    if (!coldRandOk) log('(continuing with the other measurements)');
+
+    // The main serve: cold sequential read, then hot, snapshot and clones.
+    const main = path.join(tmp, 'state-main');
+    let serve: Serve | null = null;
+    const served = await step(['cold_seqread_1m_mbps', ...hotMetrics, 'snapshot_mbps', 'clone_1g_s', 'clone_1t_s'], 'swiftvol serve (fresh overlay) with vol1g and snap512', async () => {
+      await sv(ctx, main, ['target', 'add', 'vol1g']);
+      await sv(ctx, main, ['volume', 'create', 'snap512', '--size', '1G']);
+      await sv(ctx, main, ['target', 'add', 'snap512']);
+      serve = await startServe(ctx, main, 'main');
+    });
+    if (served) {
+      await step(['cold_seqread_1m_mbps'], `cold 1M sequential read, QD${QD}, whole volume (fresh overlay)`, async () => {
+        const cpu = meter(ctx);
+        const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seqread1m');
+        setSwiftvol('cold_seqread_1m_mbps', r.bw / MB);
+        note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpu()}, fio ${r.cpu.toFixed(0)}%`);
+      });
+      await step(['cold_seqread_1m_mbps'], `raw Swift: GETs of the same ${objects.length} objects at concurrency ${QD}`, async () => {
+        const ranges: Array<{ name: string; start: number; end: number }> = [];
+        for (const o of objects) for (let s = 0; s < o.bytes; s += MiB) ranges.push({ name: o.name, start: s, end: Math.min(o.bytes, s + MiB) });
+        const total = objects.reduce((n, o) => n + o.bytes, 0);
+        let t = performance.now();
+        let cpu = meter(ctx, false);
+        await pool(ranges, QD, async (r) => void (await ctx.raw.get(container, r.name, r)));
+        const ranged = total / MB / ((performance.now() - t) / 1000);
+        note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs CPU: ${cpu()}`);
+        t = performance.now();
+        cpu = meter(ctx, false);
+        await pool(objects, QD, async (o) => void (await ctx.raw.get(container, o.name)));
+        const whole = total / MB / ((performance.now() - t) / 1000);
+        note('cold_seqread_1m_mbps', `raw whole GETs CPU: ${cpu()}`);
+        setReference('cold_seqread_1m_mbps', Math.max(ranged, whole));
+        note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs ${ranged.toFixed(0)} MB/s, raw whole 8 MiB GETs ${whole.toFixed(0)} MB/s; reference = the faster`);
+      });
+
+      // Hot: make every block of both LUNs local, then the same jobs on both.
+      const prefilled = await step(hotMetrics, 'prefill: write both LUNs whole through iSCSI (1M, QD16)', async () => {
+        await runFio(FIO, rdwrLun(ctx), { rw: 'write', bs: '1M', iodepth: QD }, tmp, 'rdwr-prefill');
+        await runFio(FIO, lunOf('vol1g', ctx), { rw: 'write', bs: '1M', iodepth: QD }, tmp, 'swiftvol-prefill');
+      });
+      if (prefilled) await hotJobs(ctx);
+
+      // Snapshot of 512 MiB of changed data.
+      const written = await step(['snapshot_mbps', 'clone_1g_s'], 'write 512 MiB to snap512 through iSCSI', async () => {
+        await runFio(FIO, lunOf('snap512', ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(SNAPSHOT_BYTES) }, tmp, 'swiftvol-snap512-write');
+      });
+      const snapRefs: number[] = [];
+      const rawSnap = (n: number): Promise<boolean> =>
+        step(['snapshot_mbps'], `raw Swift: 64 PUTs of 8 MiB at concurrency ${SNAPSHOT_CONCURRENCY} (${n} of 2)`, async () => {
+          const cpu = meter(ctx);
+          snapRefs.push(await rawPuts(ctx, image, `bench-raw-snapshot-${n}`, SNAPSHOT_BYTES / OBJECT_BYTES, SNAPSHOT_CONCURRENCY));
+          note('snapshot_mbps', `raw PUTs ${n}: ${snapRefs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
+        });
+      await rawSnap(1);
+      let snapped = false;
+      if (written) {
+        snapped = await step(['snapshot_mbps', 'clone_1g_s'], 'swiftvol snapshot create snap512 s1', async () => {
+          const cpu = meter(ctx);
+          const r = await sv(ctx, main, ['snapshot', 'create', 'snap512', 's1'], 180_000);
+          setSwiftvol('snapshot_mbps', SNAPSHOT_BYTES / MB / r.seconds);
+          note('snapshot_mbps', `swiftvol snapshot create: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: ${cpu()}, the CLI process ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%`);
+        });
+      }
+      await rawSnap(2);
+      if (snapped) {
+        await diagnostic('snapshot_mbps', 'fixed cost of a snapshot: 8 MiB changed, swiftvol snapshot create snap512 s2', async () => {
+          await runFio(FIO, lunOf('snap512', ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(OBJECT_BYTES) }, tmp, 'swiftvol-snap512-write8m');
+          const r = await sv(ctx, main, ['snapshot', 'create', 'snap512', 's2'], 60_000);
+          note('snapshot_mbps', `a snapshot of a single changed 8 MiB object takes ${r.seconds.toFixed(2)} s`);
+        });
+      }
+      if (snapRefs.length > 0) setReference('snapshot_mbps', snapRefs.reduce((a, b) => a + b, 0) / snapRefs.length);
+      if (snapped) {
+        await step(['clone_1g_s'], 'swiftvol clone snap512@s1 clone1g', async () => {
+          const r = await sv(ctx, main, ['clone', 'snap512@s1', 'clone1g'], 60_000);
+          setSwiftvol('clone_1g_s', r.seconds);
+        });
+      }
+      await step(['clone_1t_s'], 'swiftvol clone of a 1 TiB sparse volume (create, snapshot, clone)', async () => {
+        await sv(ctx, main, ['volume', 'create', 'big', '--size', '1T'], 60_000);
+        await sv(ctx, main, ['snapshot', 'create', 'big', 's1'], 120_000);
+        const r = await sv(ctx, main, ['clone', 'big@s1', 'bigclone'], 60_000);
+        setSwiftvol('clone_1t_s', r.seconds);
+      });
+      const base = await run('swiftvol', ['volume', 'info', 'vol1g'], { env: svEnv(ctx, path.join(tmp, 'state-import')), timeoutMs: 60_000 });
+      for (const m of ['clone_1g_s', 'clone_1t_s']) note(m, `wall time of the command; for scale, \`swiftvol volume info\` takes ${base.seconds.toFixed(2)} s`);
+
+      if (serve) await (serve as Serve).stop();
+    }
+
+    if (ctx.rss.length > 0) {
+      setSwiftvol('daemon_rss_mib', Math.max(...ctx.rss));
+      note('daemon_rss_mib', `VmHWM of each serve: ${ctx.rss.map((r) => r.toFixed(1)).join(', ')} MiB`);
+    } else {
+      fail(['daemon_rss_mib'], new BenchError('no serve process was measured'));
+    }
+  } catch (err) {
+    fatal = err as Error;
+    log(`!!! FATAL: ${fatal.message}`);
+  } finally {
+    log('stopping everything this run started');
+    await cleanup.runAll(log);
+  }
+  return report(fatal, (Date.now() - wallStart) / 1000, { start: loadAtStart, end: os.loadavg() });
+}
+
+let revisionAtStart = 'unknown';
+
+/** The commit the run measured, with a mark when the work tree differs from it. */
+function revision(): string {
+  try {
+    const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'bs_swift', 'native'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return dirty ? `${head} + uncommitted changes in src/bs_swift/native` : head;
+  } catch {
+    return 'unknown (no git)';
+  }
+}
+
+function report(fatal: Error | null, wallSeconds: number, load: { start: number[]; end: number[] }): number {
+  const details: FigureDetail[] = METRICS.map((def) => {
+    const e = entries.get(def.metric)!;
+    const ratio = e.swiftvol !== null && e.reference !== null && e.reference !== 0 ? e.swiftvol / e.reference : null;
+    const fig = { metric: def.metric, unit: def.unit, swiftvol: e.swiftvol, reference: e.reference, ratio };
+    const missing = e.swiftvol === null && (e.errors.length > 0 || fatal);
+    const d: FigureDetail = { ...fig, what: def.what, target: targetText(def.target), met: isMet(def.target, fig), notes: e.notes };
+    if (e.errors.length > 0) d.error = e.errors.join('; ');
+    else if (missing && fatal) d.error = `not measured: ${fatal.message}`;
+    if (def.target === undefined) d.met = null;
+    return d;
+  });
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const figures = details.map(({ metric, unit, swiftvol, reference, ratio }) => ({ metric, unit, swiftvol, reference, ratio }));
+  fs.writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(figures, null, 2) + '\n');
+  const when = new Date().toISOString();
+  const rev = revisionAtStart;
+  fs.writeFileSync(
+    path.join(RESULTS, 'latest-details.json'),
+    JSON.stringify(
+      {
+        when,
+        revision: rev,
+        wallSeconds,
+        host: { cpus: os.cpus().length, kernel: os.release(), node: process.version, loadAverageAtStart: load.start, loadAverageAtEnd: load.end },
+        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
+        fatal: fatal?.message ?? null,
+        diagnosticFailures,
+        figures: details,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
+  const text = table(details);
+  const notes = details.flatMap((d) => [...d.notes.map((n) => `  ${d.metric}: ${n}`), ...(d.error ? [`  ${d.metric}: FAILED: ${d.error}`] : [])]);
+  const loadText = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
+  const full = `swiftvol benchmark, ${when}, revision ${rev}, wall time ${wallSeconds.toFixed(0)} s, load average ${loadText(load.start)} at start, ${loadText(load.end)} at end (${os.cpus().length} CPUs)\n\n${text}\n\nnotes (CPU figures are percent of one core over each measurement):\n${notes.join('\n')}\n`;
+  fs.writeFileSync(path.join(RESULTS, 'latest.txt'), full);
+  fs.writeFileSync(path.join(RESULTS, 'latest.svg'), chart(details, `swiftvol vs the limits, ${when}, revision ${rev}`));
+  process.stdout.write(`\n${full}\nwritten: ${path.relative(process.cwd(), path.join(RESULTS, 'latest.json'))}, latest-details.json, latest.txt, latest.svg (logs in bench/results/logs/)\n`);
+  const failed = details.filter((d) => d.error);
+  if (fatal || failed.length > 0 || diagnosticFailures.length > 0) {
+    if (failed.length > 0) process.stdout.write(`\n!!! ${failed.length} metric(s) FAILED or missing: ${failed.map((d) => d.metric).join(', ')}\n`);
+    for (const d of diagnosticFailures) process.stdout.write(`!!! diagnostic step FAILED: ${d}\n`);
+    if (fatal) process.stdout.write(`!!! run aborted: ${fatal.message}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  },
+);
