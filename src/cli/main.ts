@@ -392,7 +392,7 @@ function buildProgram(): Command {
           }
           while (status.state === 'uploading') {
             bar.onProgress(status.doneBytes, status.totalBytes);
-            await new Promise((r) => setTimeout(r, 200));
+            await new Promise((r) => setTimeout(r, 50));
             const poll = await sendControl(global.stateDir, { op: 'snapshot.jobs', volume: name });
             if (!poll || !poll.ok) throw new EngineError(poll ? poll.error : 'swiftvol serve went away during the upload');
             status = (poll.result as SnapshotStatus[]).find((j) => j.name === snap && j.startedAt === status.startedAt) ?? status;
