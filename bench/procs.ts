@@ -1,9 +1,9 @@
 // Processes the benchmark starts: each one is tracked by its PID and stopped
 // by that PID (never by name), in reverse order of start, whatever happens.
+import { waitForExit } from '../src/engine/processes.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export class BenchError extends Error {
   constructor(message: string) {
@@ -82,35 +82,14 @@ export function killPid(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** Whether pid runs (a zombie counts as gone). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-export async function waitExit(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!isAlive(pid)) return true;
-    await sleep(50);
-  }
-  return !isAlive(pid);
-}
+export { isProcessAlive as isAlive, waitForExit as waitExit } from '../src/engine/processes.js';
 
 /** SIGTERM, then SIGKILL after graceMs; waits for the process to go. */
 export async function stopPid(pid: number, graceMs: number): Promise<'exited' | 'killed'> {
   killPid(pid, 'SIGTERM');
-  if (await waitExit(pid, graceMs)) return 'exited';
+  if (await waitForExit(pid, graceMs)) return 'exited';
   killPid(pid, 'SIGKILL');
-  await waitExit(pid, 5000);
+  await waitForExit(pid, 5000);
   return 'killed';
 }
 

@@ -25,65 +25,37 @@ interface GlobalOptions {
   iqnPrefix: string;
 }
 
-function sizeArg(text: string): number {
-  try {
-    return parseSize(text);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
+/** A commander argument parser from a function that throws on bad input: its message becomes the usage error. */
+function argument<T>(parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (err) {
+      throw err instanceof InvalidArgumentError ? err : new InvalidArgumentError((err as Error).message);
+    }
+  };
 }
 
-function volumeSizeArg(text: string): number {
-  const size = sizeArg(text);
-  try {
-    validateVolumeSize(size);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return size;
+/** Turns a validator into a parser that returns what it checked. */
+function checked<T>(validate: (value: T) => void): (value: T) => T {
+  return (value) => {
+    validate(value);
+    return value;
+  };
 }
 
-function objectSizeArg(text: string): number {
-  const size = sizeArg(text);
-  try {
-    validateObjectSize(size);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return size;
-}
-
-function volumeArg(text: string): string {
-  try {
-    validateVolumeName(text);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return text;
-}
+const volumeSizeArg = argument((text) => checked(validateVolumeSize)(parseSize(text)));
+const objectSizeArg = argument((text) => checked(validateObjectSize)(parseSize(text)));
+const volumeArg = argument(checked(validateVolumeName));
+const snapshotNameArg = argument(checked(validateSnapshotName));
+const chapArg = argument(parseChap);
+const allowArg = (text: string, previous: string[] = []): string[] => [...previous, argument(checked(validateAllow))(text)];
 
 function portalArg(text: string): { host: string; port: number } {
   const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port < 1 || port > 65535) throw new InvalidArgumentError(`'${text}' is not ADDR:PORT (e.g. 127.0.0.1:3260)`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
-}
-
-function allowArg(text: string, previous: string[] = []): string[] {
-  try {
-    validateAllow(text);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return [...previous, text];
-}
-
-function chapArg(text: string): { user: string; secret: string } {
-  try {
-    return parseChap(text);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
 }
 
 function iqnPrefixArg(text: string): string {
@@ -112,28 +84,12 @@ function newEngine(store: ObjectStore, stateDir: string): Engine {
 function snapshotRefArg(text: string): { volume: string; snapshot: string } {
   const at = text.indexOf('@');
   if (at < 0) throw new InvalidArgumentError(`'${text}' is not VOLUME@SNAPSHOT`);
-  const ref = { volume: text.slice(0, at), snapshot: text.slice(at + 1) };
-  try {
-    validateVolumeName(ref.volume);
-    validateSnapshotName(ref.snapshot);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return ref;
+  return { volume: volumeArg(text.slice(0, at)), snapshot: snapshotNameArg(text.slice(at + 1)) };
 }
 
 /** VOLUME or VOLUME@SNAPSHOT. */
 function volumeOrSnapshotArg(text: string): { volume: string; snapshot?: string } {
   return text.includes('@') ? snapshotRefArg(text) : { volume: volumeArg(text) };
-}
-
-function snapshotNameArg(text: string): string {
-  try {
-    validateSnapshotName(text);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-  return text;
 }
 
 /** The served targets of a running serve on this state dir, or null when none runs. */

@@ -6,6 +6,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { isProcessAlive, waitForExit } from '../engine/processes.js';
 
 export class TgtError extends Error {
   constructor(message: string) {
@@ -205,7 +206,7 @@ export class Tgtd {
     const tail = (): string => readTail(options.logFile);
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (!isAlive(tgtd.pid)) {
+      if (!isProcessAlive(tgtd.pid)) {
         throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${tail()}`);
       }
       try {
@@ -244,20 +245,20 @@ export class Tgtd {
   /** Deletes every target, asks tgtd to exit, and kills it (by PID) if it does not. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      if (isAlive(this.pid)) {
+      if (isProcessAlive(this.pid)) {
         try {
           for (const tid of (await this.admin.targets()).keys()) await this.admin.deleteTarget(tid);
           await this.admin.shutdown();
         } catch {
           // killed below
         }
-        if (!(await exitWithin(this.pid, 5000))) {
+        if (!(await waitForExit(this.pid, 5000))) {
           try {
             process.kill(this.pid, 'SIGKILL');
           } catch {
             // already gone
           }
-          await exitWithin(this.pid, 5000);
+          await waitForExit(this.pid, 5000);
         }
       }
       for (const f of [`/var/run/tgtd/socket.${this.record.control}`, `/var/run/tgtd/socket.${this.record.control}.lock`]) fs.rmSync(f, { force: true });
@@ -275,19 +276,6 @@ function readTail(file: string): string {
   }
 }
 
-/** Whether pid runs (a zombie child we have not reaped counts as gone). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 function isStartupNoise(line: string): boolean {
   return /iser|rdma|oom_adjust|oom_score_adj|nr_open|libibverbs|ibv_/i.test(line);
@@ -313,11 +301,3 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function exitWithin(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (isAlive(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
-}

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { LEASE_PREFIX, containerName } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
+import { isProcessAlive } from './processes.js';
 
 export interface LeaseRecord {
   /** host:pid:state-dir of the holder. */
@@ -94,13 +95,7 @@ export class Lease {
 
   /** A holder on this machine whose process is gone cannot renew: no need to wait for expiry. */
   private static holderIsGone(record: LeaseRecord): boolean {
-    if (record.host !== os.hostname()) return false;
-    try {
-      process.kill(record.pid, 0);
-      return false;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ESRCH';
-    }
+    return record.host === os.hostname() && !isProcessAlive(record.pid);
   }
 
   /** Writes lease/<n+1>; false if another writer got there first. */

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { EngineError } from './engine-error.js';
+import { isProcessAlive } from './processes.js';
 
 export class StateDir {
   constructor(readonly root: string) {}
@@ -44,7 +45,7 @@ export class StateDir {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const holder = readHolder(file);
-      if (holder && holder.pid !== process.pid && isAlive(holder.pid)) {
+      if (holder && holder.pid !== process.pid && isProcessAlive(holder.pid)) {
         throw new EngineError(`volume '${name}' is in use by process ${holder.pid} (${holder.purpose})`);
       }
       if (holder && holder.pid === process.pid) {
@@ -66,11 +67,3 @@ function readHolder(file: string): { pid: number; purpose: string } | null {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
