@@ -162,16 +162,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-export function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
+export { canConnect } from '../src/daemon/tgtd.js';
 
 /**
  * Cleanup steps, run last-in first-out exactly once, on success, failure or

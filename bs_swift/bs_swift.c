@@ -739,9 +739,13 @@ static int swift_read(struct scsi_cmd *cmd, struct swift_lu *s,
 	return 0;
 }
 
-static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
-		       uint64_t offset, const char *buf, uint64_t length,
-		       int fua)
+/*
+ * Sends buf to the daemon as op (WRITE, or VERIFY: the daemon compares and
+ * a miscompare's offset is relative to buf), in pieces of max_payload.
+ */
+static int swift_send_data(struct scsi_cmd *cmd, struct swift_lu *s,
+			   uint8_t op, uint16_t flags, uint64_t offset,
+			   const char *buf, uint64_t length)
 {
 	struct swift_req rq;
 	struct swift_res res;
@@ -754,8 +758,8 @@ static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
 		n = length - done < s->max_payload ?
 			length - done : s->max_payload;
 		memset(&rq, 0, sizeof(rq));
-		rq.op = SWP_OP_WRITE;
-		rq.flags = fua ? SWP_F_FUA : 0;
+		rq.op = op;
+		rq.flags = flags;
 		rq.offset = offset + done;
 		rq.length = n;
 		rq.out[0].iov_base = (char *)buf + done;
@@ -768,32 +772,18 @@ static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
 	return 0;
 }
 
-/* The daemon compares; a miscompare's offset is relative to buf. */
+static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
+		       uint64_t offset, const char *buf, uint64_t length,
+		       int fua)
+{
+	return swift_send_data(cmd, s, SWP_OP_WRITE, fua ? SWP_F_FUA : 0,
+			       offset, buf, length);
+}
+
 static int swift_verify(struct scsi_cmd *cmd, struct swift_lu *s,
 			uint64_t offset, const char *buf, uint64_t length)
 {
-	struct swift_req rq;
-	struct swift_res res;
-	uint64_t done = 0;
-	uint32_t n;
-
-	if (swift_check_range(cmd, s, offset, length, 1))
-		return -1;
-	while (done < length) {
-		n = length - done < s->max_payload ?
-			length - done : s->max_payload;
-		memset(&rq, 0, sizeof(rq));
-		rq.op = SWP_OP_VERIFY;
-		rq.offset = offset + done;
-		rq.length = n;
-		rq.out[0].iov_base = (char *)buf + done;
-		rq.out[0].iov_len = n;
-		rq.nout = 1;
-		if (swift_result(cmd, swift_call(s, &rq, &res), &res, done))
-			return -1;
-		done += n;
-	}
-	return 0;
+	return swift_send_data(cmd, s, SWP_OP_VERIFY, 0, offset, buf, length);
 }
 
 static int swift_simple(struct scsi_cmd *cmd, struct swift_lu *s, uint8_t op,

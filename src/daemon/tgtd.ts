@@ -290,7 +290,8 @@ function freeControlPort(): number {
   throw new TgtError('no free tgtd control port');
 }
 
-function canConnect(host: string, port: number): Promise<boolean> {
+/** Whether a TCP connection to host:port is accepted (a portal is up). */
+export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     socket.once('connect', () => {

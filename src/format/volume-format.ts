@@ -128,25 +128,6 @@ export interface ChunkRef {
   md5: string;
 }
 
-export interface VersionTableDocument {
-  format: 'swiftvol-version';
-  formatVersion: number;
-  volume: string;
-  volumeUuid: string;
-  seq: number;
-  generation: string;
-  kind: VersionKind;
-  /** The snapshot's name (kind 'snapshot'), else null. */
-  snapshot: string | null;
-  /** Bytes written since the version before (kind 'snapshot'). */
-  changedBytes: number;
-  createdAt: string;
-  size: number;
-  objectSize: number;
-  sources: string[];
-  chunks: Array<[number, number, string, string]>;
-}
-
 /** Everything about a version but its chunk map. */
 export interface VersionInfo {
   volume: string;
@@ -159,6 +140,15 @@ export interface VersionInfo {
   createdAt: string;
   size: number;
   objectSize: number;
+}
+
+/** A version table as stored (versions/<seq>.json). */
+export interface VersionTableDocument extends VersionInfo {
+  format: 'swiftvol-version';
+  formatVersion: number;
+  sources: string[];
+  /** [chunk index, source index, generation, md5 hex] per non-zero chunk. */
+  chunks: Array<[number, number, string, string]>;
 }
 
 /** A version table in memory: chunk index -> where its object is. */
