@@ -17,6 +17,16 @@
  * one request per worker is in flight per LU and tgtd's main loop never
  * waits on the daemon.
  *
+ * Direct I/O: when the daemon offers it (DIRECT), bs_swift maps the
+ * volume's shared block map and opens its overlay file, and serves READs of
+ * blocks that are local, and WRITEs (without FUA) that only overwrite local
+ * blocks of chunks no snapshot is reading, with pread/pwrite itself,
+ * recording the written blocks as dirty in the map for the daemon to
+ * collect. Everything else goes to the daemon. Direct I/O lasts as long as
+ * the connection that opened the session: when the daemon closes it (it
+ * stopped or died), bs_swift stops direct I/O before the next command, so a
+ * daemon's absence is seen as before.
+ *
  * Daemon loss: every send/recv/connect has a time limit (timeout=, seconds);
  * a connection that fails is closed, the command gets CHECK CONDITION, and a
  * later command connects again. A pooled connection found dead before
@@ -43,9 +53,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -80,6 +93,7 @@
 #define SWP_OP_COMPARE_AND_WRITE 0x07
 #define SWP_OP_VERIFY		0x08
 #define SWP_OP_PREFETCH		0x09
+#define SWP_OP_DIRECT		0x0A
 #define SWP_REPLY		0x80
 
 #define SWP_F_FUA		0x0001	/* WRITE, WRITE_SAME, COMPARE_AND_WRITE */
@@ -90,6 +104,15 @@
 
 #define SWP_STATUS_GOOD		0x00
 #define SWP_STATUS_CHECK	0x02
+
+#define SWP_DIRECT_VERSION	1	/* DIRECT reply: map version */
+#define SWP_MAX_PATH		4095
+
+/* the shared block map a DIRECT reply names */
+#define SWM_MAGIC		0x4D565753U	/* "SWVM" */
+#define SWM_VERSION		1
+#define SWM_HDR_LEN		80
+#define SWM_INFLIGHT		32	/* u32: direct writes in progress */
 
 #define DEFAULT_SOCKET		"/run/swiftvol/bs.sock"
 #define DEFAULT_TIMEOUT_MS	20000
@@ -110,6 +133,21 @@ struct swift_conn {
 	struct swift_conn *next;
 };
 
+struct swift_direct {
+	int watch_fd;		/* the session's connection: closed = daemon gone */
+	int data_fd;		/* the overlay file */
+	uint8_t *map;
+	size_t map_len;
+	uint32_t *inflight;
+	uint8_t *allow;		/* per chunk: direct writes allowed */
+	uint8_t *touched;	/* per chunk: dirty bits set since collected */
+	uint8_t *valid;		/* per block: the overlay file holds it */
+	uint8_t *dirty;		/* per block: written directly */
+	uint64_t chunks;
+	unsigned block_shift;	/* log2 of the block size */
+	unsigned chunk_shift;	/* log2 of blocks per chunk */
+};
+
 struct swift_lu {
 	char volume[SWP_MAX_NAME + 1];
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -120,6 +158,13 @@ struct swift_lu {
 	uint32_t block_size;	/* physical block size: the daemon's granularity */
 	uint32_t max_payload;
 	uint32_t caps;
+
+	/* read-held around each direct I/O; write-held to change direct, and
+	 * by COMPARE AND WRITE to wait for direct writes in progress */
+	pthread_rwlock_t direct_lock;
+	struct swift_direct *direct;	/* NULL: no direct I/O */
+	int direct_wanted;	/* try DIRECT at the next good exchange */
+	int caw_active;		/* COMPARE AND WRITEs in progress: no direct writes */
 
 	pthread_mutex_t lock;	/* protects everything below */
 	struct swift_conn *idle;
@@ -280,12 +325,14 @@ static enum swx swift_recv_full(int fd, void *buf, size_t len)
 
 /*
  * Receives the reply to (op, tag). On GOOD, a payload of exactly
- * good_len bytes goes to good_buf; an error reply may carry a message
- * (logged). Anything else breaks the protocol.
+ * good_len bytes goes to good_buf (at most good_len when got is not NULL,
+ * which receives the length); an error reply may carry a message (logged).
+ * Anything else breaks the protocol.
  */
 static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
 				 uint64_t tag, void *good_buf,
-				 uint32_t good_len, struct swift_res *res)
+				 uint32_t good_len, uint32_t *got,
+				 struct swift_res *res)
 {
 	uint8_t h[SWP_HDR_LEN];
 	char msg[SWP_MAX_MESSAGE + 1];
@@ -312,12 +359,15 @@ static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
 	res->info = get_le64(h + 16);
 
 	if (res->status == SWP_STATUS_GOOD) {
-		if (plen != good_len || res->key || res->asc || res->flags ||
+		if ((got ? plen > good_len : plen != good_len) ||
+		    res->key || res->asc || res->flags ||
 		    res->info || get_le64(h + 24)) {
 			eprintf("bs_swift %s: bad GOOD reply (op %02x len %u)\n",
 				s->volume, op, plen);
 			return SWX_PROTO;
 		}
+		if (got)
+			*got = plen;
 		return plen ? swift_recv_full(fd, good_buf, plen) : SWX_OK;
 	}
 
@@ -459,7 +509,7 @@ static enum swx swift_connect(struct swift_lu *s, int *out_fd,
 	x = swift_sendv(fd, h, &name, 1, &sent);
 	if (!x)
 		x = swift_recv_reply(s, fd, SWP_OP_HELLO, tag, reply,
-				     sizeof(reply), res);
+				     sizeof(reply), NULL, res);
 	if (!x && res->status != SWP_STATUS_GOOD)
 		x = SWX_REFUSED;
 	if (!x) {
@@ -562,6 +612,8 @@ static enum swx swift_conn_get(struct swift_lu *s, struct swift_conn **out,
 	c->fd = fd;
 	c->next = NULL;
 	*reused = 0;
+	/* maybe a new daemon: offer direct I/O again if it is off */
+	__atomic_store_n(&s->direct_wanted, 1, __ATOMIC_RELAXED);
 	*out = c;
 	return SWX_OK;
 }
@@ -572,6 +624,376 @@ static void swift_conn_put(struct swift_lu *s, struct swift_conn *c)
 	c->next = s->idle;
 	s->idle = c;
 	swift_unlock(s);
+}
+
+/* ---- direct I/O (doc/protocol.md, "Direct I/O") ---- */
+
+static void swift_direct_free(struct swift_lu *s, struct swift_direct *d)
+{
+	if (d->map && munmap(d->map, d->map_len))
+		eprintf("bs_swift %s: munmap: %m\n", s->volume);
+	if (d->data_fd >= 0 && close(d->data_fd))
+		eprintf("bs_swift %s: close: %m\n", s->volume);
+	if (d->watch_fd >= 0 && close(d->watch_fd))
+		eprintf("bs_swift %s: close: %m\n", s->volume);
+	free(d);
+}
+
+static int is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static unsigned log2_of(uint64_t v)
+{
+	unsigned n = 0;
+
+	while (v > 1) {
+		v >>= 1;
+		n++;
+	}
+	return n;
+}
+
+/* whether [off, off + len) lies inside a map of map_len bytes */
+static int in_map(uint64_t off, uint64_t len, size_t map_len)
+{
+	return off <= map_len && len <= map_len - off;
+}
+
+/* Maps the block map and checks it describes this volume. */
+static int swift_direct_map(struct swift_lu *s, struct swift_direct *d,
+			    const char *map_path)
+{
+	struct stat st;
+	uint64_t size, chunks, allow, touched, valid, dirty, total, bits;
+	uint32_t bsize, osize;
+	int fd;
+
+	fd = open(map_path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		eprintf("bs_swift %s: %s: %m\n", s->volume, map_path);
+		return -1;
+	}
+	if (fstat(fd, &st) || st.st_size < SWM_HDR_LEN) {
+		eprintf("bs_swift %s: %s: not a block map\n", s->volume,
+			map_path);
+		if (close(fd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		return -1;
+	}
+	d->map_len = st.st_size;
+	d->map = mmap(NULL, d->map_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      fd, 0);
+	if (close(fd))
+		eprintf("bs_swift %s: close: %m\n", s->volume);
+	if (d->map == MAP_FAILED) {
+		d->map = NULL;
+		eprintf("bs_swift %s: mmap %s: %m\n", s->volume, map_path);
+		return -1;
+	}
+
+	size = get_le64(d->map + 8);
+	bsize = get_le32(d->map + 16);
+	osize = get_le32(d->map + 20);
+	chunks = get_le64(d->map + 24);
+	allow = get_le64(d->map + 40);
+	touched = get_le64(d->map + 48);
+	valid = get_le64(d->map + 56);
+	dirty = get_le64(d->map + 64);
+	total = get_le64(d->map + 72);
+	if (get_le32(d->map) != SWM_MAGIC ||
+	    get_le32(d->map + 4) != SWM_VERSION || size != s->size ||
+	    !is_pow2(bsize) || bsize < SWP_ALIGN || bsize > 65536 ||
+	    !is_pow2(osize) || osize < 8 * bsize ||
+	    chunks != (size + osize - 1) / osize || total != d->map_len) {
+		eprintf("bs_swift %s: %s does not describe this volume\n",
+			s->volume, map_path);
+		return -1;
+	}
+	bits = chunks * (osize / bsize / 8);
+	if (!in_map(allow, chunks, total) || !in_map(touched, chunks, total) ||
+	    !in_map(valid, bits, total) || !in_map(dirty, bits, total)) {
+		eprintf("bs_swift %s: %s: sections out of bounds\n", s->volume,
+			map_path);
+		return -1;
+	}
+	d->inflight = (uint32_t *)(d->map + SWM_INFLIGHT);
+	d->allow = d->map + allow;
+	d->touched = d->map + touched;
+	d->valid = d->map + valid;
+	d->dirty = d->map + dirty;
+	d->chunks = chunks;
+	d->block_shift = log2_of(bsize);
+	d->chunk_shift = log2_of(osize / bsize);
+	return 0;
+}
+
+/* Opens a DIRECT session on a connection of its own; NULL if not possible. */
+static struct swift_direct *swift_direct_open(struct swift_lu *s)
+{
+	struct swift_direct *d;
+	struct swift_res res;
+	uint8_t h[SWP_HDR_LEN];
+	char reply[8 + 2 * SWP_MAX_PATH + 2], data_path[SWP_MAX_PATH + 1];
+	char map_path[SWP_MAX_PATH + 1];
+	uint32_t got = 0, dlen, mlen;
+	struct stat st;
+	size_t sent;
+	uint64_t tag;
+	enum swx x;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->watch_fd = d->data_fd = -1;
+
+	memset(&res, 0, sizeof(res));
+	x = swift_connect(s, &d->watch_fd, &res, NULL, NULL, NULL, NULL);
+	if (x) {
+		d->watch_fd = -1;
+		goto fail;
+	}
+	tag = swift_tag(s);
+	swift_encode_hdr(h, SWP_OP_DIRECT, 0, tag, 0, 0, 0);
+	x = swift_sendv(d->watch_fd, h, NULL, 0, &sent);
+	if (!x)
+		x = swift_recv_reply(s, d->watch_fd, SWP_OP_DIRECT, tag, reply,
+				     sizeof(reply), &got, &res);
+	if (x || res.status != SWP_STATUS_GOOD) {
+		eprintf("bs_swift %s: DIRECT: %s (sense %x/%04x)\n", s->volume,
+			x ? swx_name(x) : "refused", res.key, res.asc);
+		goto fail;
+	}
+	if (got < 8 || get_le32((uint8_t *)reply) != SWP_DIRECT_VERSION) {
+		eprintf("bs_swift %s: DIRECT: unknown reply\n", s->volume);
+		goto fail;
+	}
+	dlen = get_le16((uint8_t *)reply + 4);
+	mlen = get_le16((uint8_t *)reply + 6);
+	if (!dlen || !mlen || dlen > SWP_MAX_PATH || mlen > SWP_MAX_PATH ||
+	    8 + dlen + mlen != got) {
+		eprintf("bs_swift %s: DIRECT: bad paths\n", s->volume);
+		goto fail;
+	}
+	memcpy(data_path, reply + 8, dlen);
+	data_path[dlen] = '\0';
+	memcpy(map_path, reply + 8 + dlen, mlen);
+	map_path[mlen] = '\0';
+
+	if (swift_direct_map(s, d, map_path))
+		goto fail;
+	d->data_fd = open(data_path, O_RDWR | O_CLOEXEC);
+	if (d->data_fd < 0) {
+		eprintf("bs_swift %s: %s: %m\n", s->volume, data_path);
+		goto fail;
+	}
+	if (fstat(d->data_fd, &st) || (uint64_t)st.st_size < s->size) {
+		eprintf("bs_swift %s: %s is shorter than the volume\n",
+			s->volume, data_path);
+		goto fail;
+	}
+	return d;
+fail:
+	swift_direct_free(s, d);
+	return NULL;
+}
+
+/* rwlock calls only fail on misuse: say so loudly if one ever does */
+static void swift_rwlock_op(struct swift_lu *s,
+			    int (*op)(pthread_rwlock_t *), const char *name)
+{
+	int err = op(&s->direct_lock);
+
+	if (err) {
+		eprintf("bs_swift %s: %s: %s\n", s->volume, name,
+			strerror(err));
+		abort();
+	}
+}
+
+#define swift_rdlock(s) \
+	swift_rwlock_op(s, pthread_rwlock_rdlock, "pthread_rwlock_rdlock")
+#define swift_wrlock(s) \
+	swift_rwlock_op(s, pthread_rwlock_wrlock, "pthread_rwlock_wrlock")
+#define swift_rwunlock(s) \
+	swift_rwlock_op(s, pthread_rwlock_unlock, "pthread_rwlock_unlock")
+
+/* Starts direct I/O if it is wanted, off, and offered by the daemon. */
+static void swift_direct_start(struct swift_lu *s)
+{
+	struct swift_direct *d;
+
+	if (!__atomic_exchange_n(&s->direct_wanted, 0, __ATOMIC_ACQ_REL))
+		return;
+	if (!(s->caps & (1U << SWP_OP_DIRECT)) ||
+	    __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
+		return;
+	d = swift_direct_open(s);
+	if (!d) {
+		eprintf("bs_swift %s: no direct I/O: every command goes to "
+			"the daemon\n", s->volume);
+		return;
+	}
+	swift_wrlock(s);
+	if (!s->direct) {
+		__atomic_store_n(&s->direct, d, __ATOMIC_RELEASE);
+		d = NULL;
+	}
+	swift_rwunlock(s);
+	if (d)
+		swift_direct_free(s, d);
+	else
+		eprintf("bs_swift %s: direct I/O on\n", s->volume);
+}
+
+static void swift_direct_stop(struct swift_lu *s, const char *why)
+{
+	struct swift_direct *d;
+
+	swift_wrlock(s);
+	d = s->direct;
+	__atomic_store_n(&s->direct, NULL, __ATOMIC_RELEASE);
+	swift_rwunlock(s);
+	if (!d)
+		return;
+	swift_direct_free(s, d);
+	if (why)
+		eprintf("bs_swift %s: direct I/O off: %s\n", s->volume, why);
+}
+
+/* Whether the session's connection is still open (nothing to read, no hangup). */
+static int swift_direct_alive(struct swift_direct *d)
+{
+	struct pollfd p = { .fd = d->watch_fd, .events = POLLIN };
+	int r;
+
+	do
+		r = poll(&p, 1, 0);
+	while (r < 0 && errno == EINTR);
+	return r == 0;
+}
+
+/* Whether every block of [offset, offset + length) is valid in the overlay file. */
+static int swift_direct_valid(struct swift_direct *d, uint64_t offset,
+			      uint64_t length)
+{
+	uint64_t b = offset >> d->block_shift;
+	uint64_t end = ((offset + length - 1) >> d->block_shift) + 1;
+
+	while (b < end) {
+		uint8_t byte = __atomic_load_n(&d->valid[b >> 3],
+					       __ATOMIC_ACQUIRE);
+
+		if (!(b & 7) && end - b >= 8) {
+			if (byte != 0xff)
+				return 0;
+			b += 8;
+			continue;
+		}
+		if (!(byte & (1U << (b & 7))))
+			return 0;
+		b++;
+	}
+	return 1;
+}
+
+/* Whether the daemon lets direct writes change every chunk of the range. */
+static int swift_direct_writable(struct swift_direct *d, uint64_t offset,
+				 uint64_t length)
+{
+	unsigned shift = d->block_shift + d->chunk_shift;
+	uint64_t c, last = (offset + length - 1) >> shift;
+
+	for (c = offset >> shift; c <= last; c++)
+		if (!__atomic_load_n(&d->allow[c], __ATOMIC_SEQ_CST))
+			return 0;
+	return 1;
+}
+
+/* Records the range's blocks as written directly: bits first, then the chunks' flags. */
+static void swift_direct_mark(struct swift_direct *d, uint64_t offset,
+			      uint64_t length)
+{
+	uint64_t b = offset >> d->block_shift;
+	uint64_t end = ((offset + length - 1) >> d->block_shift) + 1;
+	uint64_t c;
+
+	while (b < end) {
+		uint8_t mask = 0;
+		uint64_t byte = b >> 3;
+
+		while (b < end && (b >> 3) == byte) {
+			mask |= 1U << (b & 7);
+			b++;
+		}
+		__atomic_fetch_or(&d->dirty[byte], mask, __ATOMIC_RELEASE);
+	}
+	for (c = (offset >> d->block_shift) >> d->chunk_shift;
+	     c <= (end - 1) >> d->chunk_shift; c++)
+		__atomic_store_n(&d->touched[c], 1, __ATOMIC_SEQ_CST);
+}
+
+static int swift_pio_full(int fd, char *buf, uint64_t length, uint64_t offset,
+			  int write)
+{
+	ssize_t r;
+
+	while (length) {
+		r = write ? pwrite(fd, buf, length, offset) :
+			pread(fd, buf, length, offset);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		buf += r;
+		length -= r;
+		offset += r;
+	}
+	return 0;
+}
+
+/*
+ * Reads or writes [offset, offset + length) in the overlay file when the
+ * map allows it. Returns 1 when done, 0 when the daemon must do it (also
+ * when a pread/pwrite fails: the daemon then reports the error).
+ */
+static int swift_direct_io(struct swift_lu *s, uint64_t offset, char *buf,
+			   uint64_t length, int write)
+{
+	struct swift_direct *d;
+	int done = 0, dead = 0;
+
+	if (!length || !__atomic_load_n(&s->direct, __ATOMIC_RELAXED))
+		return 0;
+	swift_rdlock(s);
+	d = s->direct;
+	if (!d || (write && __atomic_load_n(&s->caw_active, __ATOMIC_SEQ_CST)))
+		goto out;
+	if (!swift_direct_alive(d)) {
+		dead = 1;
+		goto out;
+	}
+	if (!write) {
+		done = swift_direct_valid(d, offset, length) &&
+			!swift_pio_full(d->data_fd, buf, length, offset, 0);
+		goto out;
+	}
+	/* counted in before the permission is checked: the daemon clears
+	 * permissions, then waits for the count to reach 0 */
+	__atomic_fetch_add(d->inflight, 1, __ATOMIC_SEQ_CST);
+	if (swift_direct_writable(d, offset, length) &&
+	    swift_direct_valid(d, offset, length) &&
+	    !swift_pio_full(d->data_fd, buf, length, offset, 1)) {
+		swift_direct_mark(d, offset, length);
+		done = 1;
+	}
+	__atomic_fetch_sub(d->inflight, 1, __ATOMIC_SEQ_CST);
+out:
+	swift_rwunlock(s);
+	if (dead)
+		swift_direct_stop(s, "the daemon closed the session");
+	return done;
 }
 
 /* One request/reply exchange. */
@@ -618,13 +1040,15 @@ static enum swx swift_call(struct swift_lu *s, struct swift_req *rq,
 		}
 
 		x = swift_recv_reply(s, c->fd, rq->op, tag, rq->in,
-				     rq->in_len, res);
+				     rq->in_len, NULL, res);
 		if (x) {
 			swift_conn_drop(s, c);
 			swift_set_down(s, 1, swx_name(x));
 			return x;
 		}
 		swift_conn_put(s, c);
+		if (__atomic_load_n(&s->direct_wanted, __ATOMIC_RELAXED))
+			swift_direct_start(s);
 		return SWX_OK;
 	}
 	return SWX_LOST;
@@ -710,6 +1134,8 @@ static int swift_read(struct scsi_cmd *cmd, struct swift_lu *s,
 
 	if (swift_check_range(cmd, s, offset, length, 0))
 		return -1;
+	if (length == aligned && swift_direct_io(s, offset, buf, length, 0))
+		return 0;
 	while (done < length) {
 		memset(&rq, 0, sizeof(rq));
 		rq.op = SWP_OP_READ;
@@ -776,6 +1202,10 @@ static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
 		       uint64_t offset, const char *buf, uint64_t length,
 		       int fua)
 {
+	if (swift_check_range(cmd, s, offset, length, 1))
+		return -1;
+	if (!fua && swift_direct_io(s, offset, (char *)buf, length, 1))
+		return 0;
 	return swift_send_data(cmd, s, SWP_OP_WRITE, fua ? SWP_F_FUA : 0,
 			       offset, buf, length);
 }
@@ -898,7 +1328,13 @@ static void bs_swift_request(struct scsi_cmd *cmd)
 		rq.out[0].iov_base = scsi_get_out_buffer(cmd);
 		rq.out[0].iov_len = 2 * length;
 		rq.nout = 1;
+		/* atomic against writes: direct writes stop, and those in
+		 * progress finish, before the daemon compares */
+		__atomic_add_fetch(&s->caw_active, 1, __ATOMIC_SEQ_CST);
+		swift_wrlock(s);
+		swift_rwunlock(s);
 		swift_result(cmd, swift_call(s, &rq, &res), &res, 0);
+		__atomic_sub_fetch(&s->caw_active, 1, __ATOMIC_SEQ_CST);
 		break;
 	case SYNCHRONIZE_CACHE:
 	case SYNCHRONIZE_CACHE_16:
@@ -1167,6 +1603,8 @@ static int bs_swift_open(struct scsi_lu *lu, char *path, int *fd,
 
 	eprintf("bs_swift %s: %" PRIu64 " bytes, physical block %u, via %s\n",
 		s->volume, s->size, s->block_size, s->socket_path);
+	__atomic_store_n(&s->direct_wanted, 1, __ATOMIC_RELAXED);
+	swift_direct_start(s);
 
 	/* no file behind the LU: GET LBA STATUS reports every block mapped */
 	*fd = -1;
@@ -1178,6 +1616,7 @@ static void bs_swift_close(struct scsi_lu *lu)
 {
 	struct swift_lu *s = SWIFT_LU(lu);
 
+	swift_direct_stop(s, NULL);
 	swift_pool_flush(s);
 	s->size = 0;
 }
@@ -1186,6 +1625,7 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 {
 	struct bs_thread_info *info = BS_THREAD_I(lu);
 	struct swift_lu *s = SWIFT_LU(lu);
+	pthread_rwlockattr_t rwattr;
 	tgtadm_err ret;
 	int err;
 
@@ -1200,9 +1640,29 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 		eprintf("bs_swift: pthread_mutex_init: %s\n", strerror(err));
 		return TGTADM_NOMEM;
 	}
+	/* writers first: COMPARE AND WRITE must not wait behind a stream of
+	 * direct I/O */
+	err = pthread_rwlockattr_init(&rwattr);
+	if (!err)
+		err = pthread_rwlockattr_setkind_np(&rwattr,
+			PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	if (!err)
+		err = pthread_rwlock_init(&s->direct_lock, &rwattr);
+	if (err) {
+		eprintf("bs_swift: pthread_rwlock_init: %s\n", strerror(err));
+		if (pthread_mutex_destroy(&s->lock))
+			eprintf("bs_swift: pthread_mutex_destroy failed\n");
+		return TGTADM_NOMEM;
+	}
+	if (pthread_rwlockattr_destroy(&rwattr))
+		eprintf("bs_swift: pthread_rwlockattr_destroy failed\n");
 
 	ret = bs_thread_open(info, bs_swift_request, nr_iothreads);
 	if (ret != TGTADM_SUCCESS) {
+		err = pthread_rwlock_destroy(&s->direct_lock);
+		if (err)
+			eprintf("bs_swift: pthread_rwlock_destroy: %s\n",
+				strerror(err));
 		err = pthread_mutex_destroy(&s->lock);
 		if (err)
 			eprintf("bs_swift: pthread_mutex_destroy: %s\n",
@@ -1219,7 +1679,11 @@ static void bs_swift_exit(struct scsi_lu *lu)
 	int err;
 
 	bs_thread_close(info);
+	swift_direct_stop(s, NULL);
 	swift_pool_flush(s);
+	err = pthread_rwlock_destroy(&s->direct_lock);
+	if (err)
+		eprintf("bs_swift: pthread_rwlock_destroy: %s\n", strerror(err));
 	err = pthread_mutex_destroy(&s->lock);
 	if (err)
 		eprintf("bs_swift: pthread_mutex_destroy: %s\n", strerror(err));

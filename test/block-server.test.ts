@@ -11,6 +11,7 @@ import { BlockServer } from '../src/daemon/block-server.js';
 import {
   ALL_CAPABILITIES,
   Flag,
+  capabilityBit,
   FrameParser,
   HEADER_LENGTH,
   MAX_PAYLOAD,
@@ -122,7 +123,18 @@ describe('BlockServer', () => {
 
   test('handshake returns size, block size, max payload, capabilities', async () => {
     const { client, hello } = await ProtocolClient.open(socketPath, 'disk');
-    assert.deepEqual(hello, { size: 16 * MiB, physicalBlockSize: 4096, maxPayload: MAX_PAYLOAD, capabilities: ALL_CAPABILITIES });
+    // A device in memory has no file for direct I/O: every opcode but DIRECT.
+    const capabilities = ALL_CAPABILITIES & ~capabilityBit(Op.DIRECT);
+    assert.deepEqual(hello, { size: 16 * MiB, physicalBlockSize: 4096, maxPayload: MAX_PAYLOAD, capabilities });
+    client.close();
+  });
+
+  test('DIRECT on a device without direct I/O: INVALID COMMAND OPERATION CODE, the connection stays usable', async () => {
+    const { client } = await ProtocolClient.open(socketPath, 'disk');
+    const reply = await client.request(Op.DIRECT, {});
+    assert.equal(reply.status, Status.CHECK_CONDITION);
+    assert.deepEqual(reply.sense, Senses.INVALID_OPCODE);
+    assert.equal((await client.request(Op.READ, { offset: 0, length: 4096 })).status, Status.GOOD);
     client.close();
   });
 

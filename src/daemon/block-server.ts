@@ -9,7 +9,7 @@
 // are not affected.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { BlockDevice } from '../engine/block-device.js';
+import { canOpenDirect, type BlockDevice } from '../engine/block-device.js';
 import {
   ALL_CAPABILITIES,
   FrameParser,
@@ -24,6 +24,8 @@ import {
   Status,
   checkRequestHeader,
   decodeRequest,
+  capabilityBit,
+  encodeDirectReply,
   encodeHelloReply,
   encodeReply,
   opName,
@@ -160,6 +162,8 @@ class Connection {
   private volume = '';
   private inFlight = 0;
   private paused = false;
+  /** Direct I/O sessions opened on this connection: they end with it. */
+  private readonly directSessions: Array<() => void> = [];
 
   constructor(
     private readonly server: BlockServer,
@@ -182,6 +186,7 @@ class Connection {
     });
     socket.on('close', () => {
       this.state = 'closed';
+      for (const end of this.directSessions.splice(0)) end();
       this.server.forget(this);
     });
   }
@@ -256,7 +261,7 @@ class Connection {
           size,
           physicalBlockSize: this.server.physicalBlockSize,
           maxPayload: this.server.maxPayload,
-          capabilities: ALL_CAPABILITIES,
+          capabilities: canOpenDirect(device) ? ALL_CAPABILITIES : ALL_CAPABILITIES & ~capabilityBit(Op.DIRECT),
         });
         this.send(Op.HELLO, tag, { status: Status.GOOD, payload });
         this.server.log(`${this.name}: open, ${size} bytes`);
@@ -378,6 +383,18 @@ class Connection {
         } catch (err) {
           return failure(err, Senses.READ_ERROR, false);
         }
+      case 'direct': {
+        if (!canOpenDirect(device)) {
+          return { status: Status.CHECK_CONDITION, sense: Senses.INVALID_OPCODE, message: 'this device has no direct I/O' };
+        }
+        const session = device.openDirect();
+        if (this.isClosed()) {
+          session.close();
+          return GOOD;
+        }
+        this.directSessions.push(() => session.close());
+        return { status: Status.GOOD, payload: encodeDirectReply(session) };
+      }
       case 'prefetch':
         if (!canPrefetch(device)) return GOOD;
         try {

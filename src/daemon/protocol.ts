@@ -32,6 +32,7 @@ export const Op = {
   COMPARE_AND_WRITE: 0x07,
   VERIFY: 0x08,
   PREFETCH: 0x09,
+  DIRECT: 0x0a,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -65,6 +66,7 @@ const ALLOWED_FLAGS: Readonly<Record<OpCode, number>> = {
   [Op.COMPARE_AND_WRITE]: Flag.FUA,
   [Op.VERIFY]: 0,
   [Op.PREFETCH]: 0,
+  [Op.DIRECT]: 0,
 };
 
 /** Reply flags. */
@@ -85,6 +87,46 @@ export function capabilityBit(op: OpCode): number {
   return 1 << op;
 }
 export const ALL_CAPABILITIES = Object.values(Op).reduce((acc, op) => acc | capabilityBit(op), 0);
+
+/** Version of the direct I/O map a DIRECT reply names (doc/protocol.md, "Direct I/O"). */
+export const DIRECT_MAP_VERSION = 1;
+/** Longest path a DIRECT reply carries. */
+export const MAX_DIRECT_PATH = 4095;
+
+/** The payload of a GOOD reply to DIRECT. */
+export interface DirectReply {
+  /** The overlay file bs_swift reads and writes. */
+  dataPath: string;
+  /** The shared map of the overlay's blocks. */
+  mapPath: string;
+}
+
+export function encodeDirectReply(d: DirectReply): Buffer {
+  const data = Buffer.from(d.dataPath, 'utf8');
+  const map = Buffer.from(d.mapPath, 'utf8');
+  if (data.length === 0 || map.length === 0 || data.length > MAX_DIRECT_PATH || map.length > MAX_DIRECT_PATH) {
+    throw new Error('DIRECT reply: path empty or too long');
+  }
+  const b = Buffer.alloc(8 + data.length + map.length);
+  b.writeUInt32LE(DIRECT_MAP_VERSION, 0);
+  b.writeUInt16LE(data.length, 4);
+  b.writeUInt16LE(map.length, 6);
+  data.copy(b, 8);
+  map.copy(b, 8 + data.length);
+  return b;
+}
+
+export function decodeDirectReply(b: Buffer): DirectReply {
+  if (b.length < 8) throw new ProtocolError(`DIRECT reply payload of ${b.length} bytes`);
+  if (b.readUInt32LE(0) !== DIRECT_MAP_VERSION) throw new ProtocolError(`DIRECT reply: map version ${b.readUInt32LE(0)}`);
+  const dataLength = b.readUInt16LE(4);
+  const mapLength = b.readUInt16LE(6);
+  if (dataLength === 0 || mapLength === 0 || b.length !== 8 + dataLength + mapLength) throw new ProtocolError('DIRECT reply: bad path lengths');
+  return {
+    dataPath: b.toString('utf8', 8, 8 + dataLength),
+    mapPath: b.toString('utf8', 8 + dataLength),
+  };
+}
 
 export const SenseKey = {
   NO_SENSE: 0x00,
@@ -123,6 +165,8 @@ export const Senses = {
   WRITE_PROTECTED: { key: SenseKey.DATA_PROTECT, asc: 0x27, ascq: 0x00 },
   /** ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE */
   LBA_OUT_OF_RANGE: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x21, ascq: 0x00 },
+  /** ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE */
+  INVALID_OPCODE: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x20, ascq: 0x00 },
   /** ILLEGAL REQUEST, INVALID FIELD IN CDB */
   INVALID_FIELD: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x24, ascq: 0x00 },
 } as const satisfies Record<string, Sense>;
@@ -418,7 +462,8 @@ export type Request =
     }
   | { op: 'compareAndWrite'; tag: bigint; offset: number; length: number; compare: Buffer; data: Buffer; fua: boolean }
   | { op: 'verify'; tag: bigint; offset: number; data: Buffer }
-  | { op: 'prefetch'; tag: bigint; offset: number; length: number };
+  | { op: 'prefetch'; tag: bigint; offset: number; length: number }
+  | { op: 'direct'; tag: bigint };
 
 /** What request validation needs to know about the connection. */
 export interface RequestContext {
@@ -456,7 +501,7 @@ export function checkRequestHeader(h: FrameHeader, ctx: RequestContext): void {
   }
   if (ctx.size === null) fail(h, 'request before HELLO');
   const size = BigInt(ctx.size);
-  if (op === Op.FLUSH) {
+  if (op === Op.FLUSH || op === Op.DIRECT) {
     if (h.offset !== 0n || h.length !== 0n || h.payloadLength !== 0) fail(h, 'offset, length and payload must be 0');
     return;
   }
@@ -553,6 +598,8 @@ export function decodeRequest(frame: Frame, ctx: RequestContext): Request {
       return { op: 'verify', tag, offset, data: p };
     case Op.PREFETCH:
       return { op: 'prefetch', tag, offset, length };
+    case Op.DIRECT:
+      return { op: 'direct', tag };
     default:
       return fail(h, 'unknown opcode');
   }
@@ -579,6 +626,8 @@ export function requestOpcode(r: Request): OpCode {
       return Op.VERIFY;
     case 'prefetch':
       return Op.PREFETCH;
+    case 'direct':
+      return Op.DIRECT;
   }
 }
 

@@ -14,3 +14,22 @@ export interface BlockDevice {
   /** Deallocates the range: it reads back as zeros afterwards. */
   unmap(offset: number, length: number): Promise<void>;
 }
+
+/** Where a device's local blocks are, for a client that reads and writes them itself (doc/protocol.md, "Direct I/O"). */
+export interface DirectSession {
+  /** The file holding the blocks, at their volume offsets. */
+  dataPath: string;
+  /** The shared map saying which blocks may be read or written there. */
+  mapPath: string;
+  /** Ends the session (the client's connection closed). */
+  close(): void;
+}
+
+/** A device whose local blocks a client on the same host may access directly (optional). */
+export interface DirectAccess {
+  openDirect(): DirectSession;
+}
+
+export function canOpenDirect(d: BlockDevice): d is BlockDevice & DirectAccess {
+  return typeof (d as Partial<DirectAccess>).openDirect === 'function';
+}

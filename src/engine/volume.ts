@@ -4,7 +4,7 @@
 // writes go to the overlay at once, never waiting for a chunk download, except
 // a write smaller than a 4 KiB block onto a block that is not local yet, which
 // must read the rest of that block first.
-import type { BlockDevice } from './block-device.js';
+import type { BlockDevice, DirectAccess, DirectSession } from './block-device.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { FrozenChunk, Overlay } from '../overlay/overlay.js';
 import { countBits, testBit } from '../overlay/bitmap.js';
@@ -46,7 +46,7 @@ export class IoRangeError extends Error {
   }
 }
 
-export class Volume implements BlockDevice {
+export class Volume implements BlockDevice, DirectAccess {
   readonly size: number;
   readonly objectSize: number;
   private readonly blocksPerChunk: number;
@@ -114,6 +114,12 @@ export class Volume implements BlockDevice {
 
   flush(): Promise<void> {
     return this.overlay.flush();
+  }
+
+  /** Lets bs_swift read and overwrite local blocks in the overlay file itself. */
+  openDirect(): DirectSession {
+    if (this.closed) throw new Error(`volume ${this.name} is closed`);
+    return this.overlay.openDirect();
   }
 
   /**

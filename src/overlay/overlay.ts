@@ -8,6 +8,9 @@
 // commits the changed bitmaps, so the database never points at data that is
 // not on disk. Unflushed writes may be lost on a crash, never torn: a block
 // that was not valid at the last commit reads from the base again.
+// The valid bits are mirrored in a shared map (direct-map.ts) through which
+// bs_swift reads and overwrites valid blocks itself; the dirty bits of those
+// direct writes are taken into the bitmaps here before every flush and freeze.
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -15,6 +18,7 @@ import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import { countBits, popcount8, testBit } from './bitmap.js';
+import { DirectMap } from './direct-map.js';
 
 const fdatasync = promisify(fs.fdatasync);
 // 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
@@ -49,6 +53,9 @@ export class Overlay {
   readonly blocksPerChunk: number;
   private readonly db: Database.Database;
   private readonly fd: number;
+  /** The overlay file's path (bs_swift opens it for direct I/O). */
+  readonly dataPath: string;
+  private readonly direct: DirectMap;
   private readonly bits = new Map<number, ChunkBits>();
   /** Chunks whose bitmaps changed since the last commit. */
   private pending = new Set<number>();
@@ -68,12 +75,24 @@ export class Overlay {
     this.blocksPerChunk = geometry.objectSize / BLOCK_SIZE;
     this.db = db;
     const file = path.join(dir, 'overlay');
+    this.dataPath = file;
     this.fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     const wanted = Math.ceil(this.size / BLOCK_SIZE) * BLOCK_SIZE;
     if (fs.fstatSync(this.fd).size !== wanted) fs.ftruncateSync(this.fd, wanted);
     const rows = db.prepare('SELECT idx, valid, dirty, zero FROM chunks').all() as Array<{ idx: number; valid: Buffer; dirty: Buffer; zero: Buffer }>;
     for (const row of rows) {
       this.bits.set(row.idx, { valid: new Uint8Array(row.valid), dirty: new Uint8Array(row.dirty), zero: new Uint8Array(row.zero) });
+    }
+    try {
+      this.direct = DirectMap.open(path.join(dir, 'overlay.map'), this.size, this.objectSize);
+      // Direct writes a crashed daemon had not collected are dirty; then the map starts from the committed bits.
+      this.collectDirect();
+      this.direct.clearValid();
+      for (const [chunk, entry] of this.bits) this.direct.setChunkValid(chunk, entry.valid);
+      this.direct.allowWrites();
+    } catch (err) {
+      fs.closeSync(this.fd);
+      throw err;
     }
   }
 
@@ -165,6 +184,7 @@ export class Overlay {
       entry.zero[byte]! &= ~mask;
       if (dirty) entry.dirty[byte]! |= mask;
     }
+    this.direct.setValid(first, end, true);
   }
 
   /** Marks blocks [first, end) unmapped: zeros, dirty; their file space is freed after the next commit. */
@@ -176,6 +196,7 @@ export class Overlay {
       entry.zero[byte]! |= mask;
       entry.dirty[byte]! |= mask;
     }
+    this.direct.setValid(first, end, false);
     this.toFree.push([first, end]);
   }
 
@@ -200,6 +221,9 @@ export class Overlay {
    */
   freeze(): Map<number, FrozenChunk> {
     if (this.frozenDirty) throw new Error('a snapshot of this volume is already in progress');
+    // Direct writes stop (frozen chunks must not change under the snapshot) and what they wrote is taken.
+    this.direct.stopWrites();
+    this.collectDirect();
     const frozen = new Map<number, FrozenChunk>();
     this.frozenDirty = new Map();
     for (const [chunk, entry] of this.bits) {
@@ -208,6 +232,7 @@ export class Overlay {
       this.frozenDirty.set(chunk, Uint8Array.from(entry.dirty));
       entry.dirty.fill(0);
     }
+    this.direct.allowWrites(new Set(frozen.keys()));
     return frozen;
   }
 
@@ -226,6 +251,28 @@ export class Overlay {
       }
       this.pending.add(chunk);
     }
+    this.direct.allowWrites();
+  }
+
+  /**
+   * Takes the dirty bits of bs_swift's direct writes into the bitmaps. Direct
+   * writes only go to valid blocks; a bit for a block unmapped since stays
+   * out (the block is dirty already, and zero).
+   */
+  private collectDirect(): void {
+    for (const [chunk, bits] of this.direct.takeDirty()) {
+      const entry = this.bits.get(chunk);
+      if (!entry) continue;
+      for (let i = 0; i < bits.length; i++) entry.dirty[i]! |= bits[i]! & entry.valid[i]!;
+      this.pending.add(chunk);
+      this.unsyncedWrites++;
+    }
+  }
+
+  /** Starts a direct I/O session for bs_swift: where the files are, and the call that ends it. */
+  openDirect(): { dataPath: string; mapPath: string; close: () => void } {
+    if (this.closed) throw new Error('overlay is closed');
+    return { dataPath: this.dataPath, mapPath: this.direct.path, close: this.direct.openSession() };
   }
 
   /** Throws away every local block and bit (rollback): the volume reads as its base again. */
@@ -234,6 +281,7 @@ export class Overlay {
     if (this.frozenDirty) throw new Error('a snapshot of this volume is in progress');
     this.db.transaction(() => this.db.exec('DELETE FROM chunks'))();
     this.bits.clear();
+    this.direct.clearValid();
     this.pending.clear();
     this.toFree = [];
     const size = fs.fstatSync(this.fd).size;
@@ -249,6 +297,7 @@ export class Overlay {
 
   /** Number of dirty blocks (what a snapshot would upload, at block granularity). */
   dirtyBlocks(): number {
+    this.collectDirect();
     let count = 0;
     for (const [chunk, entry] of this.bits) {
       const frozen = this.frozenDirty?.get(chunk);
@@ -291,6 +340,7 @@ export class Overlay {
 
   private async flushNow(): Promise<void> {
     if (this.closed) throw new Error('overlay is closed');
+    this.collectDirect();
     const captured = [...this.pending].map((chunk) => {
       const entry = this.bits.get(chunk)!;
       const dirty = Buffer.from(entry.dirty);

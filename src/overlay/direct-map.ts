@@ -1,0 +1,199 @@
+// The overlay's shared map: the file bs_swift maps to serve reads and writes
+// of local blocks itself, with pread/pwrite on the overlay file, instead of
+// sending them to the daemon (layout and rules: doc/protocol.md, "Direct
+// I/O"). The daemon owns the valid bits and the per-chunk write permission;
+// bs_swift owns the dirty bits of its direct writes, which the daemon takes
+// (atomically) into the overlay's own bitmaps before it flushes or freezes.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { BLOCK_SIZE } from '../format/volume-format.js';
+
+const MAGIC = 0x4d565753; // "SWVM" on disk
+const VERSION = 1;
+const PAGE = 4096;
+const INFLIGHT_OFFSET = 32;
+/** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
+const QUIESCE_TIMEOUT_MS = 5000;
+
+const nativeIo = createRequire(import.meta.url)('../../../native/overlay_io.node') as {
+  mapShared(fd: number, length: number): Buffer;
+  takeBytes(map: Buffer, offset: number, length: number, out: Uint8Array): boolean;
+  waitZero(map: Buffer, offset: number, timeoutMs: number): boolean;
+};
+
+interface Layout {
+  chunks: number;
+  bytesPerChunk: number;
+  allow: number;
+  touched: number;
+  valid: number;
+  dirty: number;
+  length: number;
+}
+
+function layoutOf(size: number, objectSize: number): Layout {
+  const chunks = Math.ceil(size / objectSize);
+  const bytesPerChunk = objectSize / BLOCK_SIZE / 8;
+  const pages = (n: number): number => Math.ceil(n / PAGE) * PAGE;
+  const allow = PAGE;
+  const touched = allow + pages(chunks);
+  const valid = touched + pages(chunks);
+  const dirty = valid + pages(chunks * bytesPerChunk);
+  return { chunks, bytesPerChunk, allow, touched, valid, dirty, length: dirty + pages(chunks * bytesPerChunk) };
+}
+
+export class DirectMap {
+  readonly path: string;
+  private readonly layout: Layout;
+  private readonly map: Buffer;
+  /** Open DIRECT sessions (bs_swift LUs); writers can only be in progress while there are some. */
+  private sessions = 0;
+
+  private constructor(path: string, layout: Layout, map: Buffer) {
+    this.path = path;
+    this.layout = layout;
+    this.map = map;
+  }
+
+  /**
+   * Opens the map at path, creating it if it is missing or was made for
+   * another geometry. An existing map is reused in place (never truncated:
+   * a bs_swift of an earlier daemon may still have it mapped); its dirty
+   * bits are what direct writes left behind, for takeDirty() to collect.
+   */
+  static open(path: string, size: number, objectSize: number): DirectMap {
+    const layout = layoutOf(size, objectSize);
+    if (!DirectMap.matches(path, size, objectSize, layout)) {
+      const tmp = `${path}.new`;
+      const fd = fs.openSync(tmp, 'w', 0o600);
+      try {
+        fs.ftruncateSync(fd, layout.length);
+        const header = Buffer.alloc(80);
+        header.writeUInt32LE(MAGIC, 0);
+        header.writeUInt32LE(VERSION, 4);
+        header.writeBigUInt64LE(BigInt(size), 8);
+        header.writeUInt32LE(BLOCK_SIZE, 16);
+        header.writeUInt32LE(objectSize, 20);
+        header.writeBigUInt64LE(BigInt(layout.chunks), 24);
+        header.writeBigUInt64LE(BigInt(layout.allow), 40);
+        header.writeBigUInt64LE(BigInt(layout.touched), 48);
+        header.writeBigUInt64LE(BigInt(layout.valid), 56);
+        header.writeBigUInt64LE(BigInt(layout.dirty), 64);
+        header.writeBigUInt64LE(BigInt(layout.length), 72);
+        fs.writeSync(fd, header, 0, header.length, 0);
+      } finally {
+        fs.closeSync(fd);
+      }
+      fs.renameSync(tmp, path);
+    }
+    const fd = fs.openSync(path, 'r+');
+    try {
+      return new DirectMap(path, layout, nativeIo.mapShared(fd, layout.length));
+    } finally {
+      fs.closeSync(fd); // the mapping stays valid
+    }
+  }
+
+  private static matches(path: string, size: number, objectSize: number, layout: Layout): boolean {
+    let header: Buffer;
+    try {
+      header = Buffer.alloc(80);
+      const fd = fs.openSync(path, 'r');
+      try {
+        if (fs.fstatSync(fd).size !== layout.length || fs.readSync(fd, header, 0, 80, 0) !== 80) return false;
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch {
+      return false;
+    }
+    return (
+      header.readUInt32LE(0) === MAGIC &&
+      header.readUInt32LE(4) === VERSION &&
+      header.readBigUInt64LE(8) === BigInt(size) &&
+      header.readUInt32LE(16) === BLOCK_SIZE &&
+      header.readUInt32LE(20) === objectSize &&
+      header.readBigUInt64LE(40) === BigInt(layout.allow) &&
+      header.readBigUInt64LE(56) === BigInt(layout.valid) &&
+      header.readBigUInt64LE(64) === BigInt(layout.dirty) &&
+      header.readBigUInt64LE(72) === BigInt(layout.length)
+    );
+  }
+
+  /** Replaces chunk's valid bits (at start-up, from the overlay's bitmaps). */
+  setChunkValid(chunk: number, valid: Uint8Array): void {
+    this.map.set(valid.subarray(0, this.layout.bytesPerChunk), this.layout.valid + chunk * this.layout.bytesPerChunk);
+  }
+
+  /** Sets or clears the valid bits of blocks [first, end). Set them only once the blocks' data is in the file. */
+  setValid(first: number, end: number, valid: boolean): void {
+    const base = this.layout.valid;
+    for (let block = first; block < end; block++) {
+      const at = base + (block >> 3);
+      const mask = 1 << (block & 7);
+      this.map[at] = valid ? this.map[at]! | mask : this.map[at]! & ~mask;
+    }
+  }
+
+  /** Clears every valid bit (the overlay dropped all its blocks). */
+  clearValid(): void {
+    this.map.fill(0, this.layout.valid, this.layout.valid + this.layout.chunks * this.layout.bytesPerChunk);
+  }
+
+  /** Lets bs_swift write directly to every chunk except those in `except`. */
+  allowWrites(except?: ReadonlySet<number>): void {
+    const { allow, chunks } = this.layout;
+    if (!except || except.size === 0) {
+      this.map.fill(1, allow, allow + chunks);
+      return;
+    }
+    for (let c = 0; c < chunks; c++) this.map[allow + c] = except.has(c) ? 0 : 1;
+  }
+
+  /**
+   * Stops direct writes to every chunk and waits until those in progress
+   * have finished (bs_swift counts itself in before it checks the permission,
+   * so after this no direct write can change the overlay until allowWrites()).
+   */
+  stopWrites(): void {
+    const { allow, chunks } = this.layout;
+    this.map.fill(0, allow, allow + chunks);
+    if (this.sessions === 0) return;
+    if (!nativeIo.waitZero(this.map, INFLIGHT_OFFSET, QUIESCE_TIMEOUT_MS)) {
+      this.allowWrites();
+      throw new Error(`direct writes to the overlay did not finish within ${QUIESCE_TIMEOUT_MS / 1000} s`);
+    }
+  }
+
+  /**
+   * Takes the dirty bits direct writes have set since the last call, per
+   * chunk, clearing them in the map. A chunk's touched flag is cleared before
+   * its bits are read, and bs_swift sets it after its bits: a write that
+   * races with this call is taken now or at the next call, never lost.
+   */
+  takeDirty(): Map<number, Uint8Array> {
+    const { touched, chunks, dirty, bytesPerChunk } = this.layout;
+    const flags = Buffer.allocUnsafe(chunks);
+    const out = new Map<number, Uint8Array>();
+    if (!nativeIo.takeBytes(this.map, touched, chunks, flags)) return out;
+    for (let c = 0; c < chunks; c++) {
+      if (flags[c] === 0) continue;
+      const bits = new Uint8Array(bytesPerChunk);
+      if (nativeIo.takeBytes(this.map, dirty + c * bytesPerChunk, bytesPerChunk, bits)) out.set(c, bits);
+    }
+    return out;
+  }
+
+  /** A bs_swift LU started direct I/O; call the result when its session ends. */
+  openSession(): () => void {
+    this.sessions++;
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      // With no session left nobody can be inside a direct write: a count
+      // left by a tgtd that died in one is reset.
+      if (--this.sessions === 0) this.map.writeUInt32LE(0, INFLIGHT_OFFSET);
+    };
+  }
+}

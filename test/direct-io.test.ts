@@ -1,0 +1,148 @@
+// bs_swift's direct I/O (doc/protocol.md, "Direct I/O"): reads of local
+// blocks and overwrites of them go to the overlay file without the daemon.
+// Checked with the daemon stopped (SIGSTOP), so that only direct I/O can
+// answer; that snapshots hold what was written directly; that direct writes
+// a killed daemon had not collected are found again; and that once the
+// daemon is gone, even local blocks fail, as every other command does.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
+import { tempDir } from './fixtures/files.js';
+import { qemuIo, qemuIoOk } from './fixtures/initiators.js';
+import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
+
+const MiB = 1024 * 1024;
+let swift: DevSwift;
+let tmp: { dir: string; remove: () => void };
+let env: NodeJS.ProcessEnv;
+let stateDir: string;
+let serve: Serve | null = null;
+let port: number;
+
+function ok(args: string[]): string {
+  const r = swiftvolSync(args, env);
+  assert.equal(r.status, 0, `swiftvol ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function tgtdLog(): string {
+  return fs.readFileSync(path.join(stateDir, 'run', 'tgtd.log'), 'utf8');
+}
+
+/** Bytes [offset, offset+length) of a snapshot, exported to a file. */
+function snapshotBytes(spec: string, offset: number, length: number): Buffer {
+  const file = path.join(tmp.dir, `${spec.replace('@', '-')}.raw`);
+  ok(['export', spec, file]);
+  const fd = fs.openSync(file, 'r');
+  try {
+    const out = Buffer.alloc(length);
+    assert.equal(fs.readSync(fd, out, 0, length, offset), length);
+    return out;
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file);
+  }
+}
+
+/** Runs fn with serve stopped (SIGSTOP): its socket stays open, but it answers nothing. */
+async function whileStopped<T>(fn: () => Promise<T>): Promise<T> {
+  process.kill(serve!.pid, 'SIGSTOP');
+  try {
+    return await fn();
+  } finally {
+    process.kill(serve!.pid, 'SIGCONT');
+  }
+}
+
+before(async () => {
+  if (!fs.existsSync('/usr/lib/tgt/backing-store/bs_swift.so')) {
+    throw new Error('bs_swift.so is not installed in /usr/lib/tgt/backing-store: run scripts/setup');
+  }
+  swift = await startSwift();
+  tmp = tempDir();
+  stateDir = path.join(tmp.dir, 'state');
+  env = swiftvolEnv(swift, stateDir);
+  port = await freePort();
+  ok(['volume', 'create', 'vol', '--size', '32M']);
+  ok(['target', 'add', 'vol']);
+  serve = await startServe(env, port);
+});
+
+after(async () => {
+  if (serve) {
+    try {
+      process.kill(serve.pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+    await serve.stop();
+  }
+  await stopLeftTgtd(stateDir);
+  await swift?.stop();
+  tmp?.remove();
+});
+
+test('local blocks are read and overwritten without the daemon, and a snapshot holds the direct writes', async () => {
+  const url = serve!.url('vol');
+  // Through the daemon: the blocks become local (across the 8 MiB object boundary).
+  await qemuIoOk(url, [`write -P 0x11 ${8 * MiB - MiB} ${2 * MiB}`, 'flush']);
+  assert.match(tgtdLog(), /bs_swift vol: direct I\/O on/);
+  // After a snapshot they are local and clean: only a direct write can make them dirty again.
+  ok(['snapshot', 'create', 'vol', 's0']);
+
+  // serve stopped: only direct I/O can complete these (cache=unsafe: no flush is sent).
+  await whileStopped(async () => {
+    await qemuIoOk(url, [`write -P 0x22 ${8 * MiB - 64 * 1024} ${128 * 1024}`, `write -P 0x23 ${8 * MiB + 512} 1024`], { flags: ['-t', 'unsafe'], timeoutMs: 60_000 });
+    await qemuIoOk(url, [`read -P 0x22 ${8 * MiB - 64 * 1024} 64k`, `read -P 0x11 ${7 * MiB} 64k`, `read -P 0x23 ${8 * MiB + 512} 1024`], { flags: ['-r'], timeoutMs: 60_000 });
+  });
+
+  ok(['snapshot', 'create', 'vol', 's1']);
+  const got = snapshotBytes('vol@s1', 7 * MiB, 2 * MiB);
+  const want = Buffer.alloc(2 * MiB, 0x11);
+  want.fill(0x22, MiB - 64 * 1024, MiB + 64 * 1024);
+  want.fill(0x23, MiB + 512, MiB + 1536);
+  assert.ok(got.equals(want), 'the snapshot holds the direct writes');
+  assert.ok(snapshotBytes('vol@s0', 7 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB, 0x11)), 'the earlier snapshot is unchanged');
+});
+
+test('a write to blocks that are not local, and an unmap, still go through the daemon', async () => {
+  const url = serve!.url('vol');
+  // With serve stopped, a write to a never-written block cannot complete: it must wait for the daemon.
+  process.kill(serve!.pid, 'SIGSTOP');
+  const pending = qemuIo(url, [`write -P 0x33 ${20 * MiB} 4k`], { flags: ['-t', 'unsafe'], timeoutMs: 90_000 });
+  let finished = false;
+  void pending.then(() => (finished = true));
+  await new Promise((r) => setTimeout(r, 1500));
+  const finishedWhileStopped = finished;
+  process.kill(serve!.pid, 'SIGCONT');
+  const r = await pending;
+  assert.equal(finishedWhileStopped, false, 'a write of a non-local block waited for the daemon');
+  assert.equal(r.code, 0, r.stderr);
+
+  // Unmapped local blocks read as zeros at once, then writes there are daemon writes again.
+  await qemuIoOk(url, [`discard ${7 * MiB} 64k`, `read -P 0 ${7 * MiB} 64k`, `read -P 0x11 ${7 * MiB + 64 * 1024} 4k`]);
+  await qemuIoOk(url, [`write -P 0x44 ${7 * MiB} 64k`, `read -P 0x44 ${7 * MiB} 64k`, 'flush']);
+});
+
+test('direct writes not yet collected when the daemon is killed are in the next snapshot; without the daemon they fail', async () => {
+  const url = serve!.url('vol');
+  await whileStopped(() => qemuIoOk(url, [`write -P 0x55 ${8 * MiB + 256 * 1024} 256k`], { flags: ['-t', 'unsafe'], timeoutMs: 60_000 }));
+  await serve!.kill();
+
+  // The daemon is gone: local blocks are not served behind its back.
+  const down = await qemuIo(url, [`read -P 0x55 ${8 * MiB + 256 * 1024} 4k`], { flags: ['-r'], timeoutMs: 60_000 });
+  assert.equal(down.timedOut, false);
+  assert.match(down.stdout + down.stderr, /failed|error/i);
+  assert.match(tgtdLog(), /direct I\/O off/);
+
+  serve = await startServe(env, port);
+  assert.match(serve.output(), /adopted tgtd/);
+  await qemuIoOk(serve.url('vol'), [`read -P 0x55 ${8 * MiB + 256 * 1024} 256k`]);
+  ok(['snapshot', 'create', 'vol', 's2']);
+  const got = snapshotBytes('vol@s2', 8 * MiB + 256 * 1024, 256 * 1024);
+  assert.ok(got.equals(Buffer.alloc(256 * 1024, 0x55)), 'the snapshot holds the uncollected direct writes');
+  // After the restart, direct I/O is on again.
+  await whileStopped(() => qemuIoOk(serve!.url('vol'), [`read -P 0x55 ${8 * MiB + 256 * 1024} 256k`], { flags: ['-r'], timeoutMs: 60_000 }));
+});
