@@ -208,6 +208,45 @@ test("a write that lands while a read's fetch is in flight is not overwritten by
   await engine.deleteVolume('race');
 });
 
+test('writes that land while fetched data is written to the overlay in the background are not undone by it', async () => {
+  const image = path.join(tmp.dir, 'install.raw');
+  const base = writeImage(image, 4 * MiB, MiB, () => false);
+  const engine = new Engine(store, path.join(tmp.dir, 'state-install'));
+  await engine.importImage(image, 'install', { objectSize: MiB });
+  const volume = await engine.open('install', 'install test');
+  const expected = Buffer.from(base);
+  try {
+    for (let chunk = 0; chunk < 4; chunk++) {
+      const at = chunk * MiB;
+      // The read returns as soon as the GET has; the cache write of the chunk is still on its way.
+      const seen = await volume.read(at, 256 * 1024);
+      assert.ok(seen.equals(base.subarray(at, at + 256 * 1024)));
+      const whole = Buffer.alloc(8192, 0x10 + chunk);
+      const piece = Buffer.alloc(1024, 0x20 + chunk);
+      await Promise.all([
+        volume.write(at + 64 * 1024, whole), // whole blocks
+        volume.write(at + 512 * 1024 + 512, piece), // part of a block
+        volume.unmap(at + 768 * 1024, 8192),
+      ]);
+      whole.copy(expected, at + 64 * 1024);
+      piece.copy(expected, at + 512 * 1024 + 512);
+      expected.fill(0, at + 768 * 1024, at + 768 * 1024 + 8192);
+      // Reads while the install may still run, then after it surely has (a flush after close).
+      assert.ok((await volume.read(at, MiB)).equals(expected.subarray(at, at + MiB)), `chunk ${chunk} right after the writes`);
+    }
+    await volume.close();
+    const again = await engine.open('install', 'install test');
+    try {
+      assert.ok((await again.read(0, 4 * MiB)).equals(expected), 'after reopening');
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await volume.close();
+  }
+  await engine.deleteVolume('install');
+});
+
 test('unmapped blocks read as zeros over base data, and leave the overlay file', async () => {
   const image = path.join(tmp.dir, 'unmap.raw');
   const base = writeImage(image, 16 * MiB, MiB, () => false);

@@ -152,9 +152,9 @@ export class Engine {
           try {
             readFully(imageFd, buffer, chunk * objectSize);
             if (!isAllZero(buffer)) {
-              const md5 = await md5Pool().md5(buffer);
+              const md5 = md5Pool().md5(buffer); // on a worker while it uploads; the store checks both agree
               await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
-              refs.set(chunk, { container, generation, md5 });
+              refs.set(chunk, { container, generation, md5: await md5 });
             }
           } finally {
             buffers.give(buffer);

@@ -95,11 +95,12 @@ export class SnapshotJob {
           if (data === null) {
             refs.delete(chunk); // all zeros now: stored as nothing
           } else {
-            const md5 = await md5Pool().md5(data);
+            // hashed on a worker while it uploads; the store checks the two agree
+            const md5 = md5Pool().md5(data);
             const name = dataObjectName(this.generation, chunk);
             await this.store.put(container, name, data, { md5 });
             uploaded.push(name);
-            refs.set(chunk, { container, generation: this.generation, md5 });
+            refs.set(chunk, { container, generation: this.generation, md5: await md5 });
           }
         } finally {
           buffers.give(buffer);

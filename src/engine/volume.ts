@@ -31,7 +31,15 @@ interface Freeze {
 /** Reads at least this long are taken as sequential streaming (read-ahead on). */
 const READ_AHEAD_MIN_LENGTH = 128 * 1024;
 /** Objects fetched ahead of a streaming reader. */
-const READ_AHEAD_CHUNKS = 4;
+const READ_AHEAD_CHUNKS = 8;
+
+/** Fetched blocks [first, end) on their way into the overlay file; data starts at block first. */
+interface Install {
+  first: number;
+  end: number;
+  data: Buffer;
+  done: Promise<void>;
+}
 
 interface Fetch {
   first: number;
@@ -55,6 +63,8 @@ export class Volume implements BlockDevice, DirectAccess {
   private readonly onAbandon: (() => void) | undefined;
   /** In-flight fetches per chunk, so overlapping readers share one GET. */
   private readonly fetches = new Map<number, Fetch[]>();
+  /** Fetched blocks being written to the overlay in the background: writes to them wait. */
+  private readonly installs = new Set<Install>();
   private closed = false;
   private freezeState: Freeze | null = null;
 
@@ -97,7 +107,7 @@ export class Volume implements BlockDevice, DirectAccess {
       const first = c * this.blocksPerChunk;
       const end = Math.ceil(Math.min((c + 1) * this.objectSize, this.size) / BLOCK_SIZE);
       let missing = first;
-      while (missing < end && this.source(missing) !== 'base') missing++;
+      while (missing < end && (this.source(missing) !== 'base' || this.installing(missing, missing + 1))) missing++;
       if (missing < end) this.fetchBlocks(c, ref, missing, end).catch(() => undefined); // a reader will retry
     }
   }
@@ -221,6 +231,9 @@ export class Volume implements BlockDevice, DirectAccess {
         this.overlay.read(out, into, stop - start, start);
       } else if (where === 'zero' || !ref) {
         out.fill(0, into, into + stop - start);
+      } else if (this.installing(block, next)) {
+        const install = this.installing(block, next)!;
+        copyPadded(install.data, start - install.first * BLOCK_SIZE, stop - start, out, into);
       } else {
         const runStart = block * BLOCK_SIZE;
         // A streaming reader gets the rest of the object in the same GET.
@@ -349,10 +362,22 @@ export class Volume implements BlockDevice, DirectAccess {
 
   private writeSegment(data: Uint8Array, pos: number, pending: Promise<void>[]): void {
     const chunk = Math.floor(pos / this.objectSize);
-    this.beforeChange(chunk);
     const endPos = pos + data.length;
     const endBlock = Math.ceil(endPos / BLOCK_SIZE);
     let block = Math.floor(pos / BLOCK_SIZE);
+    // Fetched data being installed there could land after this write: wait for it first.
+    const installing = [...this.installs].filter((i) => i.first < endBlock && block < i.end);
+    if (installing.length > 0) {
+      pending.push(
+        Promise.allSettled(installing.map((i) => i.done)).then(() => {
+          const inner: Promise<void>[] = [];
+          this.writeSegment(data, pos, inner);
+          return Promise.all(inner).then(() => undefined);
+        }),
+      );
+      return;
+    }
+    this.beforeChange(chunk);
     while (block < endBlock) {
       // Runs of blocks the write covers whole go straight to the overlay.
       let next = block;
@@ -374,7 +399,13 @@ export class Volume implements BlockDevice, DirectAccess {
       if (this.source(block) !== 'base' || !ref) {
         this.mergeBlock(block, start, piece, null);
       } else {
-        pending.push(this.fetchBlocks(chunk, ref, block, block + 1).then((base) => this.mergeBlock(target, start, piece, base)));
+        pending.push(
+          this.fetchBlocks(chunk, ref, block, block + 1).then(async (base) => {
+            // the fetch may have started installing this block: let that land first
+            for (let i = this.installing(target, target + 1); i; i = this.installing(target, target + 1)) await i.done;
+            this.mergeBlock(target, start, piece, base);
+          }),
+        );
       }
       block++;
     }
@@ -443,21 +474,46 @@ export class Volume implements BlockDevice, DirectAccess {
     return entry.data;
   }
 
-  /** Keeps fetched base blocks as clean cache, skipping any block written or unmapped meanwhile. */
+  /**
+   * Keeps fetched base blocks as clean cache, skipping any block written or
+   * unmapped meanwhile. The file write runs in the background (readers have
+   * the data already); the blocks become valid once it is done, except those
+   * unmapped since (writes to them wait for it: see writeSegment).
+   */
   private installClean(first: number, data: Buffer): void {
     const blocks = Math.ceil(data.length / BLOCK_SIZE);
     let i = 0;
     while (i < blocks) {
-      if (this.source(first + i) !== 'base') {
+      if (this.source(first + i) !== 'base' || this.installing(first + i, first + i + 1)) {
         i++;
         continue;
       }
       let j = i + 1;
-      while (j < blocks && this.source(first + j) === 'base') j++;
-      this.overlay.write(data.subarray(i * BLOCK_SIZE, Math.min(j * BLOCK_SIZE, data.length)), (first + i) * BLOCK_SIZE);
-      this.overlay.markValid(first + i, first + j, false);
+      while (j < blocks && this.source(first + j) === 'base' && !this.installing(first + j, first + j + 1)) j++;
+      const runFirst = first + i;
+      const runEnd = first + j;
+      const entry: Install = {
+        first: runFirst,
+        end: runEnd,
+        data: data.subarray(i * BLOCK_SIZE),
+        done: this.overlay
+          .writeInBackground(data.subarray(i * BLOCK_SIZE, Math.min(j * BLOCK_SIZE, data.length)), runFirst * BLOCK_SIZE)
+          .then(() => {
+            if (this.closed) return;
+            for (let b = runFirst; b < runEnd; b++) if (this.source(b) === 'base') this.overlay.markValid(b, b + 1, false);
+          })
+          .catch(() => undefined) // a cache that could not be written is no cache: reads fetch again
+          .finally(() => this.installs.delete(entry)),
+      };
+      this.installs.add(entry);
       i = j;
     }
+  }
+
+  /** The install covering all of blocks [first, end), if any. */
+  private installing(first: number, end: number): Install | undefined {
+    for (const i of this.installs) if (i.first <= first && end <= i.end) return i;
+    return undefined;
   }
 }
 

@@ -21,6 +21,7 @@ import { countBits, popcount8, testBit } from './bitmap.js';
 import { DirectMap } from './direct-map.js';
 
 const fdatasync = promisify(fs.fdatasync);
+const fsWrite = promisify(fs.write);
 // 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
 const SCHEMA_VERSION = '2';
 
@@ -68,6 +69,8 @@ export class Overlay {
   private flushChain: Promise<void> = Promise.resolve();
   private queuedFlush: Promise<void> | null = null;
   private closed = false;
+  /** writeInBackground() calls in progress: close() waits for them, abandon() does not. */
+  private readonly backgroundWrites = new Set<Promise<void>>();
 
   private constructor(dir: string, geometry: OverlayGeometry, db: Database.Database) {
     this.size = geometry.size;
@@ -324,6 +327,28 @@ export class Overlay {
   }
 
   /**
+   * Writes data at position on a thread of the pool, off the event loop: a
+   * write of new pages may sleep in the kernel while dirty pages are written
+   * back. The caller keeps other writes away from the range until it settles.
+   */
+  async writeInBackground(data: Uint8Array, position: number): Promise<void> {
+    const write = (async () => {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fsWrite(this.fd, data, done, data.length - done, position + done);
+        done += bytesWritten;
+      }
+      this.unsyncedWrites++;
+    })();
+    this.backgroundWrites.add(write);
+    try {
+      await write;
+    } finally {
+      this.backgroundWrites.delete(write);
+    }
+  }
+
+  /**
    * Makes every write and bitmap change made before the call durable.
    * Concurrent callers share a flush that has not started yet.
    */
@@ -395,6 +420,7 @@ export class Overlay {
   /** Flushes, then releases the file and the database. */
   async close(): Promise<void> {
     if (this.closed) return;
+    await Promise.allSettled([...this.backgroundWrites]);
     await this.flush();
     this.closed = true;
     fs.closeSync(this.fd);
@@ -405,7 +431,9 @@ export class Overlay {
   abandon(): void {
     if (this.closed) return;
     this.closed = true;
-    fs.closeSync(this.fd);
     this.db.close();
+    // A background write must not land in whatever file reuses the descriptor.
+    if (this.backgroundWrites.size === 0) fs.closeSync(this.fd);
+    else void Promise.allSettled([...this.backgroundWrites]).then(() => fs.closeSync(this.fd));
   }
 }

@@ -184,12 +184,13 @@ export class FileStore implements ObjectStore {
     const file = this.objectFile(container, name);
     const dir = this.containerDir(container);
     const what = `${container}/${name}`;
-    if (options.md5 !== undefined && !isHexMd5(options.md5)) {
-      throw new StoreError('invalid', `md5 ${JSON.stringify(options.md5)} is not a hex MD5`);
+    const given = await options.md5;
+    if (given !== undefined && !isHexMd5(given)) {
+      throw new StoreError('invalid', `md5 ${JSON.stringify(given)} is not a hex MD5`);
     }
     const md5 = createHash('md5').update(data).digest('hex');
-    if (options.md5 !== undefined && options.md5.toLowerCase() !== md5) {
-      throw new StoreError('checksum', `${what}: data MD5 ${md5} does not match the given ${options.md5.toLowerCase()}`);
+    if (given !== undefined && given.toLowerCase() !== md5) {
+      throw new StoreError('checksum', `${what}: data MD5 ${md5} does not match the given ${given.toLowerCase()}`);
     }
 
     const tmp = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);

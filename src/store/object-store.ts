@@ -16,8 +16,12 @@ export interface ObjectInfo {
 }
 
 export interface PutOptions {
-  /** Hex MD5 of the data; computed when absent. The store verifies it. */
-  md5?: string;
+  /**
+   * Hex MD5 of the data; computed when absent. The store verifies it. A
+   * promise lets the upload start while the hash is still being computed:
+   * the store then compares it with what it stored once both are known.
+   */
+  md5?: string | Promise<string>;
   /** Fail with StoreError('conflict') if the object already exists. */
   ifNoneMatch?: boolean;
   contentType?: string;

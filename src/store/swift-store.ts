@@ -265,23 +265,29 @@ export class SwiftStore implements ObjectStore {
   async put(container: string, name: string, data: Uint8Array, options: PutOptions = {}): Promise<{ etag: string }> {
     checkContainerName(container);
     checkObjectName(name);
-    if (options.md5 !== undefined && !isHexMd5(options.md5)) {
-      throw new StoreError('invalid', `md5 ${JSON.stringify(options.md5)} is not a hex MD5`);
+    const given = options.md5;
+    if (typeof given === 'string' && !isHexMd5(given)) {
+      throw new StoreError('invalid', `md5 ${JSON.stringify(given)} is not a hex MD5`);
     }
-    const md5 = options.md5?.toLowerCase() ?? md5Hex(data);
+    // A hash still being computed is checked against Swift's ETag afterwards; otherwise Swift checks it.
+    const later = typeof given === 'object' ? given.then((m) => m.toLowerCase()) : undefined;
+    later?.catch(() => undefined); // awaited below; a PUT that fails first must not leave it unobserved
+    const expected = async (): Promise<string> => md5 ?? (await later!);
+    const md5 = typeof given === 'string' ? given.toLowerCase() : given === undefined ? md5Hex(data) : undefined;
     const what = `${container}/${name}`;
     const headers: Record<string, string> = {
-      etag: md5,
       'content-type': options.contentType ?? 'application/octet-stream',
     };
+    if (md5 !== undefined) headers.etag = md5;
     if (options.ifNoneMatch) headers['if-none-match'] = '*';
     return this.exec('PUT', objectPath(container, name), { headers, body: data }, async (res, attempt) => {
       switch (res.statusCode) {
         case 201: {
           await drain(res.body);
           const etag = unquote(header(res, 'etag'));
-          if (etag !== md5) {
-            throw new StoreError('checksum', `Swift stored ${what} with ETag ${etag ?? '(none)'}, expected ${md5}`);
+          const want = await expected();
+          if (etag !== want) {
+            throw new StoreError('checksum', `Swift stored ${what} with ETag ${etag ?? '(none)'}, expected ${want}`);
           }
           return { etag };
         }
@@ -293,7 +299,8 @@ export class SwiftStore implements ObjectStore {
           // object: that is success, not a conflict.
           if (attempt > 1) {
             const info = await this.head(container, name);
-            if (info && info.etag === md5) return { etag: md5 };
+            const want = await expected();
+            if (info && info.etag === want) return { etag: want };
           }
           throw new StoreError('conflict', `object ${what} already exists`);
         }
