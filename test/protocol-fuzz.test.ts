@@ -231,7 +231,7 @@ test('protocol fuzz: garbage is dropped, good I/O stays right, the server surviv
           else m.writeBigUInt64LE(pick([BigInt(FUZZ_SIZE) + 512n, 2n ** 64n - 512n, 3n]), 24);
           return { frame: m, invalid: true, truncated: false };
         case 6:
-          m[5] = pick([0x00, 0x0a, 0x7f, 0x81, 0xff]);
+          m[5] = pick([0x00, 0x0b, 0x7f, 0x81, 0xff]); // not opcodes (0x0a is DIRECT)
           return { frame: m, invalid: true, truncated: false };
         case 7: // unknown flag bits
           m.writeUInt16LE(m.readUInt16LE(6) | (0x10 << int(12)), 6);
