@@ -220,6 +220,7 @@ export class Volume implements BlockDevice, DirectAccess {
     const endPos = pos + length;
     let block = Math.floor(pos / BLOCK_SIZE);
     const endBlock = Math.ceil(endPos / BLOCK_SIZE);
+    let install: Install | undefined;
     while (block < endBlock) {
       const where = this.source(block);
       let next = block + 1;
@@ -231,8 +232,7 @@ export class Volume implements BlockDevice, DirectAccess {
         this.overlay.read(out, into, stop - start, start);
       } else if (where === 'zero' || !ref) {
         out.fill(0, into, into + stop - start);
-      } else if (this.installing(block, next)) {
-        const install = this.installing(block, next)!;
+      } else if ((install = this.installing(block, next))) {
         copyPadded(install.data, start - install.first * BLOCK_SIZE, stop - start, out, into);
       } else {
         const runStart = block * BLOCK_SIZE;

@@ -12,6 +12,7 @@ const MAGIC = 0x4d565753; // "SWVM" on disk
 const VERSION = 1;
 const PAGE = 4096;
 const INFLIGHT_OFFSET = 32;
+const HEADER_LENGTH = 80;
 /** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
 const QUIESCE_TIMEOUT_MS = 5000;
 
@@ -42,6 +43,23 @@ function layoutOf(size: number, objectSize: number): Layout {
   return { chunks, bytesPerChunk, allow, touched, valid, dirty, length: dirty + pages(chunks * bytesPerChunk) };
 }
 
+/** The map's header (doc/protocol.md, "Direct I/O"), with the in-progress counter at 0. */
+function encodeHeader(size: number, objectSize: number, layout: Layout): Buffer {
+  const header = Buffer.alloc(HEADER_LENGTH);
+  header.writeUInt32LE(MAGIC, 0);
+  header.writeUInt32LE(VERSION, 4);
+  header.writeBigUInt64LE(BigInt(size), 8);
+  header.writeUInt32LE(BLOCK_SIZE, 16);
+  header.writeUInt32LE(objectSize, 20);
+  header.writeBigUInt64LE(BigInt(layout.chunks), 24);
+  header.writeBigUInt64LE(BigInt(layout.allow), 40);
+  header.writeBigUInt64LE(BigInt(layout.touched), 48);
+  header.writeBigUInt64LE(BigInt(layout.valid), 56);
+  header.writeBigUInt64LE(BigInt(layout.dirty), 64);
+  header.writeBigUInt64LE(BigInt(layout.length), 72);
+  return header;
+}
+
 export class DirectMap {
   readonly path: string;
   private readonly layout: Layout;
@@ -63,23 +81,12 @@ export class DirectMap {
    */
   static open(path: string, size: number, objectSize: number): DirectMap {
     const layout = layoutOf(size, objectSize);
-    if (!DirectMap.matches(path, size, objectSize, layout)) {
+    const header = encodeHeader(size, objectSize, layout);
+    if (!DirectMap.matches(path, header, layout)) {
       const tmp = `${path}.new`;
       const fd = fs.openSync(tmp, 'w', 0o600);
       try {
         fs.ftruncateSync(fd, layout.length);
-        const header = Buffer.alloc(80);
-        header.writeUInt32LE(MAGIC, 0);
-        header.writeUInt32LE(VERSION, 4);
-        header.writeBigUInt64LE(BigInt(size), 8);
-        header.writeUInt32LE(BLOCK_SIZE, 16);
-        header.writeUInt32LE(objectSize, 20);
-        header.writeBigUInt64LE(BigInt(layout.chunks), 24);
-        header.writeBigUInt64LE(BigInt(layout.allow), 40);
-        header.writeBigUInt64LE(BigInt(layout.touched), 48);
-        header.writeBigUInt64LE(BigInt(layout.valid), 56);
-        header.writeBigUInt64LE(BigInt(layout.dirty), 64);
-        header.writeBigUInt64LE(BigInt(layout.length), 72);
         fs.writeSync(fd, header, 0, header.length, 0);
       } finally {
         fs.closeSync(fd);
@@ -94,30 +101,21 @@ export class DirectMap {
     }
   }
 
-  private static matches(path: string, size: number, objectSize: number, layout: Layout): boolean {
-    let header: Buffer;
+  /** Whether the file at path is a map of this geometry (the in-progress counter may hold anything). */
+  private static matches(path: string, header: Buffer, layout: Layout): boolean {
+    const found = Buffer.alloc(header.length);
     try {
-      header = Buffer.alloc(80);
       const fd = fs.openSync(path, 'r');
       try {
-        if (fs.fstatSync(fd).size !== layout.length || fs.readSync(fd, header, 0, 80, 0) !== 80) return false;
+        if (fs.fstatSync(fd).size !== layout.length || fs.readSync(fd, found, 0, found.length, 0) !== found.length) return false;
       } finally {
         fs.closeSync(fd);
       }
     } catch {
       return false;
     }
-    return (
-      header.readUInt32LE(0) === MAGIC &&
-      header.readUInt32LE(4) === VERSION &&
-      header.readBigUInt64LE(8) === BigInt(size) &&
-      header.readUInt32LE(16) === BLOCK_SIZE &&
-      header.readUInt32LE(20) === objectSize &&
-      header.readBigUInt64LE(40) === BigInt(layout.allow) &&
-      header.readBigUInt64LE(56) === BigInt(layout.valid) &&
-      header.readBigUInt64LE(64) === BigInt(layout.dirty) &&
-      header.readBigUInt64LE(72) === BigInt(layout.length)
-    );
+    const same = (from: number, to: number): boolean => found.subarray(from, to).equals(header.subarray(from, to));
+    return same(0, INFLIGHT_OFFSET) && same(INFLIGHT_OFFSET + 4, header.length);
   }
 
   /** Replaces chunk's valid bits (at start-up, from the overlay's bitmaps). */
