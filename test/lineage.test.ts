@@ -2,6 +2,7 @@
 // whole that a snapshot stores as nothing: the engine over a real Swift.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage } from './fixtures/files.js';
@@ -97,6 +98,40 @@ test('a chunk unmapped whole is stored as nothing in the next snapshot', async (
   assert.ok(data.subarray(2 * MiB + 4096, 2 * MiB + 12288).every((x) => x === 0));
   await engine.deleteSnapshot('u', 'trimmed');
   await engine.deleteVolume('u');
+});
+
+test('a snapshot composes changed chunks from local blocks, the base object and zeros, as read back from Swift', async () => {
+  const image = path.join(tmp.dir, 'm.raw');
+  const size = 2 * MiB + 40960; // a short last chunk
+  const expected = writeImage(image, size, 4096, () => false);
+  await engine.importImage(image, 'm', { objectSize: MiB });
+  const v = await engine.open('m', 'lineage test', { cacheReads: false });
+  const put = async (offset: number, length: number, byte: number): Promise<void> => {
+    await v.write(offset, Buffer.alloc(length, byte));
+    expected.fill(byte, offset, offset + length);
+  };
+  // chunk 0: runs of local blocks between runs of base blocks, at both ends too
+  await put(0, 4096, 0x11);
+  await put(64 * 1024, 3 * 4096, 0x22);
+  await put(MiB - 4096, 4096, 0x33);
+  // chunk 1: local blocks on either side of unmapped ones, base blocks around
+  await put(MiB + 8192, 4096, 0x44);
+  await v.unmap(MiB + 12288, 5 * 4096);
+  expected.fill(0, MiB + 12288, MiB + 12288 + 5 * 4096);
+  await put(MiB + 12288 + 5 * 4096, 4096, 0x55);
+  // the short last chunk: its last block changed
+  await put(size - 4096, 4096, 0x66);
+  await v.close();
+  await engine.snapshot('m', 'mixed');
+  const out = path.join(tmp.dir, 'm.out');
+  await engine.exportVolume('m', out, { snapshot: 'mixed' });
+  const back = fs.readFileSync(out);
+  assert.equal(back.length, size);
+  for (let at = 0; at < size; at += 4096) {
+    assert.ok(back.subarray(at, at + 4096).equals(expected.subarray(at, at + 4096)), `block at ${at} differs`);
+  }
+  await engine.deleteSnapshot('m', 'mixed');
+  await engine.deleteVolume('m');
 });
 
 test("a lease held elsewhere refuses writers until it expires; then it is taken over", async () => {

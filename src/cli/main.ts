@@ -2,19 +2,18 @@
 // swiftvol: the command line. Usage errors exit 2, failures exit 1, both with
 // one line on stderr; a stack trace only with SWIFTVOL_DEBUG=1.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import cliProgress from 'cli-progress';
-import { Engine, validateSnapshotName, type Progress, type VolumeInfo } from '../engine/engine.js';
+import { createRequire } from 'node:module';
+import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { SnapshotStatus } from '../engine/snapshot.js';
 import type { SnapshotEntry } from '../engine/volume-catalog.js';
 import { EngineError } from '../engine/engine-error.js';
-import { FormatError, validateObjectSize, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
+import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
 import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
-import { Daemon, viewOf, type TargetView } from '../daemon/daemon.js';
 import { sendControl } from '../daemon/control.js';
-import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow } from '../daemon/target-registry.js';
+import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
@@ -75,7 +74,10 @@ function countArg(text: string): number {
   return n;
 }
 
-function newEngine(store: ObjectStore, stateDir: string): Engine {
+// The engine, the daemon and the HTTP client are loaded by the commands that
+// use them: a command answered by a running serve starts in a third of the time.
+async function newEngine(store: ObjectStore, stateDir: string): Promise<Engine> {
+  const { Engine } = await import('../engine/engine.js');
   const seconds = Number(process.env.SWIFTVOL_LEASE_SECONDS);
   return new Engine(store, stateDir, Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {});
 }
@@ -103,9 +105,9 @@ async function servedVolumes(stateDir: string): Promise<Set<string> | null> {
 /** Runs fn with an engine on the configured store, closing the store after. */
 async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
   const opts = program.opts<GlobalOptions>();
-  const { store } = openStore(process.env, opts.stateDir, opts.config);
+  const { store } = await openStore(process.env, opts.stateDir, opts.config);
   try {
-    return await fn(newEngine(store, opts.stateDir));
+    return await fn(await newEngine(store, opts.stateDir));
   } finally {
     await store.close();
   }
@@ -114,6 +116,7 @@ async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T
 /** A progress bar on a terminal, nothing otherwise. */
 function progressBar(label: string): { onProgress: Progress; stop: () => void } {
   if (!process.stderr.isTTY) return { onProgress: () => undefined, stop: () => undefined };
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const bar = new cliProgress.SingleBar(
     { format: `${label} [{bar}] {percentage}% {done}/{all} {speed}`, stream: process.stderr, hideCursor: true },
     cliProgress.Presets.shades_classic,
@@ -348,10 +351,10 @@ function buildProgram(): Command {
           }
           while (status.state === 'uploading') {
             bar.onProgress(status.doneBytes, status.totalBytes);
-            await new Promise((r) => setTimeout(r, 50));
-            const poll = await sendControl(global.stateDir, { op: 'snapshot.jobs', volume: name });
+            // serve answers when the upload has settled, or after half a second with the progress
+            const poll = await sendControl(global.stateDir, { op: 'snapshot.wait', volume: name, name: snap, startedAt: status.startedAt, ms: 500 });
             if (!poll || !poll.ok) throw new EngineError(poll ? poll.error : 'swiftvol serve went away during the upload');
-            status = (poll.result as SnapshotStatus[]).find((j) => j.name === snap && j.startedAt === status.startedAt) ?? status;
+            status = poll.result as SnapshotStatus;
           }
           bar.stop();
           if (status.state === 'failed') throw new EngineError(`snapshot ${name}@${snap} failed: ${status.error ?? 'unknown error'}`);
@@ -441,10 +444,11 @@ function buildProgram(): Command {
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
     .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean }) => {
       const global = program.opts<GlobalOptions>();
-      const { store, source } = openStore(process.env, global.stateDir, global.config);
+      const { store, source } = await openStore(process.env, global.stateDir, global.config);
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
+      const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
-        engine: newEngine(store, global.stateDir),
+        engine: await newEngine(store, global.stateDir),
         stateDir: global.stateDir,
         host: opts.portal.host,
         port: opts.portal.port,

@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ObjectStore } from '../store/object-store.js';
 import { FileStore } from '../store/file-store.js';
-import { swiftStoreFromEnv } from '../store/swift-store.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/swiftvol/swift.env';
 
@@ -23,19 +22,22 @@ export interface StoreChoice {
   source: string;
 }
 
-export function openStore(env: NodeJS.ProcessEnv, stateDir: string, configFile?: string): StoreChoice {
-  const fromEnv = swiftFrom(env, 'environment');
+export async function openStore(env: NodeJS.ProcessEnv, stateDir: string, configFile?: string): Promise<StoreChoice> {
+  const fromEnv = await swiftFrom(env, 'environment');
   if (fromEnv) return { store: fromEnv, source: 'environment' };
   const file = configFile ?? env.SWIFTVOL_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
-    const fromFile = swiftFrom(readEnvFile(file), file);
+    const fromFile = await swiftFrom(readEnvFile(file), file);
     if (!fromFile) throw new ConfigError(`config file ${file} sets neither ST_AUTH nor OS_AUTH_URL`);
     return { store: fromFile, source: file };
   }
   return { store: new FileStore(path.join(stateDir, 'store')), source: 'embedded file store' };
 }
 
-function swiftFrom(vars: NodeJS.ProcessEnv, source: string): ObjectStore | null {
+async function swiftFrom(vars: NodeJS.ProcessEnv, source: string): Promise<ObjectStore | null> {
+  // Loaded on demand: the HTTP client is most of the CLI's start-up time, and
+  // commands answered by a running serve do not need it.
+  const { swiftStoreFromEnv } = await import('../store/swift-store.js');
   try {
     return swiftStoreFromEnv(vars);
   } catch (err) {

@@ -12,6 +12,8 @@ export type ControlRequest =
   | { op: 'target.list' }
   | { op: 'snapshot.create'; volume: string; name: string }
   | { op: 'snapshot.jobs'; volume: string }
+  /** Replies once the job started at `startedAt` has settled, or after `ms` (at most 5 s) with its progress. */
+  | { op: 'snapshot.wait'; volume: string; name: string; startedAt: string; ms: number }
   | { op: 'snapshot.delete'; volume: string; name: string }
   | { op: 'status' };
 

@@ -10,7 +10,7 @@ import { EngineError } from '../engine/engine-error.js';
 import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer } from './block-server.js';
 import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
-import { TargetRegistry, targetName, type TargetSpec } from './target-registry.js';
+import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
 
 export interface DaemonOptions {
@@ -30,23 +30,6 @@ export interface ServedTarget extends TargetSpec {
   tid: number;
   state: 'served' | 'failed';
   error?: string;
-}
-
-/** What the CLI shows of a target. */
-export interface TargetView {
-  volume: string;
-  iqn: string;
-  allow: string[];
-  chapUser: string | null;
-  tid: number | null;
-  state: 'served' | 'failed' | 'stopped';
-  error?: string;
-}
-
-export function viewOf(t: TargetSpec & { tid?: number; state?: ServedTarget['state']; error?: string }): TargetView {
-  const view: TargetView = { volume: t.volume, iqn: t.iqn, allow: t.allow, chapUser: t.chap?.user ?? null, tid: t.tid || null, state: t.state ?? 'stopped' };
-  if (t.error) view.error = t.error;
-  return view;
 }
 
 export class Daemon {
@@ -159,6 +142,8 @@ export class Daemon {
         return this.startSnapshot(req.volume, req.name);
       case 'snapshot.jobs':
         return Promise.resolve((this.jobs.get(req.volume) ?? []).map((j) => j.status()));
+      case 'snapshot.wait':
+        return this.waitSnapshot(req.volume, req.name, req.startedAt, req.ms);
       case 'snapshot.delete':
         return this.deleteSnapshot(req.volume, req.name);
       default:
@@ -166,12 +151,26 @@ export class Daemon {
     }
   }
 
+  /** A snapshot job's status once it has settled, or after `ms` (progress), whichever comes first. */
+  private async waitSnapshot(volume: string, name: string, startedAt: string, ms: number): Promise<SnapshotStatus> {
+    const job = (this.jobs.get(volume) ?? []).find((j) => j.name === name && j.startedAt === startedAt);
+    if (!job) throw new EngineError(`no snapshot ${volume}@${name} started at ${String(startedAt)} is known to this serve`);
+    let timer: NodeJS.Timeout | undefined;
+    const wait = Number.isFinite(ms) ? Math.min(Math.max(ms, 0), 5000) : 0;
+    await Promise.race([job.done.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
+    clearTimeout(timer);
+    return job.status();
+  }
+
   /** Freezes a served volume's dirty set now and uploads it in the background. */
   private async startSnapshot(name: string, snapshot: string): Promise<SnapshotStatus> {
     const volume = this.volumes.get(name);
     if (!volume) throw new EngineError(`volume '${name}' is not served here`);
     const job = await this.options.engine.startSnapshot(volume, snapshot);
-    const list = [...(this.jobs.get(name) ?? []).filter((j) => j.state === 'uploading').slice(-9), job];
+    // Uploads in progress, and the last few finished ones: a CLI waiting on a job may ask again after it settled.
+    const old = this.jobs.get(name) ?? [];
+    const finished = old.filter((j) => j.state !== 'uploading').slice(-4);
+    const list = [...old.filter((j) => j.state === 'uploading' || finished.includes(j)), job];
     this.jobs.set(name, list);
     this.options.log(`snapshot ${name}@${snapshot}: frozen ${job.changedBytes} changed bytes, uploading ${job.totalBytes}`);
     job.done.then(

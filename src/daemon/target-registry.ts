@@ -92,3 +92,20 @@ export class TargetRegistry {
     fs.renameSync(temp, this.file);
   }
 }
+
+/** What the CLI shows of a target. */
+export interface TargetView {
+  volume: string;
+  iqn: string;
+  allow: string[];
+  chapUser: string | null;
+  tid: number | null;
+  state: 'served' | 'failed' | 'stopped';
+  error?: string;
+}
+
+export function viewOf(t: TargetSpec & { tid?: number; state?: 'served' | 'failed'; error?: string }): TargetView {
+  const view: TargetView = { volume: t.volume, iqn: t.iqn, allow: t.allow, chapUser: t.chap?.user ?? null, tid: t.tid || null, state: t.state ?? 'stopped' };
+  if (t.error) view.error = t.error;
+  return view;
+}

@@ -17,8 +17,8 @@ import {
   newGeneration,
   validateObjectSize,
   validateVolumeName,
+  validateSnapshotName,
   validateVolumeSize,
-  FormatError,
   type ChunkRef,
   type ParentRef,
 } from '../format/volume-format.js';
@@ -516,14 +516,6 @@ export class Engine {
       baseVersion: baseSeq === undefined ? null : Number(baseSeq),
       dirtyBytes: local.dirtyBlocks * BLOCK_SIZE,
     };
-  }
-}
-
-export function validateSnapshotName(name: string): void {
-  try {
-    validateVolumeName(name);
-  } catch {
-    throw new FormatError(`invalid snapshot name '${name}': use 1 to 63 characters of a-z 0-9 . _ -, starting with a letter or digit`);
   }
 }
 

@@ -35,6 +35,15 @@ export function validateVolumeName(name: string): void {
   }
 }
 
+/** Snapshot names follow the rules of volume names. */
+export function validateSnapshotName(name: string): void {
+  if (!VOLUME_NAME.test(name)) {
+    throw new FormatError(
+      `invalid snapshot name '${name}': use 1 to 63 characters of a-z 0-9 . _ -, starting with a letter or digit`,
+    );
+  }
+}
+
 export function validateObjectSize(objectSize: number): void {
   const isPowerOfTwo = Number.isSafeInteger(objectSize) && objectSize > 0 && (objectSize & (objectSize - 1)) === 0;
   if (!isPowerOfTwo || objectSize < MIN_OBJECT_SIZE || objectSize > MAX_OBJECT_SIZE) {
