@@ -244,18 +244,39 @@ interface Ctx {
 }
 
 /** Starts measuring the CPU of the processes involved; the returned function gives a note. */
-function meter(ctx: Ctx, withServe = true): () => string {
+/** CPU of the processes taking part, in percent of one core, from now to each call. */
+function cpuShares(ctx: Ctx, withServe = true): () => Record<string, number> {
   const groups: Record<string, number[]> = {};
   if (withServe && ctx.servePid) groups['swiftvol serve'] = [ctx.servePid];
   if (ctx.tgtd) groups.tgtd = [ctx.tgtd.pid];
   if (ctx.swiftPids.length > 0) groups.Swift = ctx.swiftPids;
   groups['bench (raw client)'] = [process.pid];
-  const done = cpuMeter(groups);
-  return () =>
-    Object.entries(done())
-      .filter(([, pct]) => pct >= 2)
-      .map(([k, pct]) => `${k} ${pct.toFixed(0)}%`)
-      .join(', ');
+  return cpuMeter(groups);
+}
+
+function meter(ctx: Ctx, withServe = true): () => string {
+  const done = cpuShares(ctx, withServe);
+  return () => cpuText(done());
+}
+
+function cpuText(shares: Record<string, number>): string {
+  return Object.entries(shares)
+    .filter(([, pct]) => pct >= 2)
+    .map(([k, pct]) => `${k} ${pct.toFixed(0)}%`)
+    .join(', ');
+}
+
+/** Milliseconds of one core's time per MB moved, from a CPU share (%) at a throughput (MB/s). */
+function msPerMB(pct: number | undefined, mbps: number): number {
+  return ((pct ?? 0) * 10) / mbps;
+}
+
+/** Single-thread MD5 cost on this machine, ms per MB (what verifying a GET body costs at least). */
+function md5MsPerMB(): number {
+  const data = crypto.randomBytes(64 * MiB);
+  const started = performance.now();
+  crypto.createHash('md5').update(data).digest();
+  return (performance.now() - started) / (data.length / MB);
 }
 
 /** The environment of a swiftvol command: the bench's Swift, one state dir, nothing else configured. */
@@ -333,6 +354,39 @@ async function makeImage(file: string): Promise<void> {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * What the machine allows a cold read through iSCSI, from the CPU each
+ * process spent per MB in the two runs: Swift and the raw client from the
+ * raw run, tgtd and fio from swiftvol's (the iSCSI work the raw run does not
+ * have). With every core busy, a daemon that cost no more than the raw client
+ * reaches cores / (Swift + client + tgtd + fio); one that also verifies each
+ * body's MD5 (measured here, one thread) reaches less.
+ */
+function noteColdCeiling(
+  cold: { mbps: number; shares: Record<string, number>; fio: number },
+  raw: { mbps: number; shares: Record<string, number> },
+  reference: number | null,
+): void {
+  const cores = os.cpus().length;
+  const swift = msPerMB(raw.shares.Swift, raw.mbps);
+  const client = msPerMB(raw.shares['bench (raw client)'], raw.mbps);
+  const tgtd = msPerMB(cold.shares.tgtd, cold.mbps);
+  const fio = msPerMB(cold.fio, cold.mbps);
+  const daemon = msPerMB(cold.shares['swiftvol serve'], cold.mbps);
+  const swiftHere = msPerMB(cold.shares.Swift, cold.mbps);
+  const md5 = md5MsPerMB();
+  const f = (x: number): string => x.toFixed(2);
+  note('cold_seqread_1m_mbps', `CPU ms per MB: raw run: Swift ${f(swift)}, raw client ${f(client)}; swiftvol run: Swift ${f(swiftHere)}, swiftvol serve ${f(daemon)}, tgtd ${f(tgtd)}, fio ${f(fio)}; MD5 ${f(md5)} (one thread)`);
+  const ceiling = (cores * 1000) / (swift + client + tgtd + fio);
+  const ceilingMd5 = (cores * 1000) / (swift + client + md5 + tgtd + fio);
+  const ratio = (x: number): string => (reference ? ` (ratio ${(x / reference).toFixed(2)})` : '');
+  note(
+    'cold_seqread_1m_mbps',
+    `ceiling on ${cores} cores, all busy: a daemon as cheap as the raw client ${ceiling.toFixed(0)} MB/s${ratio(ceiling)}; ` +
+      `one that also checks MD5 ${ceilingMd5.toFixed(0)} MB/s${ratio(ceilingMd5)}`,
+  );
 }
 
 /** Raw 8 MiB PUTs of the image's chunks [0, count) at a concurrency; MB/s. */
@@ -560,11 +614,16 @@ async function main(): Promise<number> {
       serve = await startServe(ctx, main, 'main');
     });
     if (served) {
+      // CPU per MB of each process in both runs, for the ceiling the machine sets (note below)
+      let coldCost: { mbps: number; shares: Record<string, number>; fio: number } | null = null;
+      let rawCost: { mbps: number; shares: Record<string, number> } | null = null;
       await step(['cold_seqread_1m_mbps'], `cold 1M sequential read, QD${QD}, whole volume (fresh overlay)`, async () => {
-        const cpu = meter(ctx);
+        const cpu = cpuShares(ctx);
         const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seqread1m');
+        const shares = cpu();
         setSwiftvol('cold_seqread_1m_mbps', r.bw / MB);
-        note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpu()}, fio ${r.cpu.toFixed(0)}%`);
+        coldCost = { mbps: r.bw / MB, shares, fio: r.cpu };
+        note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpuText(shares)}, fio ${r.cpu.toFixed(0)}%`);
       });
       await step(['cold_seqread_1m_mbps'], `raw Swift: GETs of the same ${objects.length} objects at concurrency ${QD}`, async () => {
         const ranges: Array<{ name: string; start: number; end: number }> = [];
@@ -576,13 +635,16 @@ async function main(): Promise<number> {
         const ranged = total / MB / ((performance.now() - t) / 1000);
         note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs CPU: ${cpu()}`);
         t = performance.now();
-        cpu = meter(ctx, false);
+        const wholeCpu = cpuShares(ctx, false);
         await pool(objects, QD, async (o) => void (await ctx.raw.get(container, o.name)));
         const whole = total / MB / ((performance.now() - t) / 1000);
-        note('cold_seqread_1m_mbps', `raw whole GETs CPU: ${cpu()}`);
+        const wholeShares = wholeCpu();
+        rawCost = { mbps: whole, shares: wholeShares };
+        note('cold_seqread_1m_mbps', `raw whole GETs CPU: ${cpuText(wholeShares)}`);
         setReference('cold_seqread_1m_mbps', Math.max(ranged, whole));
         note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs ${ranged.toFixed(0)} MB/s, raw whole 8 MiB GETs ${whole.toFixed(0)} MB/s; reference = the faster`);
       });
+      if (coldCost && rawCost) noteColdCeiling(coldCost, rawCost, entry('cold_seqread_1m_mbps').reference);
 
       // Hot: make every block of both LUNs local, then the same jobs on both.
       const prefilled = await step(hotMetrics, 'prefill: write both LUNs whole through iSCSI (1M, QD16)', async () => {

@@ -85,14 +85,43 @@ export class Volume implements BlockDevice, DirectAccess {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
-    const out = Buffer.allocUnsafe(length);
-    const pending: Promise<void>[] = [];
     // Large reads are streaming reads: fetch whole objects and the next few ahead.
     const streaming = this.cacheReads && length >= READ_AHEAD_MIN_LENGTH;
+    const fetched = this.fetchedView(offset, length, streaming);
+    if (fetched) {
+      if (streaming) this.readAhead(Math.floor((offset + length - 1) / this.objectSize));
+      return fetched;
+    }
+    const out = Buffer.allocUnsafe(length);
+    const pending: Promise<void>[] = [];
     for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending, streaming);
     if (streaming) this.readAhead(Math.floor((offset + length - 1) / this.objectSize));
     await Promise.all(pending);
     return out;
+  }
+
+  /**
+   * A read inside one chunk whose blocks all come from the base: a view of
+   * the fetched data (or of data being installed), saving a copy; null for
+   * any other read.
+   */
+  private fetchedView(offset: number, length: number, streaming: boolean): Promise<Buffer> | null {
+    const chunk = Math.floor(offset / this.objectSize);
+    const ref = this.base?.lookup(chunk);
+    if (!ref || length === 0 || Math.floor((offset + length - 1) / this.objectSize) !== chunk) return null;
+    const first = Math.floor(offset / BLOCK_SIZE);
+    const end = Math.ceil((offset + length) / BLOCK_SIZE);
+    for (let b = first; b < end; b++) if (this.source(b) !== 'base') return null;
+    const view = (data: Buffer, from: number): Buffer => {
+      if (data.length >= from + length) return data.subarray(from, from + length);
+      const out = Buffer.allocUnsafe(length); // the volume's end: zeros past the object's
+      copyPadded(data, from, length, out, 0);
+      return out;
+    };
+    const install = this.installing(first, end);
+    if (install) return Promise.resolve(view(install.data, offset - install.first * BLOCK_SIZE));
+    const fetchEnd = streaming ? Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE) : end;
+    return this.fetchBlocks(chunk, ref, first, fetchEnd).then((data) => view(data, offset - first * BLOCK_SIZE));
   }
 
   /**
@@ -535,7 +564,6 @@ function copyPadded(source: Buffer, sourceOffset: number, length: number, target
 
 const ZEROS = Buffer.alloc(1024 * 1024);
 
-/** Whether every byte is zero (compared a megabyte at a time with memcmp). */
 /**
  * Zeroes [start, end) of a buffer by copying from a zero page: Buffer.fill
  * on memory backed by a SharedArrayBuffer (the upload buffers) is about 20
@@ -545,6 +573,7 @@ function zeroFill(data: Buffer, start: number, end: number): void {
   for (let at = start; at < end; at += ZEROS.length) ZEROS.copy(data, at, 0, Math.min(ZEROS.length, end - at));
 }
 
+/** Whether every byte is zero (compared a megabyte at a time with memcmp). */
 export function isAllZero(data: Buffer): boolean {
   for (let at = 0; at < data.length; at += ZEROS.length) {
     const piece = data.subarray(at, Math.min(at + ZEROS.length, data.length));
