@@ -295,21 +295,25 @@ describe('SwiftStore against misbehaving servers', () => {
     }
   });
 
-  it('retries a whole GET whose body does not match its ETag, then reports checksum', async () => {
-    let n = 0;
-    const f = await fakeSwift((_req, res) => {
-      n++;
-      const body = n === 1 || n >= 3 ? Buffer.from(data).fill(0, 0, 1) : data;
-      res.writeHead(200, { etag: md5(data), 'content-length': body.length }).end(body);
+  // 1000 bytes are hashed as they arrive, 2 MiB on a worker once received: both paths.
+  for (const body of [data, randomBytes(2 * 1024 * 1024)]) {
+    it(`retries a whole GET whose body does not match its ETag, then reports checksum (${body.length} bytes)`, async () => {
+      let n = 0;
+      const f = await fakeSwift((_req, res) => {
+        n++;
+        const sent = Buffer.from(body);
+        if (n === 1 || n >= 3) sent[sent.length - 1]! ^= 0xff;
+        res.writeHead(200, { etag: md5(body), 'content-length': sent.length }).end(sent);
+      });
+      try {
+        assert.ok((await f.store.get('c', 'o')).equals(body), 'a transient corruption is retried');
+        const err = await rejectsKind(f.store.get('c', 'o'), 'checksum', /does not match ETag/);
+        assert.ok(err);
+      } finally {
+        await f.close();
+      }
     });
-    try {
-      assert.ok((await f.store.get('c', 'o')).equals(data), 'a transient corruption is retried');
-      const err = await rejectsKind(f.store.get('c', 'o'), 'checksum', /does not match ETag/);
-      assert.ok(err);
-    } finally {
-      await f.close();
-    }
-  });
+  }
 
   it('slices a 200 answer to a ranged GET and retries a short 206', async () => {
     let n = 0;

@@ -8,8 +8,10 @@ import { createHash } from 'node:crypto';
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
-parentPort.on('message', ({ id, buffer, offset, length }) => {
-  parentPort.postMessage({ id, md5: createHash('md5').update(new Uint8Array(buffer, offset, length)).digest('hex') });
+parentPort.on('message', ({ id, buffer, offset, length, moved }) => {
+  const md5 = createHash('md5').update(new Uint8Array(buffer, offset, length)).digest('hex');
+  if (moved) parentPort.postMessage({ id, md5, buffer }, [buffer]); // hand the memory back
+  else parentPort.postMessage({ id, md5 });
 });
 `;
 
@@ -45,9 +47,15 @@ export class SharedBufferPool {
   }
 }
 
+interface WorkerReply {
+  md5: string;
+  /** The memory of a moved buffer, handed back. */
+  buffer?: ArrayBuffer;
+}
+
 export class Md5Pool {
   private readonly workers: Worker[] = [];
-  private readonly pending = new Map<number, { resolve: (md5: string) => void; reject: (err: Error) => void; worker: Worker }>();
+  private readonly pending = new Map<number, { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void; worker: Worker }>();
   /** Jobs per worker: a worker with work keeps the process alive, an idle one does not. */
   private readonly busy = new Map<Worker, number>();
   private nextId = 0;
@@ -56,12 +64,12 @@ export class Md5Pool {
   constructor(size = 2) {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
-      worker.on('message', (msg: { id: number; md5: string }) => {
+      worker.on('message', (msg: WorkerReply & { id: number }) => {
         const p = this.pending.get(msg.id);
         if (!p) return;
         this.pending.delete(msg.id);
         this.release(p.worker);
-        p.resolve(msg.md5);
+        p.resolve(msg);
       });
       worker.on('error', (err) => {
         for (const p of this.pending.values()) p.reject(err);
@@ -78,6 +86,24 @@ export class Md5Pool {
     if (data.length < MIN_OFFLOAD || !(data.buffer instanceof SharedArrayBuffer)) {
       return Promise.resolve(createHash('md5').update(data).digest('hex'));
     }
+    return this.post(data, false).then((reply) => reply.md5);
+  }
+
+  /**
+   * Hex MD5 of a buffer that has its memory to itself (a large Buffer.allocUnsafe),
+   * hashed on a worker by moving the memory there and back, without a copy.
+   * `data` is unusable until the promise settles; use the buffer it gives back.
+   * Other buffers are hashed here.
+   */
+  async md5Moved(data: Buffer): Promise<{ md5: string; data: Buffer }> {
+    const ownsMemory = data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.length === data.buffer.byteLength;
+    if (data.length < MIN_OFFLOAD || !ownsMemory) return { md5: createHash('md5').update(data).digest('hex'), data };
+    const reply = await this.post(data, true);
+    if (!reply.buffer) throw new Error('MD5 worker did not give the buffer back');
+    return { md5: reply.md5, data: Buffer.from(reply.buffer) };
+  }
+
+  private post(data: Buffer, move: boolean): Promise<WorkerReply> {
     const id = this.nextId++;
     const worker = this.workers[this.next++ % this.workers.length]!;
     const jobs = this.busy.get(worker) ?? 0;
@@ -85,7 +111,9 @@ export class Md5Pool {
     this.busy.set(worker, jobs + 1);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker });
-      worker.postMessage({ id, buffer: data.buffer, offset: data.byteOffset, length: data.length });
+      const message = { id, buffer: data.buffer, offset: data.byteOffset, length: data.length, moved: move };
+      if (move) worker.postMessage(message, [data.buffer as ArrayBuffer]);
+      else worker.postMessage(message);
     });
   }
 
