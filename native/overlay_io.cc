@@ -1,15 +1,21 @@
 // Native file operations for the overlay that Node's fs lacks: hole punching,
-// and the shared mapping bs_swift uses for direct I/O (doc/protocol.md,
-// "Direct I/O"), whose words other processes change concurrently and so must
-// be read and cleared with atomic instructions.
+// writes through O_DIRECT (which need aligned memory), and the shared mapping
+// bs_swift uses for direct I/O (doc/protocol.md, "Direct I/O"), whose words
+// other processes change concurrently and so must be read and cleared with
+// atomic instructions.
 #include <napi.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 static Napi::Value ThrowErrno(Napi::Env env, const char* what, int err) {
   Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
@@ -134,8 +140,117 @@ static Napi::Value WaitZero(const Napi::CallbackInfo& info) {
   }
 }
 
+// O_DIRECT needs memory aligned to the device's blocks; Node's buffers are
+// not, so a write goes through an aligned bounce buffer. A few are kept for
+// reuse: fresh ones would cost a page fault per 4 KiB.
+static const size_t kAlign = 4096;
+static const size_t kKeepBounce = 8;
+static std::mutex bounceLock;
+static std::vector<std::pair<void*, size_t>> bounceFree;
+
+static void* TakeBounce(size_t length, size_t* capacity) {
+  {
+    std::lock_guard<std::mutex> hold(bounceLock);
+    for (size_t i = 0; i < bounceFree.size(); i++) {
+      if (bounceFree[i].second >= length) {
+        auto found = bounceFree[i];
+        bounceFree.erase(bounceFree.begin() + i);
+        *capacity = found.second;
+        return found.first;
+      }
+    }
+  }
+  size_t rounded = (length + (1 << 20) - 1) & ~(size_t)((1 << 20) - 1);
+  void* p = nullptr;
+  if (posix_memalign(&p, kAlign, rounded) != 0) return nullptr;
+  *capacity = rounded;
+  return p;
+}
+
+static void GiveBounce(void* p, size_t capacity) {
+  std::lock_guard<std::mutex> hold(bounceLock);
+  if (bounceFree.size() < kKeepBounce) {
+    bounceFree.emplace_back(p, capacity);
+  } else {
+    free(p);
+  }
+}
+
+class AlignedWrite : public Napi::AsyncWorker {
+ public:
+  AlignedWrite(Napi::Function callback, Napi::Buffer<uint8_t> data, int fd, int64_t position)
+      : Napi::AsyncWorker(callback),
+        keep_(Napi::Persistent(data)),
+        source_(data.Data()),
+        length_(data.Length()),
+        fd_(fd),
+        position_(position) {}
+
+  // On a libuv pool thread; keep_ holds the source buffer alive meanwhile.
+  void Execute() override {
+    size_t capacity = 0;
+    void* bounce = TakeBounce(length_, &capacity);
+    if (bounce == nullptr) {
+      error_ = ENOMEM;
+      return;
+    }
+    memcpy(bounce, source_, length_);
+    size_t done = 0;
+    while (done < length_) {
+      ssize_t n = pwrite(fd_, static_cast<char*>(bounce) + done, length_ - done, position_ + (int64_t)done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error_ = n < 0 ? errno : EIO;
+        break;
+      }
+      done += (size_t)n;
+    }
+    GiveBounce(bounce, capacity);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (error_ == 0) {
+      Callback().Call({env.Null()});
+      return;
+    }
+    Napi::Error e = Napi::Error::New(env, std::string("pwrite(O_DIRECT): ") + strerror(error_));
+    e.Set("errno", Napi::Number::New(env, error_));
+    Callback().Call({e.Value()});
+  }
+
+ private:
+  Napi::Reference<Napi::Buffer<uint8_t>> keep_;
+  const uint8_t* source_;
+  size_t length_;
+  int fd_;
+  int64_t position_;
+  int error_ = 0;
+};
+
+// writeAligned(fd, data, position, callback): writes data at position through
+// fd, a file opened with O_DIRECT, in the background; position and the length
+// must be multiples of 4096. callback(err) once done.
+static Napi::Value WriteAligned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4 || !info[0].IsNumber() || !info[1].IsBuffer() || !info[2].IsNumber() || !info[3].IsFunction()) {
+    Napi::TypeError::New(env, "writeAligned(fd, data, position, callback)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  int64_t position = info[2].As<Napi::Number>().Int64Value();
+  if (position < 0 || position % (int64_t)kAlign != 0 || data.Length() == 0 || data.Length() % kAlign != 0) {
+    Napi::RangeError::New(env, "writeAligned: position and length must be multiples of 4096").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  (new AlignedWrite(info[3].As<Napi::Function>(), data, fd, position))->Queue();
+  return env.Undefined();
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("punchHole", Napi::Function::New(env, PunchHole));
+  exports.Set("writeAligned", Napi::Function::New(env, WriteAligned));
   exports.Set("mapShared", Napi::Function::New(env, MapShared));
   exports.Set("takeBytes", Napi::Function::New(env, TakeBytes));
   exports.Set("waitZero", Napi::Function::New(env, WaitZero));
