@@ -4,13 +4,16 @@
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { randomFillSync } from 'node:crypto';
+import { pbkdf2 as pbkdf2Callback, randomFillSync } from 'node:crypto';
+import { promisify } from 'node:util';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage } from './fixtures/files.js';
 import { swiftStoreFromEnv } from '../src/store/swift-store.js';
 import type { ObjectStore } from '../src/store/object-store.js';
 import { Engine } from '../src/engine/engine.js';
 import type { Volume } from '../src/engine/volume.js';
+
+const pbkdf2 = promisify(pbkdf2Callback);
 
 const MiB = 1024 * 1024;
 // 1 MiB objects so that I/O crosses chunk boundaries often; a size that is a
@@ -248,6 +251,35 @@ test('writes that land while fetched data is written to the overlay in the backg
     await volume.close();
   }
   await engine.deleteVolume('install');
+});
+
+test('a chunk composed for a snapshot holds the frozen content when writes land while its blocks are read', async () => {
+  const engine = new Engine(store, path.join(tmp.dir, 'state-compose'));
+  await engine.createVolume('compose', 4 * MiB, MiB);
+  const volume = await engine.open('compose', 'compose test');
+  try {
+    const frozen = Buffer.alloc(MiB);
+    for (let i = 0; i < frozen.length; i += 4096) frozen.fill(i / 4096, i, i + 4096);
+    await volume.write(0, frozen);
+    await volume.write(MiB, frozen);
+    assert.deepEqual(volume.freeze(), [0, 1]);
+    const into = Buffer.alloc(MiB);
+    // The overlay is read on libuv's pool: with every pool thread busy for a while, these writes
+    // (and an unmap), made at once on the event loop, surely land before that read.
+    const poolBusy = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, () => pbkdf2(Buffer.alloc(8), Buffer.alloc(8), 100_000, 32, 'sha256'));
+    const composing = volume.frozenChunk(0, into);
+    await Promise.all([volume.write(8192, Buffer.alloc(4096, 0xee)), volume.unmap(64 * 1024, 8192)]);
+    const composed = await composing;
+    await Promise.all(poolBusy);
+    assert.ok(composed?.equals(frozen), 'chunk 0 is what the freeze saw');
+    // chunk 1, written after the freeze and before being composed: the copy made before the write is used
+    await volume.write(MiB + 4096, Buffer.alloc(4096, 0xdd));
+    assert.ok((await volume.frozenChunk(1, into))?.equals(frozen), 'chunk 1 is what the freeze saw');
+    volume.settleSnapshot(null);
+  } finally {
+    await volume.close();
+  }
+  await engine.deleteVolume('compose');
 });
 
 test('unmapped blocks read as zeros over base data, and leave the overlay file', async () => {

@@ -307,30 +307,39 @@ export class Volume implements BlockDevice, DirectAccess {
     const ref = this.base?.lookup(chunk);
     let needBase = false;
     for (let i = 0; i < blocks && !needBase; i++) needBase = !testBit(frozen.valid, i) && !testBit(frozen.zero, i);
-    const base = needBase && ref ? await this.store.get(ref.container, dataObjectName(ref.generation, chunk)) : null;
-    // From here on synchronous: no write can slip in between the check for a preserved copy and the read.
     const out = into.subarray(0, length);
-    const preserved = state.preserved.get(chunk);
     const chunkStart = chunk * this.objectSize;
-    const kindOf = (i: number): 'zero' | 'local' | 'base' =>
-      testBit(frozen.zero, i) ? 'zero' : testBit(frozen.valid, i) ? 'local' : base ? 'base' : 'zero';
     // Runs of blocks of one kind: one read or copy each (not one per 4 KiB block).
+    const runs: Array<{ kind: 'zero' | 'local' | 'base'; start: number; stop: number }> = [];
+    const kindOf = (i: number): 'zero' | 'local' | 'base' => (testBit(frozen.zero, i) ? 'zero' : testBit(frozen.valid, i) ? 'local' : 'base');
     for (let first = 0; first < blocks; ) {
       const kind = kindOf(first);
       let end = first + 1;
       while (end < blocks && kindOf(end) === kind) end++;
-      const start = first * BLOCK_SIZE;
-      const stop = Math.min(end * BLOCK_SIZE, length);
+      runs.push({ kind, start: first * BLOCK_SIZE, stop: Math.min(end * BLOCK_SIZE, length) });
+      first = end;
+    }
+    // Local blocks are read off the event loop, with the base object's GET. A
+    // write that changes them meanwhile first copies them (beforeChange), so
+    // if a copy exists once the reads are done, it is what the freeze saw.
+    const reads = state.preserved.has(chunk)
+      ? []
+      : runs.filter((r) => r.kind === 'local').map((r) => this.overlay.readInBackground(out, r.start, r.stop - r.start, chunkStart + r.start));
+    const settled = await Promise.allSettled([needBase && ref ? this.store.get(ref.container, dataObjectName(ref.generation, chunk)) : null, ...reads]);
+    // all settled first: no read may still land in `into` once the caller has it back
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    const base = (settled[0] as PromiseFulfilledResult<Buffer | null>).value;
+    // From here on synchronous: no write can slip in between the check for a preserved copy and its use.
+    const preserved = state.preserved.get(chunk);
+    for (const { kind, start, stop } of runs) {
       if (kind === 'local') {
         if (preserved) preserved.copy(out, start, start, stop);
-        else this.overlay.read(out, start, stop - start, chunkStart + start);
       } else if (kind === 'base' && base && start < base.length) {
         const copied = base.copy(out, start, start, Math.min(base.length, stop));
         zeroFill(out, start + copied, stop);
       } else {
         zeroFill(out, start, stop);
       }
-      first = end;
     }
     state.composed.add(chunk);
     state.preserved.delete(chunk);

@@ -22,6 +22,7 @@ import { DirectMap } from './direct-map.js';
 
 const fdatasync = promisify(fs.fdatasync);
 const fsWrite = promisify(fs.write);
+const fsRead = promisify(fs.read);
 // 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
 const SCHEMA_VERSION = '2';
 
@@ -322,6 +323,16 @@ export class Overlay {
       entry.dirty.forEach((byte, i) => (count += popcount8(byte | (frozen?.[i] ?? 0))));
     }
     return count;
+  }
+
+  /** read() on the libuv pool: the event loop goes on while the disk answers. */
+  async readInBackground(target: Uint8Array, targetOffset: number, length: number, position: number): Promise<void> {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await fsRead(this.fd, target, targetOffset + done, length - done, position + done);
+      if (bytesRead === 0) throw new Error(`overlay read past end at ${position + done}`);
+      done += bytesRead;
+    }
   }
 
   read(target: Uint8Array, targetOffset: number, length: number, position: number): void {
