@@ -141,36 +141,32 @@ static Napi::Value WaitZero(const Napi::CallbackInfo& info) {
 }
 
 // O_DIRECT needs memory aligned to the device's blocks; Node's buffers are
-// not, so a write goes through an aligned bounce buffer. A few are kept for
-// reuse: fresh ones would cost a page fault per 4 KiB.
+// not, so a write goes through an aligned bounce buffer, a piece at a time.
+// A few are kept for reuse (one per pool thread at most is in use): fresh
+// ones would cost a page fault per 4 KiB.
 static const size_t kAlign = 4096;
-static const size_t kKeepBounce = 8;
+static const size_t kBounceSize = 1 << 20;
+static const size_t kKeepBounce = 4;
 static std::mutex bounceLock;
-static std::vector<std::pair<void*, size_t>> bounceFree;
+static std::vector<void*> bounceFree;
 
-static void* TakeBounce(size_t length, size_t* capacity) {
+static void* TakeBounce() {
   {
     std::lock_guard<std::mutex> hold(bounceLock);
-    for (size_t i = 0; i < bounceFree.size(); i++) {
-      if (bounceFree[i].second >= length) {
-        auto found = bounceFree[i];
-        bounceFree.erase(bounceFree.begin() + i);
-        *capacity = found.second;
-        return found.first;
-      }
+    if (!bounceFree.empty()) {
+      void* p = bounceFree.back();
+      bounceFree.pop_back();
+      return p;
     }
   }
-  size_t rounded = (length + (1 << 20) - 1) & ~(size_t)((1 << 20) - 1);
   void* p = nullptr;
-  if (posix_memalign(&p, kAlign, rounded) != 0) return nullptr;
-  *capacity = rounded;
-  return p;
+  return posix_memalign(&p, kAlign, kBounceSize) == 0 ? p : nullptr;
 }
 
-static void GiveBounce(void* p, size_t capacity) {
+static void GiveBounce(void* p) {
   std::lock_guard<std::mutex> hold(bounceLock);
   if (bounceFree.size() < kKeepBounce) {
-    bounceFree.emplace_back(p, capacity);
+    bounceFree.push_back(p);
   } else {
     free(p);
   }
@@ -188,24 +184,26 @@ class AlignedWrite : public Napi::AsyncWorker {
 
   // On a libuv pool thread; keep_ holds the source buffer alive meanwhile.
   void Execute() override {
-    size_t capacity = 0;
-    void* bounce = TakeBounce(length_, &capacity);
+    void* bounce = TakeBounce();
     if (bounce == nullptr) {
       error_ = ENOMEM;
       return;
     }
-    memcpy(bounce, source_, length_);
-    size_t done = 0;
-    while (done < length_) {
-      ssize_t n = pwrite(fd_, static_cast<char*>(bounce) + done, length_ - done, position_ + (int64_t)done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        error_ = n < 0 ? errno : EIO;
-        break;
+    for (size_t done = 0; done < length_ && error_ == 0;) {
+      size_t piece = length_ - done < kBounceSize ? length_ - done : kBounceSize;
+      memcpy(bounce, source_ + done, piece);
+      for (size_t written = 0; written < piece;) {
+        ssize_t n = pwrite(fd_, static_cast<char*>(bounce) + written, piece - written, position_ + (int64_t)(done + written));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          error_ = n < 0 ? errno : EIO;
+          break;
+        }
+        written += (size_t)n;
       }
-      done += (size_t)n;
+      done += piece;
     }
-    GiveBounce(bounce, capacity);
+    GiveBounce(bounce);
   }
 
   void OnOK() override {

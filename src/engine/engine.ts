@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { SharedBufferPool, md5Pool } from '../store/md5-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
@@ -30,6 +31,8 @@ import { StateDir } from './state-dir.js';
 import { Volume, isAllZero } from './volume.js';
 import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
 import { runPool } from './run-pool.js';
+
+const fsRead = promisify(fs.read);
 
 export type Progress = (doneBytes: number, totalBytes: number) => void;
 
@@ -150,7 +153,7 @@ export class Engine {
           const length = chunkLength(imageSize, objectSize, chunk);
           const buffer = await buffers.take(length);
           try {
-            readFully(imageFd, buffer, chunk * objectSize);
+            await readFully(imageFd, buffer, chunk * objectSize);
             if (!isAllZero(buffer)) {
               const md5 = md5Pool().md5(buffer); // on a worker while it uploads; the store checks both agree
               await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
@@ -533,10 +536,11 @@ function imageFileSize(file: string): number {
   throw new EngineError(`'${file}' is not a regular file`);
 }
 
-function readFully(fd: number, buffer: Buffer, position: number): void {
+/** Fills buffer from the file, on libuv's pool: the uploads in flight go on meanwhile. */
+async function readFully(fd: number, buffer: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < buffer.length) {
-    const n = fs.readSync(fd, buffer, done, buffer.length - done, position + done);
+    const { bytesRead: n } = await fsRead(fd, buffer, done, buffer.length - done, position + done);
     if (n === 0) throw new EngineError(`image file ended early at byte ${position + done}`);
     done += n;
   }

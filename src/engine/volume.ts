@@ -30,8 +30,8 @@ interface Freeze {
 
 /** Reads at least this long are taken as sequential streaming (read-ahead on). */
 const READ_AHEAD_MIN_LENGTH = 128 * 1024;
-/** Objects fetched ahead of a streaming reader. */
-const READ_AHEAD_CHUNKS = 8;
+/** Objects fetched ahead of a streaming reader (8 measured no faster here, and held ~40 MiB more in memory). */
+const READ_AHEAD_CHUNKS = 4;
 
 /** Fetched blocks [first, end) on their way into the overlay file; data starts at block first. */
 interface Install {
