@@ -8,6 +8,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage, sha256File, cliPath } from './fixtures/files.js';
+import { UNKNOWN_CONTROL_REQUEST, listenControl, type ControlRequest } from '../src/daemon/control.js';
+import type { SnapshotStatus } from '../src/engine/snapshot.js';
 
 const MiB = 1024 * 1024;
 let swift: DevSwift;
@@ -197,4 +199,51 @@ test('an import killed midway leaves a volume that shows as incomplete, and dele
   const del = swiftvol(['volume', 'delete', 'halfway'], swiftEnv(stateDir));
   assert.equal(del.status, 0, del.stderr);
   assert.deepEqual(JSON.parse(swiftvol(['volume', 'list', '--json'], swiftEnv(stateDir)).stdout), []);
+});
+
+test('snapshot create through a serve that predates snapshot.wait falls back to polling its job list', async () => {
+  // A stand-in for an older serve on the control socket: it answers what that version knew.
+  const stateDir = path.join(tmp.dir, 'older-serve');
+  const startedAt = new Date().toISOString();
+  const job = (done: boolean): SnapshotStatus => ({
+    volume: 'v',
+    name: 's1',
+    state: done ? 'complete' : 'uploading',
+    startedAt,
+    changedBytes: 4096,
+    totalBytes: 8 * MiB,
+    doneBytes: done ? 8 * MiB : 0,
+    seq: done ? 7 : null,
+  });
+  const asked: string[] = [];
+  let polls = 0;
+  const server = await listenControl(stateDir, async (req: ControlRequest) => {
+    asked.push(req.op);
+    switch (req.op) {
+      case 'target.list':
+        return [{ volume: 'v', iqn: 'iqn.2026-11.org.swiftvol:v', allow: [], chapUser: null, tid: 1, state: 'served' }];
+      case 'snapshot.create':
+        return job(false);
+      case 'snapshot.jobs':
+        return [job(++polls >= 2)];
+      default:
+        throw new Error(UNKNOWN_CONTROL_REQUEST);
+    }
+  });
+  try {
+    const child = spawn(process.execPath, [cliPath, 'snapshot', 'create', 'v', 's1'], {
+      env: { PATH: process.env.PATH ?? '', SWIFTVOL_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /snapshot v@s1 created: version 7, 4K changed/);
+    assert.deepEqual(asked, ['target.list', 'snapshot.create', 'snapshot.wait', 'snapshot.jobs', 'snapshot.wait', 'snapshot.jobs']);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
 });

@@ -12,7 +12,7 @@ import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeNa
 import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
-import { sendControl } from '../daemon/control.js';
+import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
 
@@ -353,6 +353,15 @@ function buildProgram(): Command {
             bar.onProgress(status.doneBytes, status.totalBytes);
             // serve answers when the upload has settled, or after half a second with the progress
             const poll = await sendControl(global.stateDir, { op: 'snapshot.wait', volume: name, name: snap, startedAt: status.startedAt, ms: 500 });
+            if (poll?.ok === false && poll.error === UNKNOWN_CONTROL_REQUEST) {
+              // a serve started before an upgrade: ask for its job list now and then
+              await new Promise((r) => setTimeout(r, 200));
+              const jobs = await sendControl(global.stateDir, { op: 'snapshot.jobs', volume: name });
+              if (!jobs || !jobs.ok) throw new EngineError(jobs ? jobs.error : 'swiftvol serve went away during the upload');
+              const started = status.startedAt;
+              status = (jobs.result as SnapshotStatus[]).find((j) => j.name === snap && j.startedAt === started) ?? status;
+              continue;
+            }
             if (!poll || !poll.ok) throw new EngineError(poll ? poll.error : 'swiftvol serve went away during the upload');
             status = poll.result as SnapshotStatus;
           }

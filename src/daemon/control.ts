@@ -17,6 +17,9 @@ export type ControlRequest =
   | { op: 'snapshot.delete'; volume: string; name: string }
   | { op: 'status' };
 
+/** The error a serve answers to an op it does not know (one from an older version). */
+export const UNKNOWN_CONTROL_REQUEST = 'unknown control request';
+
 export type ControlReply = { ok: true; result: unknown } | { ok: false; error: string };
 
 const MAX_MESSAGE = 1024 * 1024;

@@ -9,7 +9,7 @@ import type { Volume } from '../engine/volume.js';
 import { EngineError } from '../engine/engine-error.js';
 import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer } from './block-server.js';
-import { blockSocketPath, listenControl, type ControlRequest } from './control.js';
+import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
 
@@ -147,7 +147,7 @@ export class Daemon {
       case 'snapshot.delete':
         return this.deleteSnapshot(req.volume, req.name);
       default:
-        return Promise.reject(new Error('unknown control request'));
+        return Promise.reject(new Error(UNKNOWN_CONTROL_REQUEST));
     }
   }
 
