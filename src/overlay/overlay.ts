@@ -62,7 +62,7 @@ export class Overlay {
   /**
    * The same file opened with O_DIRECT, for fetched data written as cache:
    * such a write costs a tenth of the CPU of one through the page cache.
-   * Null where the file system refuses O_DIRECT (tmpfs).
+   * Null where the file system refuses O_DIRECT (tmpfs before Linux 6.6, some network file systems).
    */
   private unbufferedFd: number | null = null;
   /** The overlay file's path (bs_swift opens it for direct I/O). */

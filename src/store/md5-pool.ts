@@ -97,8 +97,15 @@ export class Md5Pool {
    */
   async md5Moved(data: Buffer): Promise<{ md5: string; data: Buffer }> {
     const ownsMemory = data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.length === data.buffer.byteLength;
-    if (data.length < MIN_OFFLOAD || !ownsMemory) return { md5: createHash('md5').update(data).digest('hex'), data };
-    const reply = await this.post(data, true);
+    const here = (): { md5: string; data: Buffer } => ({ md5: createHash('md5').update(data).digest('hex'), data });
+    if (data.length < MIN_OFFLOAD || !ownsMemory) return here();
+    let posted: Promise<WorkerReply>;
+    try {
+      posted = this.post(data, true);
+    } catch {
+      return here(); // memory that cannot be moved (nothing was moved then)
+    }
+    const reply = await posted;
     if (!reply.buffer) throw new Error('MD5 worker did not give the buffer back');
     return { md5: reply.md5, data: Buffer.from(reply.buffer) };
   }
@@ -109,12 +116,20 @@ export class Md5Pool {
     const jobs = this.busy.get(worker) ?? 0;
     if (jobs === 0) worker.ref();
     this.busy.set(worker, jobs + 1);
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, worker });
-      const message = { id, buffer: data.buffer, offset: data.byteOffset, length: data.length, moved: move };
+    let settle: { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void } | undefined;
+    const reply = new Promise<WorkerReply>((resolve, reject) => (settle = { resolve, reject }));
+    this.pending.set(id, { ...settle!, worker });
+    const message = { id, buffer: data.buffer, offset: data.byteOffset, length: data.length, moved: move };
+    try {
       if (move) worker.postMessage(message, [data.buffer as ArrayBuffer]);
       else worker.postMessage(message);
-    });
+    } catch (err) {
+      // thrown here, not as a rejection: the caller can still use the buffer
+      this.pending.delete(id);
+      this.release(worker);
+      throw err;
+    }
+    return reply;
   }
 
   private release(worker: Worker): void {
