@@ -126,6 +126,29 @@ test('a write to blocks that are not local, and an unmap, still go through the d
   await qemuIoOk(url, [`write -P 0x44 ${7 * MiB} 64k`, `read -P 0x44 ${7 * MiB} 64k`, 'flush']);
 });
 
+test('blocks fetched from Swift are kept in the overlay (written with O_DIRECT) and then read without the daemon', async () => {
+  const image = path.join(tmp.dir, 'fetched.raw');
+  const content = Buffer.alloc(16 * MiB);
+  for (let m = 0; m < 16; m++) content.fill(0x60 + m, m * MiB, (m + 1) * MiB);
+  fs.writeFileSync(image, content);
+  ok(['import', image, 'fetched']);
+  ok(['target', 'add', 'fetched']);
+  const url = serve!.url('fetched');
+  // Through the daemon: streaming reads from each object's start fetch both 8 MiB objects whole and keep them as cache.
+  await qemuIoOk(url, ['read -P 0x60 0 1M', 'read -P 0x68 8M 1M'], { flags: ['-r'] });
+  // The cache is written in the background once the data is returned: wait until the file holds it.
+  const overlay = path.join(stateDir, 'volumes', 'fetched', 'overlay');
+  for (let i = 0; fs.statSync(overlay).blocks * 512 < 16 * MiB; i++) {
+    assert.ok(i < 100, `the overlay file holds ${fs.statSync(overlay).blocks * 512} bytes, not the 16 MiB fetched`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 200)); // the valid bits follow each write's completion
+  // serve stopped: only direct I/O from the overlay file can answer, with what was fetched.
+  await whileStopped(() =>
+    qemuIoOk(url, ['read -P 0x63 3M 1M', 'read -P 0x67 7M 1M', 'read -P 0x69 9M 64k', 'read -P 0x6f 15M 1M'], { flags: ['-r'], timeoutMs: 60_000 }),
+  );
+});
+
 test('direct writes not yet collected when the daemon is killed are in the next snapshot; without the daemon they fail', async () => {
   const url = serve!.url('vol');
   await whileStopped(() => qemuIoOk(url, [`write -P 0x55 ${8 * MiB + 256 * 1024} 256k`], { flags: ['-t', 'unsafe'], timeoutMs: 60_000 }));
