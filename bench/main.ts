@@ -389,6 +389,19 @@ function noteColdCeiling(
   );
 }
 
+/**
+ * One of the two raw-PUT reference runs around an import or a snapshot (n of
+ * 2): the first `bytes` of the image as 8 MiB PUTs; MB/s go into refs.
+ */
+function rawPutStep(ctx: Ctx, image: string, metric: string, what: string, n: number, bytes: number, concurrency: number, refs: number[]): Promise<boolean> {
+  const count = bytes / OBJECT_BYTES;
+  return step([metric], `raw Swift: ${count} PUTs of 8 MiB at concurrency ${concurrency} (${n} of 2)`, async () => {
+    const cpu = meter(ctx);
+    refs.push(await rawPuts(ctx, image, `bench-raw-${what}-${n}`, count, concurrency));
+    note(metric, `raw PUTs ${n}: ${refs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
+  });
+}
+
 /** Raw 8 MiB PUTs of the image's chunks [0, count) at a concurrency; MB/s. */
 async function rawPuts(ctx: Ctx, image: string, container: string, count: number, concurrency: number): Promise<number> {
   await ctx.raw.createContainer(container);
@@ -532,12 +545,7 @@ async function main(): Promise<number> {
     // Import vs raw PUTs.
     // The reference runs before and after (the mean is taken), so drift over the run hits both alike.
     const importRefs: number[] = [];
-    const rawImport = (n: number): Promise<boolean> =>
-      step(['import_mbps'], `raw Swift: 128 PUTs of 8 MiB at concurrency ${IMPORT_CONCURRENCY} (${n} of 2)`, async () => {
-        const cpu = meter(ctx);
-        importRefs.push(await rawPuts(ctx, image, `bench-raw-import-${n}`, VOLUME_BYTES / OBJECT_BYTES, IMPORT_CONCURRENCY));
-        note('import_mbps', `raw PUTs ${n}: ${importRefs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
-      });
+    const rawImport = (n: number): Promise<boolean> => rawPutStep(ctx, image, 'import_mbps', 'import', n, VOLUME_BYTES, IMPORT_CONCURRENCY, importRefs);
     await rawImport(1);
     const imported = await step(['import_mbps'], `swiftvol import (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
       const cpu = meter(ctx);
@@ -662,12 +670,7 @@ async function main(): Promise<number> {
         await runFio(FIO, lunOf('snap512', ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(SNAPSHOT_BYTES) }, tmp, 'swiftvol-snap512-write');
       });
       const snapRefs: number[] = [];
-      const rawSnap = (n: number): Promise<boolean> =>
-        step(['snapshot_mbps'], `raw Swift: 64 PUTs of 8 MiB at concurrency ${SNAPSHOT_CONCURRENCY} (${n} of 2)`, async () => {
-          const cpu = meter(ctx);
-          snapRefs.push(await rawPuts(ctx, image, `bench-raw-snapshot-${n}`, SNAPSHOT_BYTES / OBJECT_BYTES, SNAPSHOT_CONCURRENCY));
-          note('snapshot_mbps', `raw PUTs ${n}: ${snapRefs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
-        });
+      const rawSnap = (n: number): Promise<boolean> => rawPutStep(ctx, image, 'snapshot_mbps', 'snapshot', n, SNAPSHOT_BYTES, SNAPSHOT_CONCURRENCY, snapRefs);
       await rawSnap(1);
       let snapped = false;
       if (written) {

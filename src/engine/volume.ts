@@ -120,7 +120,7 @@ export class Volume implements BlockDevice, DirectAccess {
     };
     const install = this.installing(first, end);
     if (install) return Promise.resolve(view(install.data, offset - install.first * BLOCK_SIZE));
-    const fetchEnd = streaming ? Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE) : end;
+    const fetchEnd = streaming ? this.chunkEndBlock(chunk) : end;
     return this.fetchBlocks(chunk, ref, first, fetchEnd).then((data) => view(data, offset - first * BLOCK_SIZE));
   }
 
@@ -134,7 +134,7 @@ export class Volume implements BlockDevice, DirectAccess {
       const ref = this.base?.lookup(c);
       if (!ref || this.fetches.has(c)) continue;
       const first = c * this.blocksPerChunk;
-      const end = Math.ceil(Math.min((c + 1) * this.objectSize, this.size) / BLOCK_SIZE);
+      const end = this.chunkEndBlock(c);
       let missing = first;
       while (missing < end && (this.source(missing) !== 'base' || this.installing(missing, missing + 1))) missing++;
       if (missing < end) this.fetchBlocks(c, ref, missing, end).catch(() => undefined); // a reader will retry
@@ -230,6 +230,11 @@ export class Volume implements BlockDevice, DirectAccess {
     }
   }
 
+  /** The block after a chunk's last one (the volume's end cuts the last chunk short). */
+  private chunkEndBlock(chunk: number): number {
+    return Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE);
+  }
+
   /** Splits a byte range at chunk boundaries. */
   private *segments(offset: number, length: number): Generator<{ chunk: number; offset: number; length: number }> {
     let pos = offset;
@@ -266,7 +271,7 @@ export class Volume implements BlockDevice, DirectAccess {
       } else {
         const runStart = block * BLOCK_SIZE;
         // A streaming reader gets the rest of the object in the same GET.
-        const fetchEnd = streaming ? Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE) : next;
+        const fetchEnd = streaming ? this.chunkEndBlock(chunk) : next;
         pending.push(this.fetchBlocks(chunk, ref, block, fetchEnd).then((data) => {
           copyPadded(data, start - runStart, stop - start, out, into);
         }));
