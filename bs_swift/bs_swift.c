@@ -982,11 +982,13 @@ static int swift_direct_io(struct swift_lu *s, uint64_t offset, char *buf,
 	/* counted in before the permission is checked: the daemon clears
 	 * permissions, then waits for the count to reach 0 */
 	__atomic_fetch_add(d->inflight, 1, __ATOMIC_SEQ_CST);
+	/* marked dirty before the write: if tgtd dies in between, the block is
+	 * uploaded unchanged at worst; marked after, a write that landed could
+	 * pass for clean cache and be left out of snapshots */
 	if (swift_direct_writable(d, offset, length) &&
-	    swift_direct_valid(d, offset, length) &&
-	    !swift_pio_full(d->data_fd, buf, length, offset, 1)) {
+	    swift_direct_valid(d, offset, length)) {
 		swift_direct_mark(d, offset, length);
-		done = 1;
+		done = !swift_pio_full(d->data_fd, buf, length, offset, 1);
 	}
 	__atomic_fetch_sub(d->inflight, 1, __ATOMIC_SEQ_CST);
 out:

@@ -9,8 +9,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
-import { tempDir } from './fixtures/files.js';
-import { qemuIo, qemuIoOk } from './fixtures/initiators.js';
+import { repoRoot, tempDir } from './fixtures/files.js';
+import { qemuIo, qemuIoOk, runOk } from './fixtures/initiators.js';
+import { ProtocolClient } from './fixtures/protocol-client.js';
+import { Op, Status } from '../src/daemon/protocol.js';
+import { blockSocketPath } from '../src/daemon/control.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 
 const MiB = 1024 * 1024;
@@ -21,8 +24,8 @@ let stateDir: string;
 let serve: Serve | null = null;
 let port: number;
 
-function ok(args: string[]): string {
-  const r = swiftvolSync(args, env);
+function ok(args: string[], withEnv: NodeJS.ProcessEnv = env): string {
+  const r = swiftvolSync(args, withEnv);
   assert.equal(r.status, 0, `swiftvol ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
@@ -32,9 +35,9 @@ function tgtdLog(): string {
 }
 
 /** Bytes [offset, offset+length) of a snapshot, exported to a file. */
-function snapshotBytes(spec: string, offset: number, length: number): Buffer {
+function snapshotBytes(spec: string, offset: number, length: number, withEnv: NodeJS.ProcessEnv = env): Buffer {
   const file = path.join(tmp.dir, `${spec.replace('@', '-')}.raw`);
-  ok(['export', spec, file]);
+  ok(['export', spec, file], withEnv);
   const fd = fs.openSync(file, 'r');
   try {
     const out = Buffer.alloc(length);
@@ -44,6 +47,15 @@ function snapshotBytes(spec: string, offset: number, length: number): Buffer {
     fs.closeSync(fd);
     fs.rmSync(file);
   }
+}
+
+/** The cache is written in the background once the data is returned: waits until the overlay file holds `bytes`. */
+async function waitUntilCached(overlay: string, bytes: number): Promise<void> {
+  for (let i = 0; fs.statSync(overlay).blocks * 512 < bytes; i++) {
+    assert.ok(i < 100, `the overlay file holds ${fs.statSync(overlay).blocks * 512} bytes, not the ${bytes} fetched`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 200)); // the valid bits follow each write's completion
 }
 
 /** Runs fn with serve stopped (SIGSTOP): its socket stays open, but it answers nothing. */
@@ -136,13 +148,7 @@ test('blocks fetched from Swift are kept in the overlay (written with O_DIRECT) 
   const url = serve!.url('fetched');
   // Through the daemon: streaming reads from each object's start fetch both 8 MiB objects whole and keep them as cache.
   await qemuIoOk(url, ['read -P 0x60 0 1M', 'read -P 0x68 8M 1M'], { flags: ['-r'] });
-  // The cache is written in the background once the data is returned: wait until the file holds it.
-  const overlay = path.join(stateDir, 'volumes', 'fetched', 'overlay');
-  for (let i = 0; fs.statSync(overlay).blocks * 512 < 16 * MiB; i++) {
-    assert.ok(i < 100, `the overlay file holds ${fs.statSync(overlay).blocks * 512} bytes, not the 16 MiB fetched`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  await new Promise((r) => setTimeout(r, 200)); // the valid bits follow each write's completion
+  await waitUntilCached(path.join(stateDir, 'volumes', 'fetched', 'overlay'), 16 * MiB);
   // serve stopped: only direct I/O from the overlay file can answer, with what was fetched.
   await whileStopped(() =>
     qemuIoOk(url, ['read -P 0x63 3M 1M', 'read -P 0x67 7M 1M', 'read -P 0x69 9M 64k', 'read -P 0x6f 15M 1M'], { flags: ['-r'], timeoutMs: 60_000 }),
@@ -168,4 +174,54 @@ test('direct writes not yet collected when the daemon is killed are in the next 
   assert.ok(got.equals(Buffer.alloc(256 * 1024, 0x55)), 'the snapshot holds the uncollected direct writes');
   // After the restart, direct I/O is on again.
   await whileStopped(() => qemuIoOk(serve!.url('vol'), [`read -P 0x55 ${8 * MiB + 256 * 1024} 256k`], { flags: ['-r'], timeoutMs: 60_000 }));
+});
+
+test('tgtd killed right after a direct write, serve still up: the written blocks are in the next snapshot, as the volume reads them', async () => {
+  // A preloaded shim kills tgtd right after its first pwrite to the overlay file returns.
+  const shim = path.join(tmp.dir, 'kill-after-pwrite.so');
+  await runOk('cc', ['-shared', '-fPIC', '-Wall', '-Werror', '-o', shim, path.join(repoRoot, 'test/fixtures/kill-after-pwrite.c'), '-ldl']);
+  const dir = path.join(tmp.dir, 'state-tgtd-killed');
+  const cliEnv = swiftvolEnv(swift, dir);
+  const overlay = path.join(dir, 'volumes', 'k', 'overlay');
+  const image = path.join(tmp.dir, 'k.raw');
+  const content = Buffer.alloc(16 * MiB);
+  for (let m = 0; m < 16; m++) content.fill(0x60 + m, m * MiB, (m + 1) * MiB);
+  fs.writeFileSync(image, content);
+  ok(['import', image, 'k'], cliEnv);
+  ok(['target', 'add', 'k'], cliEnv);
+  const killedPort = await freePort();
+  const own = await startServe({ ...cliEnv, LD_PRELOAD: shim, SWIFTVOL_TEST_KILL_AFTER_PWRITE_TO: overlay }, killedPort);
+  try {
+    const url = own.url('k');
+    // Blocks fetched from Swift become clean local blocks: the ones bs_swift may overwrite directly.
+    await qemuIoOk(url, ['read -P 0x60 0 1M', 'read -P 0x68 8M 1M'], { flags: ['-r'] });
+    await waitUntilCached(overlay, 16 * MiB);
+    const tgtdPid = (JSON.parse(fs.readFileSync(path.join(dir, 'run', 'tgtd.json'), 'utf8')) as { pid: number }).pid;
+    await qemuIo(url, [`write -P 0x77 ${2 * MiB} 64k`], { flags: ['-t', 'unsafe'], timeoutMs: 20_000 });
+    assert.throws(() => process.kill(tgtdPid, 0), 'tgtd was killed by the shim');
+    const fd = fs.openSync(overlay, 'r');
+    const inFile = Buffer.alloc(64 * 1024);
+    try {
+      fs.readSync(fd, inFile, 0, inFile.length, 2 * MiB);
+    } finally {
+      fs.closeSync(fd);
+    }
+    assert.ok(inFile.equals(Buffer.alloc(64 * 1024, 0x77)), 'the direct write reached the overlay file before tgtd died');
+
+    ok(['snapshot', 'create', 'k', 's1'], cliEnv);
+    // What the volume reads now, asked of the daemon itself (no tgtd left).
+    const { client } = await ProtocolClient.open(blockSocketPath(dir), 'k');
+    let reads: Buffer;
+    try {
+      const r = await client.request(Op.READ, { offset: 2 * MiB, length: 64 * 1024 });
+      assert.equal(r.status, Status.GOOD);
+      reads = r.payload;
+    } finally {
+      client.close();
+    }
+    assert.ok(reads.equals(snapshotBytes('k@s1', 2 * MiB, 64 * 1024, cliEnv)), 'the snapshot holds what the volume reads');
+  } finally {
+    await own.stop();
+    await stopLeftTgtd(dir);
+  }
 });

@@ -7,7 +7,9 @@
 // The bitmaps live in memory; flush() fdatasyncs the file and only then
 // commits the changed bitmaps, so the database never points at data that is
 // not on disk. Unflushed writes may be lost on a crash, never torn: a block
-// that was not valid at the last commit reads from the base again.
+// that was not valid at the last commit reads from the base again, and so
+// does every clean block after a shutdown that did not close the overlay
+// (the info key 'state' says 'open' until close()).
 // The valid bits are mirrored in a shared map (direct-map.ts) through which
 // bs_swift reads and overwrites valid blocks itself; the dirty bits of those
 // direct writes are taken into the bitmaps here before every flush and freeze.
@@ -106,6 +108,8 @@ export class Overlay {
       this.direct = DirectMap.open(path.join(dir, 'overlay.map'), this.size, this.objectSize);
       // Direct writes a crashed daemon had not collected are dirty; then the map starts from the committed bits.
       this.collectDirect();
+      if (this.getInfo('state') !== 'closed') this.dropCleanCache();
+      this.setInfo('state', 'open');
       this.direct.clearValid();
       for (const [chunk, entry] of this.bits) this.direct.setChunkValid(chunk, entry.valid);
       this.direct.allowWrites();
@@ -113,6 +117,36 @@ export class Overlay {
       this.closeFiles();
       throw err;
     }
+  }
+
+  /**
+   * After a crash, a block the database calls valid and clean may hold an
+   * overwrite that was never flushed: the file was written in place, the
+   * dirty bit not yet committed. Read as is, it would differ from what a
+   * snapshot uploads (nothing, for a clean block). Clean blocks are only a
+   * cache of the base, so after an unclean shutdown they are all dropped:
+   * they read from the base again, as a lost unflushed write should.
+   */
+  private dropCleanCache(): void {
+    const changed: number[] = [];
+    for (const [chunk, entry] of this.bits) {
+      let dropped = false;
+      for (let i = 0; i < entry.valid.length; i++) {
+        const kept = entry.valid[i]! & entry.dirty[i]!;
+        if (kept !== entry.valid[i]) dropped = true;
+        entry.valid[i] = kept;
+      }
+      if (dropped) changed.push(chunk);
+    }
+    if (changed.length === 0) return;
+    // Committed without a file sync: fewer valid bits never point at missing data.
+    const update = this.db.prepare('UPDATE chunks SET valid = ?, dirty = ? WHERE idx = ?');
+    this.db.transaction(() => {
+      for (const chunk of changed) {
+        const entry = this.bits.get(chunk)!;
+        update.run(Buffer.from(entry.valid), Buffer.from(entry.dirty), chunk);
+      }
+    })();
   }
 
   /** Opens (creating if needed) the overlay in dir. An existing one must have the same geometry. */
@@ -461,6 +495,7 @@ export class Overlay {
     if (this.closed) return;
     await Promise.allSettled([...this.backgroundWrites]);
     await this.flush();
+    this.setInfo('state', 'closed');
     this.closed = true;
     this.closeFiles();
     this.db.close();
