@@ -56,7 +56,7 @@ test('volumes in the embedded file store: create, list, info, import, export, de
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /created volume disk1: 64M, objects of 4M/);
 
-  // One object: the command must exit once done (idle hashing workers must not keep it alive).
+  // One object: the command must exit once done (nothing left pending, such as hashing, may keep it alive).
   const tiny = path.join(tmp.dir, 'tiny.raw');
   writeImage(tiny, MiB, MiB, () => false);
   r = swiftvol(['import', tiny, 'tiny'], env, 30_000);

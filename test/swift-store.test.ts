@@ -295,7 +295,7 @@ describe('SwiftStore against misbehaving servers', () => {
     }
   });
 
-  // 1000 bytes are hashed as they arrive, 2 MiB on a worker once received: both paths.
+  // 1000 bytes are hashed as they arrive, 2 MiB on libuv's pool once received: both paths.
   for (const body of [data, randomBytes(2 * 1024 * 1024)]) {
     it(`retries a whole GET whose body does not match its ETag, then reports checksum (${body.length} bytes)`, async () => {
       let n = 0;

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { SharedBufferPool, md5Pool } from '../store/md5-pool.js';
+import { md5OnPool } from '../store/md5.js';
+import { BufferPool } from './buffer-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
 import {
@@ -145,7 +146,7 @@ export class Engine {
       options.onProgress?.(0, imageSize);
       const imageFd = fd;
       const concurrency = options.concurrency ?? 4;
-      const buffers = new SharedBufferPool(concurrency, objectSize);
+      const buffers = new BufferPool(concurrency, objectSize);
       await runPool(
         Array.from({ length: count }, (_, i) => i),
         concurrency,
@@ -155,7 +156,7 @@ export class Engine {
           try {
             await readFully(imageFd, buffer, chunk * objectSize);
             if (!isAllZero(buffer)) {
-              const md5 = md5Pool().md5(buffer); // on a worker while it uploads; the store checks both agree
+              const md5 = md5OnPool(buffer); // on the pool while it uploads; the store checks both agree
               await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
               refs.set(chunk, { container, generation, md5: await md5 });
             }

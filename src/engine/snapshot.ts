@@ -4,7 +4,8 @@
 // generation, concurrently; the version table is written last, as the commit
 // point. Writes that arrive meanwhile go on (the volume copies a frozen chunk
 // before changing it) and are not part of the snapshot.
-import { SharedBufferPool, md5Pool } from '../store/md5-pool.js';
+import { md5OnPool } from '../store/md5.js';
+import { BufferPool } from './buffer-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { chunkLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
 import type { VolumeCatalog } from './volume-catalog.js';
@@ -87,7 +88,7 @@ export class SnapshotJob {
     try {
       this.options.onProgress?.(0, this.totalBytes);
       const concurrency = this.options.concurrency ?? 4;
-      const buffers = new SharedBufferPool(Math.min(concurrency, chunks.length), this.meta.objectSize);
+      const buffers = new BufferPool(Math.min(concurrency, chunks.length), this.meta.objectSize);
       await runPool(chunks, concurrency, async (chunk) => {
         const buffer = await buffers.take(this.meta.objectSize);
         try {
@@ -95,8 +96,8 @@ export class SnapshotJob {
           if (data === null) {
             refs.delete(chunk); // all zeros now: stored as nothing
           } else {
-            // hashed on a worker while it uploads; the store checks the two agree
-            const md5 = md5Pool().md5(data);
+            // hashed on the pool while it uploads; the store checks the two agree
+            const md5 = md5OnPool(data);
             const name = dataObjectName(this.generation, chunk);
             await this.store.put(container, name, data, { md5 });
             uploaded.push(name);

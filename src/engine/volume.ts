@@ -341,9 +341,9 @@ export class Volume implements BlockDevice, DirectAccess {
         if (preserved) preserved.copy(out, start, start, stop);
       } else if (kind === 'base' && base && start < base.length) {
         const copied = base.copy(out, start, start, Math.min(base.length, stop));
-        zeroFill(out, start + copied, stop);
+        out.fill(0, start + copied, stop);
       } else {
-        zeroFill(out, start, stop);
+        out.fill(0, start, stop);
       }
     }
     state.composed.add(chunk);
@@ -577,15 +577,6 @@ function copyPadded(source: Buffer, sourceOffset: number, length: number, target
 }
 
 const ZEROS = Buffer.alloc(1024 * 1024);
-
-/**
- * Zeroes [start, end) of a buffer by copying from a zero page: Buffer.fill
- * on memory backed by a SharedArrayBuffer (the upload buffers) is about 20
- * times slower than a copy.
- */
-function zeroFill(data: Buffer, start: number, end: number): void {
-  for (let at = start; at < end; at += ZEROS.length) ZEROS.copy(data, at, 0, Math.min(ZEROS.length, end - at));
-}
 
 /** Whether every byte is zero (compared a megabyte at a time with memcmp). */
 export function isAllZero(data: Buffer): boolean {

@@ -11,7 +11,7 @@ import {
   type PutOptions,
 } from './object-store.js';
 import { checkContainerName, checkObjectName, checkRange, isHexMd5 } from './names.js';
-import { md5Pool } from './md5-pool.js';
+import { md5OnPool } from './md5.js';
 import { KeystoneAuth, TempAuth, type SwiftAuth, type SwiftCredentials } from './swift-auth.js';
 import {
   SwiftHttp,
@@ -53,7 +53,7 @@ class Unauthorized extends Error {
 
 /** How many times a whole-object GET whose MD5 does not match is retried. */
 const CHECKSUM_RETRIES = 2;
-/** Bodies at least this large are hashed on a worker thread. */
+/** Bodies at least this large are hashed on libuv's pool once received; smaller ones while they arrive. */
 const MD5_OFFLOAD_MIN = 1024 * 1024;
 
 function encodeSegment(segment: string): string {
@@ -367,15 +367,15 @@ export class SwiftStore implements ObjectStore {
     // Manifests of large objects carry a quoted ETag that is not the MD5 of the body.
     const manifest = header(res, 'x-static-large-object') === 'True' || header(res, 'x-object-manifest') !== undefined;
     const etag = manifest ? undefined : unquote(header(res, 'etag'));
-    // A large body is hashed on a worker once received (the event loop is the
+    // A large body is hashed on the pool once received (the event loop is the
     // daemon's bottleneck on cold reads); a small one while it arrives.
     const offload = etag !== undefined && (contentLength(res) ?? 0) >= MD5_OFFLOAD_MIN;
     const hash = etag && !offload ? createHash('md5') : undefined;
-    let data = await readBody(res, hash);
+    const data = await readBody(res, hash);
     let actual: string | undefined;
     if (offload) {
       try {
-        ({ md5: actual, data } = await md5Pool().md5Moved(data));
+        actual = await md5OnPool(data);
       } catch (err) {
         throw new Transient(`hashing ${what}: ${(err as Error).message}`, { cause: err });
       }
