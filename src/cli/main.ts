@@ -15,6 +15,7 @@ import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
+import { NativeAddonError } from '../native/addons.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
 
@@ -562,7 +563,8 @@ async function main(argv: string[]): Promise<number> {
       err instanceof ConfigError ||
       err instanceof FormatError ||
       err instanceof TgtError ||
-      err instanceof TargetSpecError;
+      err instanceof TargetSpecError ||
+      err instanceof NativeAddonError;
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`swiftvol: ${known ? '' : 'unexpected error: '}${message}\n`);
     if (process.env.SWIFTVOL_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);

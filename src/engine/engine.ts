@@ -483,11 +483,23 @@ export class Engine {
   /** Creates local state for the volume with `table` as its base. */
   private attachAt(uuid: string, table: VersionTable): Overlay {
     const dir = this.state.volumeDir(table.volume);
-    const overlay = Overlay.open(dir, table);
-    overlay.setInfo('volumeUuid', uuid);
-    overlay.setInfo('baseSeq', String(table.seq));
-    overlay.setInfo('baseTable', table.encode().toString('utf8'));
-    return overlay;
+    const fresh = !fs.existsSync(dir);
+    try {
+      const overlay = Overlay.open(dir, table);
+      try {
+        overlay.setInfo('volumeUuid', uuid);
+        overlay.setInfo('baseSeq', String(table.seq));
+        overlay.setInfo('baseTable', table.encode().toString('utf8'));
+      } catch (err) {
+        overlay.abandon();
+        throw err;
+      }
+      return overlay;
+    } catch (err) {
+      // Half-made local state would make the volume's name unusable here ("local state exists").
+      if (fresh) fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   private localBase(overlay: Overlay, uuid: string, name: string): VersionTable {

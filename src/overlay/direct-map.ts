@@ -5,7 +5,7 @@
 // bs_swift owns the dirty bits of its direct writes, which the daemon takes
 // (atomically) into the overlay's own bitmaps before it flushes or freezes.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
+import { overlayIo } from '../native/addons.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 
 const MAGIC = 0x4d565753; // "SWVM" on disk
@@ -16,11 +16,6 @@ const HEADER_LENGTH = 80;
 /** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
 const QUIESCE_TIMEOUT_MS = 5000;
 
-const nativeIo = createRequire(import.meta.url)('../../../native/overlay_io.node') as {
-  mapShared(fd: number, length: number): Buffer;
-  takeBytes(map: Buffer, offset: number, length: number, out: Uint8Array): boolean;
-  waitZero(map: Buffer, offset: number, timeoutMs: number): boolean;
-};
 
 interface Layout {
   chunks: number;
@@ -95,7 +90,7 @@ export class DirectMap {
     }
     const fd = fs.openSync(path, 'r+');
     try {
-      return new DirectMap(path, layout, nativeIo.mapShared(fd, layout.length));
+      return new DirectMap(path, layout, overlayIo().mapShared(fd, layout.length));
     } finally {
       fs.closeSync(fd); // the mapping stays valid
     }
@@ -157,7 +152,7 @@ export class DirectMap {
     const { allow, chunks } = this.layout;
     this.map.fill(0, allow, allow + chunks);
     if (this.sessions === 0) return;
-    if (!nativeIo.waitZero(this.map, INFLIGHT_OFFSET, QUIESCE_TIMEOUT_MS)) {
+    if (!overlayIo().waitZero(this.map, INFLIGHT_OFFSET, QUIESCE_TIMEOUT_MS)) {
       this.allowWrites();
       throw new Error(`direct writes to the overlay did not finish within ${QUIESCE_TIMEOUT_MS / 1000} s`);
     }
@@ -173,11 +168,11 @@ export class DirectMap {
     const { touched, chunks, dirty, bytesPerChunk } = this.layout;
     const flags = Buffer.allocUnsafe(chunks);
     const out = new Map<number, Uint8Array>();
-    if (!nativeIo.takeBytes(this.map, touched, chunks, flags)) return out;
+    if (!overlayIo().takeBytes(this.map, touched, chunks, flags)) return out;
     for (let c = 0; c < chunks; c++) {
       if (flags[c] === 0) continue;
       const bits = new Uint8Array(bytesPerChunk);
-      if (nativeIo.takeBytes(this.map, dirty + c * bytesPerChunk, bytesPerChunk, bits)) out.set(c, bits);
+      if (overlayIo().takeBytes(this.map, dirty + c * bytesPerChunk, bytesPerChunk, bits)) out.set(c, bits);
     }
     return out;
   }

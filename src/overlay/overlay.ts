@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { createRequire } from 'node:module';
+import { overlayIo } from '../native/addons.js';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import { countBits, popcount8, testBit } from './bitmap.js';
@@ -46,11 +46,6 @@ export interface FrozenChunk {
   zero: Uint8Array;
 }
 
-/** The native helpers (native/overlay_io.cc), built by scripts/setup. */
-const nativeIo = createRequire(import.meta.url)('../../../native/overlay_io.node') as {
-  punchHole(fd: number, offset: number, length: number): void;
-  writeAligned(fd: number, data: Buffer, position: number, callback: (err: Error | null) => void): void;
-};
 
 /** O_DIRECT writes must start and end on this boundary. */
 const DIRECT_ALIGN = 4096;
@@ -396,7 +391,7 @@ export class Overlay {
       const unbufferedFd = this.unbufferedFd;
       if (unbufferedFd !== null && position % DIRECT_ALIGN === 0 && data.length % DIRECT_ALIGN === 0 && data.length > 0) {
         const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
-        const failed = await new Promise<Error | null>((resolve) => nativeIo.writeAligned(unbufferedFd, buffer, position, resolve));
+        const failed = await new Promise<Error | null>((resolve) => overlayIo().writeAligned(unbufferedFd, buffer, position, resolve));
         if (!failed) {
           this.unsyncedWrites++;
           return;
@@ -484,7 +479,7 @@ export class Overlay {
         }
         let next = block + 1;
         while (next < end && this.isZero(next)) next++;
-        nativeIo.punchHole(this.fd, block * BLOCK_SIZE, (next - block) * BLOCK_SIZE);
+        overlayIo().punchHole(this.fd, block * BLOCK_SIZE, (next - block) * BLOCK_SIZE);
         block = next;
       }
     }

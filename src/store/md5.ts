@@ -4,20 +4,7 @@
 // for ~15 ms nor holds a pool thread, shared with file I/O, that long. The
 // bytes are read where they are: no copy, no memory moved between threads.
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
-
-interface Md5Native {
-  md5Begin(): object;
-  md5Update(context: object, bytes: Uint8Array, callback: (err: Error | null) => void): void;
-  md5End(context: object): string;
-}
-
-/** Built by scripts/setup (make -C native). Loaded on first use: CLI commands that never hash do not need it. */
-let native: Md5Native | null = null;
-function md5Native(): Md5Native {
-  native ??= createRequire(import.meta.url)('../../../native/md5_digest.node') as Md5Native;
-  return native;
-}
+import { md5Digest } from '../native/addons.js';
 
 /** Below this size a trip to the pool costs more than it saves. */
 const MIN_OFFLOAD = 256 * 1024;
@@ -27,7 +14,7 @@ const PIECE = 1024 * 1024;
 /** Hex MD5 of data. The caller must not change `data` until the promise settles. */
 export async function md5OnPool(data: Uint8Array): Promise<string> {
   if (data.length < MIN_OFFLOAD) return createHash('md5').update(data).digest('hex');
-  const md5 = md5Native();
+  const md5 = md5Digest();
   const context = md5.md5Begin();
   for (let at = 0; at < data.length; at += PIECE) {
     const piece = data.subarray(at, Math.min(at + PIECE, data.length));

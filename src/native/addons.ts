@@ -1,0 +1,47 @@
+// The native addons built from native/ by scripts/setup (make -C native), with
+// their TypeScript signatures. Each is loaded on first use, so that commands
+// that never need one run without it, and a missing one says how to build it.
+import { createRequire } from 'node:module';
+
+export class NativeAddonError extends Error {
+  override readonly name = 'NativeAddonError';
+}
+
+/** native/overlay_io.cc: file operations of the overlay that Node's fs lacks. */
+export interface OverlayIo {
+  punchHole(fd: number, offset: number, length: number): void;
+  writeAligned(fd: number, data: Buffer, position: number, callback: (err: Error | null) => void): void;
+  mapShared(fd: number, length: number): Buffer;
+  takeBytes(map: Buffer, offset: number, length: number, out: Uint8Array): boolean;
+  waitZero(map: Buffer, offset: number, timeoutMs: number): boolean;
+}
+
+/** native/md5_digest.cc: MD5 fed a piece at a time on libuv's pool. */
+export interface Md5Digest {
+  md5Begin(): object;
+  md5Update(context: object, bytes: Uint8Array, callback: (err: Error | null) => void): void;
+  md5End(context: object): string;
+}
+
+const loaded = new Map<string, unknown>();
+
+function load<T>(name: string): T {
+  let addon = loaded.get(name);
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)(`../../../native/${name}.node`);
+    } catch (err) {
+      throw new NativeAddonError(`the native addon native/${name}.node cannot be loaded (${(err as Error).message.split('\n')[0]}): run scripts/setup`);
+    }
+    loaded.set(name, addon);
+  }
+  return addon as T;
+}
+
+export function overlayIo(): OverlayIo {
+  return load<OverlayIo>('overlay_io');
+}
+
+export function md5Digest(): Md5Digest {
+  return load<Md5Digest>('md5_digest');
+}
