@@ -16,7 +16,6 @@ const HEADER_LENGTH = 80;
 /** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
 const QUIESCE_TIMEOUT_MS = 5000;
 
-
 interface Layout {
   chunks: number;
   bytesPerChunk: number;

@@ -46,7 +46,6 @@ export interface FrozenChunk {
   zero: Uint8Array;
 }
 
-
 /** O_DIRECT writes must start and end on this boundary. */
 const DIRECT_ALIGN = 4096;
 
