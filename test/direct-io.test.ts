@@ -49,6 +49,16 @@ function snapshotBytes(spec: string, offset: number, length: number, withEnv: No
   }
 }
 
+/** Imports a 16 MiB volume whose MiB m is filled with 0x60 + m, and exports it as a target. */
+function importStriped(volume: string, withEnv: NodeJS.ProcessEnv = env): void {
+  const image = path.join(tmp.dir, `${volume}.raw`);
+  const content = Buffer.alloc(16 * MiB);
+  for (let m = 0; m < 16; m++) content.fill(0x60 + m, m * MiB, (m + 1) * MiB);
+  fs.writeFileSync(image, content);
+  ok(['import', image, volume], withEnv);
+  ok(['target', 'add', volume], withEnv);
+}
+
 /** The cache is written in the background once the data is returned: waits until the overlay file holds `bytes`. */
 async function waitUntilCached(overlay: string, bytes: number): Promise<void> {
   for (let i = 0; fs.statSync(overlay).blocks * 512 < bytes; i++) {
@@ -139,12 +149,7 @@ test('a write to blocks that are not local, and an unmap, still go through the d
 });
 
 test('blocks fetched from Swift are kept in the overlay (written with O_DIRECT) and then read without the daemon', async () => {
-  const image = path.join(tmp.dir, 'fetched.raw');
-  const content = Buffer.alloc(16 * MiB);
-  for (let m = 0; m < 16; m++) content.fill(0x60 + m, m * MiB, (m + 1) * MiB);
-  fs.writeFileSync(image, content);
-  ok(['import', image, 'fetched']);
-  ok(['target', 'add', 'fetched']);
+  importStriped('fetched');
   const url = serve!.url('fetched');
   // Through the daemon: streaming reads from each object's start fetch both 8 MiB objects whole and keep them as cache.
   await qemuIoOk(url, ['read -P 0x60 0 1M', 'read -P 0x68 8M 1M'], { flags: ['-r'] });
@@ -183,12 +188,7 @@ test('tgtd killed right after a direct write, serve still up: the written blocks
   const dir = path.join(tmp.dir, 'state-tgtd-killed');
   const cliEnv = swiftvolEnv(swift, dir);
   const overlay = path.join(dir, 'volumes', 'k', 'overlay');
-  const image = path.join(tmp.dir, 'k.raw');
-  const content = Buffer.alloc(16 * MiB);
-  for (let m = 0; m < 16; m++) content.fill(0x60 + m, m * MiB, (m + 1) * MiB);
-  fs.writeFileSync(image, content);
-  ok(['import', image, 'k'], cliEnv);
-  ok(['target', 'add', 'k'], cliEnv);
+  importStriped('k', cliEnv);
   const killedPort = await freePort();
   const own = await startServe({ ...cliEnv, LD_PRELOAD: shim, SWIFTVOL_TEST_KILL_AFTER_PWRITE_TO: overlay }, killedPort);
   try {
