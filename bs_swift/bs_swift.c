@@ -94,6 +94,8 @@
 #define SWP_OP_VERIFY		0x08
 #define SWP_OP_PREFETCH		0x09
 #define SWP_OP_DIRECT		0x0A
+/* handshake capabilities: bit n = opcode n; features above them */
+#define SWP_CAP_PARTIAL_SECTOR	(1U << 16)	/* WRITE/VERIFY may end inside a sector */
 #define SWP_REPLY		0x80
 
 #define SWP_F_FUA		0x0001	/* WRITE, WRITE_SAME, COMPARE_AND_WRITE */
@@ -160,11 +162,11 @@ struct swift_lu {
 	uint32_t caps;
 
 	/* read-held around each direct I/O; write-held to change direct, and
-	 * by COMPARE AND WRITE to wait for direct writes in progress */
+	 * by exclusive commands to wait for direct writes in progress */
 	pthread_rwlock_t direct_lock;
 	struct swift_direct *direct;	/* NULL: no direct I/O */
 	int direct_wanted;	/* try DIRECT at the next good exchange */
-	int caw_active;		/* COMPARE AND WRITEs in progress: no direct writes */
+	int exclusive;		/* exclusive commands in progress: no direct writes */
 
 	pthread_mutex_t lock;	/* protects everything below */
 	struct swift_conn *idle;
@@ -968,7 +970,7 @@ static int swift_direct_io(struct swift_lu *s, uint64_t offset, char *buf,
 		return 0;
 	swift_rdlock(s);
 	d = s->direct;
-	if (!d || (write && __atomic_load_n(&s->caw_active, __ATOMIC_SEQ_CST)))
+	if (!d || (write && __atomic_load_n(&s->exclusive, __ATOMIC_SEQ_CST)))
 		goto out;
 	if (!swift_direct_alive(d)) {
 		dead = 1;
@@ -1105,11 +1107,14 @@ static int swift_result(struct scsi_cmd *cmd, enum swx x,
 }
 
 /*
- * The protocol moves whole 512-byte sectors inside the volume. Lengths come
- * from the data buffers, which an initiator may size oddly: a range that
+ * The protocol moves 512-byte sectors inside the volume. Lengths come from
+ * the data buffers, which an initiator may size oddly (iSCSI data-out
+ * shorter than the SCSI transfer: tgt cuts the buffer to it): a range that
  * leaves the volume is refused like an out-of-range LBA, a read that ends
  * inside a sector reads the whole sector into a bounce buffer, and a write
- * or verify that ends inside a sector is refused (INVALID FIELD IN CDB).
+ * or verify that ends inside a sector sends exactly its bytes, as bs_rdwr
+ * writes them, if the daemon takes partial sectors (it keeps the rest of
+ * the sector); else it is refused (INVALID FIELD IN CDB).
  */
 static int swift_check_range(struct scsi_cmd *cmd, struct swift_lu *s,
 			     uint64_t offset, uint64_t length, int whole)
@@ -1118,7 +1123,8 @@ static int swift_check_range(struct scsi_cmd *cmd, struct swift_lu *s,
 		cmd_error_sense(cmd, ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 		return -1;
 	}
-	if (offset % SWP_ALIGN || (whole && length % SWP_ALIGN)) {
+	if (offset % SWP_ALIGN || (whole && length % SWP_ALIGN &&
+				   !(s->caps & SWP_CAP_PARTIAL_SECTOR))) {
 		cmd_error_sense(cmd, ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 		return -1;
 	}
@@ -1200,16 +1206,44 @@ static int swift_send_data(struct scsi_cmd *cmd, struct swift_lu *s,
 	return 0;
 }
 
+/*
+ * A command the daemon runs exclusive of writes to its range (COMPARE AND
+ * WRITE; a write that ends inside a sector, which the daemon merges with
+ * the rest of the sector): direct writes stop, and those in progress
+ * finish, before it is sent.
+ */
+static void swift_exclusive_begin(struct swift_lu *s)
+{
+	__atomic_add_fetch(&s->exclusive, 1, __ATOMIC_SEQ_CST);
+	swift_wrlock(s);
+	swift_rwunlock(s);
+}
+
+static void swift_exclusive_end(struct swift_lu *s)
+{
+	__atomic_sub_fetch(&s->exclusive, 1, __ATOMIC_SEQ_CST);
+}
+
 static int swift_write(struct scsi_cmd *cmd, struct swift_lu *s,
 		       uint64_t offset, const char *buf, uint64_t length,
 		       int fua)
 {
+	uint16_t flags = fua ? SWP_F_FUA : 0;
+	int ret;
+
 	if (swift_check_range(cmd, s, offset, length, 1))
 		return -1;
+	if (length % SWP_ALIGN) {
+		swift_exclusive_begin(s);
+		ret = swift_send_data(cmd, s, SWP_OP_WRITE, flags, offset,
+				      buf, length);
+		swift_exclusive_end(s);
+		return ret;
+	}
 	if (!fua && swift_direct_io(s, offset, (char *)buf, length, 1))
 		return 0;
-	return swift_send_data(cmd, s, SWP_OP_WRITE, fua ? SWP_F_FUA : 0,
-			       offset, buf, length);
+	return swift_send_data(cmd, s, SWP_OP_WRITE, flags, offset, buf,
+			       length);
 }
 
 static int swift_verify(struct scsi_cmd *cmd, struct swift_lu *s,
@@ -1330,13 +1364,10 @@ static void bs_swift_request(struct scsi_cmd *cmd)
 		rq.out[0].iov_base = scsi_get_out_buffer(cmd);
 		rq.out[0].iov_len = 2 * length;
 		rq.nout = 1;
-		/* atomic against writes: direct writes stop, and those in
-		 * progress finish, before the daemon compares */
-		__atomic_add_fetch(&s->caw_active, 1, __ATOMIC_SEQ_CST);
-		swift_wrlock(s);
-		swift_rwunlock(s);
+		/* atomic against writes, direct ones too */
+		swift_exclusive_begin(s);
 		swift_result(cmd, swift_call(s, &rq, &res), &res, 0);
-		__atomic_sub_fetch(&s->caw_active, 1, __ATOMIC_SEQ_CST);
+		swift_exclusive_end(s);
 		break;
 	case SYNCHRONIZE_CACHE:
 	case SYNCHRONIZE_CACHE_16:
@@ -1623,6 +1654,40 @@ static void bs_swift_close(struct scsi_lu *lu)
 	s->size = 0;
 }
 
+/*
+ * UNMAP's parameter list length is 16 bits, so one UNMAP carries at most
+ * (65535 - 8) / 16 = 4095 block descriptors. The Block Limits page says so
+ * in MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, where tgt puts 0xffffffff ("no
+ * limit"): initiators that keep the count in an int read that as -1, and
+ * libiscsi's test tool then sends an UNMAP of -1 descriptors, whatever its
+ * heap holds. tgt rewrites the page when thin provisioning is switched on
+ * (after bs_init), so its update function is wrapped, not the page patched.
+ */
+#define SWIFT_MAX_UNMAP_DESCRIPTORS ((0xffff - 8) / 16)
+
+static void (*tgt_update_vpd_b0)(struct scsi_lu *lu, void *data);
+
+static void swift_update_vpd_b0(struct scsi_lu *lu, void *data)
+{
+	struct vpd *pg = lu->attrs.lu_vpd[PCODE_OFFSET(0xb0)];
+
+	tgt_update_vpd_b0(lu, data);
+	if (lu->attrs.thinprovisioning)
+		put_unaligned_be32(SWIFT_MAX_UNMAP_DESCRIPTORS, pg->data + 20);
+}
+
+static void swift_wrap_vpd_b0(struct scsi_lu *lu)
+{
+	struct vpd *pg = lu->attrs.lu_vpd[PCODE_OFFSET(0xb0)];
+
+	if (!pg || !pg->vpd_update || pg->vpd_update == swift_update_vpd_b0)
+		return;
+	/* the same function of spc.c for every LU */
+	tgt_update_vpd_b0 = pg->vpd_update;
+	pg->vpd_update = swift_update_vpd_b0;
+	swift_update_vpd_b0(lu, NULL);
+}
+
 static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 {
 	struct bs_thread_info *info = BS_THREAD_I(lu);
@@ -1659,6 +1724,7 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 	if (pthread_rwlockattr_destroy(&rwattr))
 		eprintf("bs_swift: pthread_rwlockattr_destroy failed\n");
 
+	swift_wrap_vpd_b0(lu);
 	ret = bs_thread_open(info, bs_swift_request, nr_iothreads);
 	if (ret != TGTADM_SUCCESS) {
 		err = pthread_rwlock_destroy(&s->direct_lock);

@@ -10,6 +10,7 @@ import type { BlockDevice } from '../src/engine/block-device.js';
 import { BlockServer } from '../src/daemon/block-server.js';
 import {
   ALL_CAPABILITIES,
+  Feature,
   Flag,
   capabilityBit,
   FrameParser,
@@ -274,6 +275,50 @@ describe('BlockServer', () => {
       dev.readDelayMs = 0;
       dev.writeDelayMs = 0;
     }
+    client.close();
+    other.close();
+  });
+
+  test('PARTIAL_SECTOR: a WRITE or VERIFY that ends inside a sector touches exactly its bytes', async () => {
+    const { client, hello } = await ProtocolClient.open(socketPath, 'disk');
+    assert.ok(hello.capabilities & Feature.PARTIAL_SECTOR, 'the daemon offers partial sectors');
+    const off = 5 * MiB;
+    const before = Buffer.alloc(2048);
+    for (let i = 0; i < before.length; i++) before[i] = (i * 13 + 1) & 0xff;
+    assert.equal((await client.write(off, before)).status, Status.GOOD);
+    // 200 bytes (less than a sector), then 1000 (a sector and a part)
+    for (const n of [200, 1000]) {
+      const data = Buffer.alloc(n, 0xb0 + (n % 7));
+      assert.equal((await client.write(off, data)).status, Status.GOOD);
+      const r = await client.read(off, 2048);
+      assert.ok(r.payload.subarray(0, n).equals(data), `the ${n} bytes were written`);
+      assert.ok(r.payload.subarray(n).equals(before.subarray(n)), `nothing past ${n} bytes changed`);
+      before.set(data, 0);
+      assert.equal((await client.request(Op.VERIFY, { offset: off, length: n }, data)).status, Status.GOOD);
+      const bad = Buffer.from(data);
+      bad[n - 1] ^= 1;
+      const v = await client.request(Op.VERIFY, { offset: off, length: n }, bad);
+      assert.equal(sense(v), 'e/1d/00');
+      assert.equal(v.info, n - 1);
+    }
+    // the partial write's read-merge-write is exclusive: a write to the
+    // same sector that arrives meanwhile lands after it, whole
+    const { client: other } = await ProtocolClient.open(socketPath, 'disk');
+    dev.readDelayMs = 100;
+    try {
+      const partial = client.write(off, Buffer.alloc(100, 1));
+      await new Promise((r) => setTimeout(r, 30));
+      const whole = other.write(off, Buffer.alloc(512, 2));
+      assert.equal((await partial).status, Status.GOOD);
+      assert.equal((await whole).status, Status.GOOD);
+    } finally {
+      dev.readDelayMs = 0;
+    }
+    assert.ok(dev.bytes.subarray(off, off + 512).every((x) => x === 2), 'the later whole-sector write was not overtaken');
+    // the offset must still be a sector's, and other opcodes take whole sectors
+    await dropped('partial UNMAP', (c) => void c.request(Op.UNMAP, { offset: 0, length: 100 }).catch(() => {}));
+    await dropped('partial READ', (c) => void c.read(0, 100).catch(() => {}));
+    await dropped('misaligned write', (c) => void c.write(100, Buffer.alloc(100)).catch(() => {}));
     client.close();
     other.close();
   });

@@ -4,9 +4,15 @@
 //     Swift), served by the real daemon, `swiftvol serve --tgtd-control N`
 //     as a child process, through the real bs_swift.so;
 //   - bs_rdwr: tgt's own file backing store, on a copy of the same image.
-// Every test that passes on bs_rdwr must pass on swiftvol. The same tgtd
-// also shows that serve shares a tgtd politely: it takes a tid nobody uses
-// and its stop removes only its own target.
+// The SCSI and iSCSI families run as users run them: once as one run
+// (`iscsi-test-cu -d -t SCSI,iSCSI`, one process), and then every suite in
+// a process of its own, so that a test that breaks its session cannot hide
+// the tests after it. In both, every test that passes on bs_rdwr must pass
+// on swiftvol, every test that fails on both must be explained below
+// (FAILS_ON_BOTH), and the tests the backing store decides (MUST_PASS) must
+// pass on swiftvol whatever bs_rdwr does. The same tgtd also shows that
+// serve shares a tgtd politely: it takes a tid nobody uses and its stop
+// removes only its own target.
 //
 // Needs root (tgtd, /var/run/tgtd), tgt, libiscsi-bin, qemu-utils,
 // qemu-block-extra, Swift (scripts/setup) and bs_swift.so installed.
@@ -15,7 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { tempDir, writeImage } from './fixtures/files.js';
-import { iscsiInq, iscsiReadCapacity16, iscsiTestCu, qemuImg, qemuIoOk, type CuResult } from './fixtures/initiators.js';
+import { cuSuites, iscsiInq, iscsiReadCapacity16, iscsiTestCu, qemuImg, qemuIoOk, type CuResult } from './fixtures/initiators.js';
 import { startServe, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
 import { startTgtd, type Tgtd } from './fixtures/tgtd.js';
@@ -26,38 +32,86 @@ const SIZE = 64 * MiB;
 const VOLUME = 'conformance';
 const SWIFT_IQN = `iqn.2026-11.org.swiftvol:${VOLUME}`;
 const RDWR_IQN = 'iqn.2026-11.org.swiftvol.test:rdwr';
+const FAMILIES = ['SCSI', 'iSCSI'];
+
+type RunKind = 'one run' | 'per suite';
 
 /**
- * The families issue 3 names, in two runs of iscsi-test-cu. CompareAndWrite
- * gets a process of its own: in libiscsi 1.19, CompareAndWrite.
- * InvalidDataOutSize installs a PDU hook that rewrites byte 13 of every CDB
- * (the transfer length of 16-byte CDBs) and, when the target refuses the
- * mangled command as tgt does ("[SKIPPED] COMPAREANDWRITE is not
- * implemented"), returns without removing it: every 16-byte command of the
- * tests after it in the same process (Read16, Write16, WriteVerify16,
- * WriteSame16, ...) then fails, on any target.
+ * Tests that fail on bs_rdwr and on swiftvol alike (tgt 1.0.85, libiscsi
+ * 1.19), each with the reason. A test that fails on both and is not here
+ * fails this suite: a new failure must be understood, not ignored.
  */
-const CU_RUNS = [
-  [
-    'SCSI.Read*', // with SCSI.ReadCapacity* (a pattern of its own would run those twice)
-    'SCSI.Write*', // with SCSI.WriteSame*
-    'SCSI.TestUnitReady',
-    'SCSI.Inquiry',
-    'SCSI.SynchronizeCache*',
-    'SCSI.Unmap',
-    'SCSI.Verify*',
-    'SCSI.OrWrite',
-    'SCSI.Prefetch*',
-    'SCSI.GetLBAStatus',
-  ],
-  ['SCSI.CompareAndWrite'],
+const FAILS_ON_BOTH: Array<{ test: RegExp; runs: RunKind[]; why: string }> = [
+  {
+    test: /^SCSI\.GetLBAStatus\.BeyondEol$/,
+    runs: ['one run', 'per suite'],
+    why: 'tgt answers GET LBA STATUS itself (sbc.c, sbc_getlbastatus) and checks only the starting LBA against the end, so a range that starts inside the LUN and runs past its end gets GOOD',
+  },
+  {
+    test: /^SCSI\.GetLBAStatus\.UnmapSingle$/,
+    runs: ['one run', 'per suite'],
+    why: 'the test asks about LBA i+1 and compares the answer with i + logical blocks per physical block; both LUNs report 4 KiB physical blocks (8 logical), as initiators need to align their I/O, so the comparison cannot hold',
+  },
+  {
+    test: /^SCSI\.PrinServiceactionRange\.Range$/,
+    runs: ['one run', 'per suite'],
+    why: 'tgt answers PERSISTENT RESERVE IN itself (spc.c) and does not implement service action READ FULL STATUS (0x03): INVALID FIELD IN CDB',
+  },
+  {
+    test: /^SCSI\.ProutReserve\.Ownership(EA|WE|EARO|WERO)$/,
+    runs: ['one run', 'per suite'],
+    why: 'tgt answers PERSISTENT RESERVE OUT itself (spc.c): when the reservation holder unregisters, it sends the other registrants a RESERVATIONS RELEASED unit attention (2a/04) that the test does not expect',
+  },
+  {
+    test: /^SCSI\.Reserve6\.2Initiators$/,
+    runs: ['one run', 'per suite'],
+    why: 'tgt answers RESERVE(6)/RELEASE(6) itself (spc.c) and lets MODE SENSE from a second initiator through while the first holds the reservation; the test expects RESERVATION CONFLICT',
+  },
+  {
+    test: /^SCSI\.Reserve6\.LUNReset$/,
+    runs: ['one run', 'per suite'],
+    why: 'tgt answers the LOGICAL UNIT RESET itself and then reports a BUS RESET unit attention (29/00) to the next command, the PERSISTENT RESERVE IN the test tool sends after the test, which does not expect it',
+  },
+  {
+    test: /^iSCSI\.iSCSIdatasn\.iSCSIDataSnInvalid$/,
+    runs: ['one run', 'per suite'],
+    why: "tgt's iSCSI layer (iscsi/iscsid.c) does not reject Data-Out PDUs whose DataSN is out of order the way the test expects",
+  },
+  {
+    // In one process, libiscsi's CompareAndWrite.InvalidDataOutSize installs
+    // a PDU hook that rewrites byte 13 of every CDB (the transfer length of
+    // 16-byte CDBs) and, when the target refuses COMPARE AND WRITE as tgt
+    // 1.0.85 does (not in its SBC table), returns without removing it: the
+    // later tests of that process that send 16-byte CDBs get a mangled
+    // length. They pass in the per-suite runs.
+    test: /^SCSI\.(Read16|Write16|Verify16|WriteSame16|Prefetch16|OrWrite|WriteVerify16|GetLBAStatus|ReadCapacity16)\./,
+    runs: ['one run'],
+    why: "libiscsi's CompareAndWrite.InvalidDataOutSize leaves a hook that mangles byte 13 of every later CDB in the same process",
+  },
 ];
 
-/** The runs one after the other on a LUN, merged into one result. */
-async function conformance(url: string): Promise<CuResult> {
+/**
+ * Tests the backing store decides: they must pass on swiftvol whatever
+ * bs_rdwr does (in the per-suite runs; the one run is judged by the rules
+ * above, where FAILS_ON_BOTH names what libiscsi itself breaks there).
+ */
+const MUST_PASS: RegExp[] = [
+  /^iSCSI\.iSCSIResiduals\./, // data-out shorter or longer than the transfer: exactly min(EDTL, TL) bytes written
+  /^SCSI\.Unmap\.ZeroBlocks$/, // zero-length descriptors, one at the end of the LUN, none at all
+  /^SCSI\.WriteSame1[06]\.Unmap/, // the unmapped range reads zeros
+];
+
+/** A run on both LUNs at once: different LUNs, so they do not interfere, and it halves the time. */
+async function onBoth(run: (url: string) => Promise<CuResult>): Promise<{ swift: CuResult; rdwr: CuResult }> {
+  const [swiftRun, rdwrRun] = await Promise.all([run(serve!.url(VOLUME)), run(tgtd!.url(RDWR_IQN))]);
+  return { swift: swiftRun, rdwr: rdwrRun };
+}
+
+/** Every suite of the families in a process of its own, merged into one result. */
+async function perSuite(url: string): Promise<CuResult> {
   const merged: CuResult = { tests: new Map(), details: new Map(), stdout: '', stderr: '', ms: 0 };
-  for (const tests of CU_RUNS) {
-    const r = await iscsiTestCu(url, tests, { timeoutMs: 200_000 });
+  for (const suite of await cuSuites(FAMILIES)) {
+    const r = await iscsiTestCu(url, [suite], { timeoutMs: 120_000 });
     for (const [name, outcome] of r.tests) merged.tests.set(name, outcome);
     for (const [name, text] of r.details) merged.details.set(name, text);
     merged.stdout += r.stdout;
@@ -65,6 +119,37 @@ async function conformance(url: string): Promise<CuResult> {
     merged.ms += r.ms;
   }
   return merged;
+}
+
+/** Applies the rules of this file to a run on both LUNs; returns what breaks them. */
+function judge(kind: RunKind, swiftRun: CuResult, rdwrRun: CuResult, t: { diagnostic(m: string): void }): string[] {
+  t.diagnostic(`${kind}: swiftvol (real Swift): ${summary(swiftRun)}`);
+  t.diagnostic(`${kind}: bs_rdwr:              ${summary(rdwrRun)}`);
+  const problems: string[] = [];
+  if (rdwrRun.tests.size < 200) problems.push(`only ${rdwrRun.tests.size} tests ran on bs_rdwr`);
+  const names = (r: CuResult) => [...r.tests.keys()].sort().join(' ');
+  if (names(swiftRun) !== names(rdwrRun)) problems.push('different tests ran on the two LUNs');
+  for (const [name, outcome] of rdwrRun.tests) {
+    const s = swiftRun.tests.get(name);
+    if (outcome === 'passed' && s !== 'passed') problems.push(`passes on bs_rdwr, ${s ?? 'not run'} on swiftvol: ${name}\n${swiftRun.details.get(name) ?? ''}`);
+    if (outcome === 'failed' && s === 'failed') {
+      const reason = FAILS_ON_BOTH.find((e) => e.runs.includes(kind) && e.test.test(name));
+      if (reason) t.diagnostic(`fails on both: ${name}: ${reason.why}`);
+      else problems.push(`fails on both, unexplained: ${name}\n${swiftRun.details.get(name) ?? ''}`);
+    }
+  }
+  if (kind === 'per suite') {
+    for (const must of MUST_PASS) {
+      const matched = [...swiftRun.tests].filter(([name]) => must.test(name));
+      if (matched.length === 0) problems.push(`no test matches ${must}`);
+      for (const [name, outcome] of matched) {
+        if (outcome !== 'passed') problems.push(`must pass on swiftvol, ${outcome}: ${name}\n${swiftRun.details.get(name) ?? ''}`);
+      }
+    }
+  }
+  const onlySwift = [...swiftRun.tests].filter(([n, o]) => o === 'passed' && rdwrRun.tests.get(n) === 'failed').map(([n]) => n);
+  if (onlySwift.length) t.diagnostic(`${kind}: passing on swiftvol only: ${onlySwift.join(' ')}`);
+  return problems;
 }
 
 let swift: DevSwift | undefined;
@@ -143,24 +228,50 @@ test('both LUNs have the same size and content; the swiftvol one reads from Swif
   await qemuImg(['compare', '-f', 'raw', '-F', 'raw', serve!.url(VOLUME), imageFile], { timeoutMs: 60_000 });
 });
 
-test('iscsi-test-cu: every test that passes on bs_rdwr passes on swiftvol', { timeout: 240_000 }, async (t) => {
-  // Both at once: different LUNs, so they do not interfere, and it halves the time.
-  const [swiftRun, rdwrRun] = await Promise.all([conformance(serve!.url(VOLUME)), conformance(tgtd!.url(RDWR_IQN))]);
-  t.diagnostic(`iscsi-test-cu swiftvol (real Swift): ${summary(swiftRun)}`);
-  t.diagnostic(`iscsi-test-cu bs_rdwr:              ${summary(rdwrRun)}`);
-  const bothFail = [...rdwrRun.tests].filter(([n, o]) => o === 'failed' && swiftRun.tests.get(n) === 'failed').map(([n]) => n);
-  if (bothFail.length) t.diagnostic(`failing on both: ${bothFail.join(' ')}`);
-  const onlySwift = [...swiftRun.tests].filter(([n, o]) => o === 'passed' && rdwrRun.tests.get(n) !== 'passed').map(([n]) => n);
-  if (onlySwift.length) t.diagnostic(`passing on swiftvol only: ${onlySwift.join(' ')}`);
-  assert.ok(rdwrRun.tests.size > 100, `only ${rdwrRun.tests.size} tests ran on bs_rdwr`);
-  assert.equal(swiftRun.tests.size, rdwrRun.tests.size, 'the same tests ran on both');
-  const regressions: string[] = [];
-  for (const [name, outcome] of rdwrRun.tests) {
-    if (outcome !== 'passed') continue;
-    const s = swiftRun.tests.get(name);
-    if (s !== 'passed') regressions.push(`${name}: ${s ?? 'not run'}\n${swiftRun.details.get(name) ?? ''}`);
-  }
-  assert.deepEqual(regressions, [], `tests that pass on bs_rdwr but not on swiftvol:\n${regressions.join('\n')}`);
+test('GET LBA STATUS never reports data deallocated: qemu-img map and convert see all of it, in the overlay and only in Swift', async () => {
+  // Blocks of the overlay (written now) beside blocks only in Swift (the import).
+  const url = serve!.url(VOLUME);
+  await qemuIoOk(url, [`write -P 0x5c ${5 * MiB} ${MiB}`, 'flush']);
+  const expected = fs.readFileSync(imageFile);
+  expected.fill(0x5c, 5 * MiB, 6 * MiB);
+  // tgt answers GET LBA STATUS itself from the LU's file; swiftvol has none
+  // there, so every block is reported mapped (the safe answer).
+  const map = JSON.parse(await qemuImg(['map', '--output=json', '-f', 'raw', url], { timeoutMs: 60_000 })) as Array<{ start: number; length: number; data: boolean; zero: boolean }>;
+  assert.deepEqual(
+    map.map((e) => [e.start, e.length, e.data, e.zero]),
+    [[0, SIZE, true, false]],
+    'the whole LUN is data',
+  );
+  // qemu-img convert skips what block status calls deallocated: a wrong answer would lose those bytes in the copy.
+  const copy = path.join(tmp!.dir, 'convert.raw');
+  await qemuImg(['convert', '-f', 'raw', '-O', 'raw', url, copy], { timeoutMs: 120_000 });
+  assert.ok(fs.readFileSync(copy).equals(expected), 'the copy holds every byte, from the overlay and from Swift');
+  fs.rmSync(copy);
+});
+
+test('WRITE SAME 16 with UNMAP: the range reads zeros and its overlay space is freed', async () => {
+  const url = serve!.url(VOLUME);
+  const overlay = path.join(tmp!.dir, 'state', 'volumes', VOLUME, 'overlay');
+  const allocated = () => fs.statSync(overlay).blocks * 512;
+  await qemuIoOk(url, [`write -P 0x77 ${40 * MiB} ${4 * MiB}`, 'flush']);
+  const written = allocated();
+  assert.ok(written >= 4 * MiB, `the overlay holds the 4 MiB written (${written} bytes allocated)`);
+  // qemu's iSCSI driver sends a write of zeros that may unmap as WRITE SAME 16 with the UNMAP bit (the LUN has LBPWS)
+  await qemuIoOk(url, [`write -z -u ${40 * MiB} ${4 * MiB}`, 'flush', `read -P 0 ${40 * MiB} ${4 * MiB}`, `read -P 0x5c ${5 * MiB} ${MiB}`]);
+  const freed = written - allocated();
+  assert.ok(freed >= 4 * MiB, `the unmapped 4 MiB are freed in the overlay file (freed ${freed} bytes)`);
+});
+
+test('iscsi-test-cu -t SCSI,iSCSI in one run: swiftvol no worse than bs_rdwr', { timeout: 300_000 }, async (t) => {
+  const { swift: swiftRun, rdwr: rdwrRun } = await onBoth((url) => iscsiTestCu(url, FAMILIES, { timeoutMs: 280_000 }));
+  const problems = judge('one run', swiftRun, rdwrRun, t);
+  assert.deepEqual(problems, [], problems.join('\n'));
+});
+
+test('iscsi-test-cu, every suite of SCSI and iSCSI in a process of its own: swiftvol no worse than bs_rdwr', { timeout: 300_000 }, async (t) => {
+  const { swift: swiftRun, rdwr: rdwrRun } = await onBoth(perSuite);
+  const problems = judge('per suite', swiftRun, rdwrRun, t);
+  assert.deepEqual(problems, [], problems.join('\n'));
 });
 
 test("serve's stop removes its own target only; the tgtd it was given keeps running", async () => {

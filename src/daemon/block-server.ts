@@ -4,7 +4,8 @@
 // -> size, block size, max payload, capabilities); after that its requests
 // run concurrently and are answered by tag, in any order. WRITE SAME,
 // COMPARE AND WRITE and VERIFY are built here on top of BlockDevice; COMPARE
-// AND WRITE is atomic against writes to its range (a per-device range lock).
+// AND WRITE, and a WRITE that ends inside a sector (read, merge, write), are
+// atomic against writes to their range (a per-device range lock).
 // A connection that sends anything invalid is dropped; other connections
 // are not affected.
 import * as fs from 'node:fs';
@@ -146,6 +147,11 @@ function firstDifference(a: Buffer, b: Buffer): number {
     }
   }
   return a.length === b.length ? -1 : n;
+}
+
+/** length rounded up to whole sectors. */
+function sectorsOf(length: number): number {
+  return Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
 }
 
 async function readExactly(device: BlockDevice, offset: number, length: number): Promise<Buffer> {
@@ -341,9 +347,27 @@ class Connection {
           return failure(err, Senses.READ_ERROR, false);
         }
       case 'write': {
-        const release = await lockOf(device).acquire(req.offset, req.offset + req.data.length, false);
+        // A write that ends inside a sector keeps the rest of that sector:
+        // read, merge, write, exclusive of other writes to the range.
+        const partial = req.data.length % SECTOR_SIZE !== 0;
+        const end = req.offset + sectorsOf(req.data.length);
+        const release = await lockOf(device).acquire(req.offset, end, partial);
         try {
-          await device.write(req.offset, req.data, { fua: req.fua });
+          let data: Uint8Array = req.data;
+          if (partial) {
+            const tail = end - SECTOR_SIZE;
+            let current: Buffer;
+            try {
+              current = await readExactly(device, tail, SECTOR_SIZE);
+            } catch (err) {
+              return failure(err, Senses.READ_ERROR, false);
+            }
+            const whole = Buffer.allocUnsafe(end - req.offset);
+            req.data.copy(whole, 0);
+            current.copy(whole, req.data.length, req.offset + req.data.length - tail);
+            data = whole;
+          }
+          await device.write(req.offset, data, { fua: req.fua });
           return GOOD;
         } catch (err) {
           return failure(err, Senses.WRITE_ERROR, true);
@@ -376,7 +400,8 @@ class Connection {
         return this.compareAndWrite(device, req);
       case 'verify':
         try {
-          const current = await readExactly(device, req.offset, req.data.length);
+          // a length that ends inside a sector compares only its own bytes
+          const current = (await readExactly(device, req.offset, sectorsOf(req.data.length))).subarray(0, req.data.length);
           const at = firstDifference(req.data, current);
           if (at >= 0) return { status: Status.CHECK_CONDITION, sense: Senses.MISCOMPARE, info: at };
           return GOOD;

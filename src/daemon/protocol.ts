@@ -18,7 +18,7 @@ export const MIN_MAX_PAYLOAD = 64 * 1024;
 export const MAX_NAME_LENGTH = 255;
 export const MAX_MESSAGE_LENGTH = 1024;
 export const HELLO_REPLY_LENGTH = 24;
-/** Offsets and lengths are multiples of this. */
+/** Offsets and lengths are multiples of this (WRITE and VERIFY lengths need not be: PARTIAL_SECTOR). */
 export const SECTOR_SIZE = 512;
 export const REPLY_BIT = 0x80;
 
@@ -86,7 +86,20 @@ export type StatusCode = (typeof Status)[keyof typeof Status];
 export function capabilityBit(op: OpCode): number {
   return 1 << op;
 }
-export const ALL_CAPABILITIES = Object.values(Op).reduce((acc, op) => acc | capabilityBit(op), 0);
+export const ALL_OPCODES = Object.values(Op).reduce((acc, op) => acc | capabilityBit(op), 0);
+
+/** Capability bits above the opcodes' (doc/protocol.md, "Handshake"): features a client may use only if the daemon sets them. */
+export const Feature = {
+  /**
+   * WRITE and VERIFY take a length that is not a multiple of 512: exactly
+   * that many bytes are written or compared, and the rest of the last
+   * sector is kept (an iSCSI data-out shorter than the SCSI transfer).
+   */
+  PARTIAL_SECTOR: 1 << 16,
+} as const;
+
+/** Everything this daemon offers: every opcode and every feature. */
+export const ALL_CAPABILITIES = ALL_OPCODES | Feature.PARTIAL_SECTOR;
 
 /** Version of the direct I/O map a DIRECT reply names (doc/protocol.md, "Direct I/O"). */
 export const DIRECT_MAP_VERSION = 1;
@@ -485,7 +498,8 @@ function aligned(n: bigint): boolean {
  * Checks a request header against the connection state, before its payload
  * arrives. Throws ProtocolError. Rules (doc/protocol.md):
  *  - HELLO first and only once; nothing else before it;
- *  - flags known for the opcode; offsets and lengths multiples of 512;
+ *  - flags known for the opcode; offsets and lengths multiples of 512
+ *    (a WRITE or VERIFY length need not be);
  *  - offset + length inside the volume;
  *  - payload length as the opcode requires.
  */
@@ -505,7 +519,9 @@ export function checkRequestHeader(h: FrameHeader, ctx: RequestContext): void {
     if (h.offset !== 0n || h.length !== 0n || h.payloadLength !== 0) fail(h, 'offset, length and payload must be 0');
     return;
   }
-  if (!aligned(h.offset) || !aligned(h.length)) fail(h, 'offset or length not a multiple of 512');
+  // Only WRITE and VERIFY may end inside a sector (Feature.PARTIAL_SECTOR).
+  const partialAllowed = op === Op.WRITE || op === Op.VERIFY;
+  if (!aligned(h.offset) || (!partialAllowed && !aligned(h.length))) fail(h, 'offset or length not a multiple of 512');
   if (h.length === 0n) fail(h, 'zero length');
   if (h.offset > size || h.length > size - h.offset) fail(h, `range ${h.offset}+${h.length} beyond the volume (${size} bytes)`);
   const max = BigInt(ctx.maxPayload);
