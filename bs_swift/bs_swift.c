@@ -72,49 +72,8 @@
 #include "spc.h"
 #include "bs_thread.h"
 
-/* ---- protocol (doc/protocol.md) ---- */
-
-#define SWP_MAGIC		0x42565753U	/* "SWVB" on the wire */
-#define SWP_VERSION		1
-#define SWP_HDR_LEN		40
-#define SWP_MAX_PAYLOAD		(32U << 20)
-#define SWP_MIN_PAYLOAD		(64U << 10)
-#define SWP_MAX_NAME		255
-#define SWP_MAX_MESSAGE		1024
-#define SWP_HELLO_REPLY_LEN	24
-#define SWP_ALIGN		512
-
-#define SWP_OP_HELLO		0x01
-#define SWP_OP_READ		0x02
-#define SWP_OP_WRITE		0x03
-#define SWP_OP_FLUSH		0x04
-#define SWP_OP_UNMAP		0x05
-#define SWP_OP_WRITE_SAME	0x06
-#define SWP_OP_COMPARE_AND_WRITE 0x07
-#define SWP_OP_VERIFY		0x08
-#define SWP_OP_PREFETCH		0x09
-#define SWP_OP_DIRECT		0x0A
-/* handshake capabilities: bit n = opcode n; features above them */
-#define SWP_CAP_PARTIAL_SECTOR	(1U << 16)	/* WRITE/VERIFY may end inside a sector */
-#define SWP_REPLY		0x80
-
-#define SWP_F_FUA		0x0001	/* WRITE, WRITE_SAME, COMPARE_AND_WRITE */
-#define SWP_F_UNMAP		0x0002	/* WRITE_SAME */
-#define SWP_F_LBDATA		0x0004	/* WRITE_SAME */
-#define SWP_F_PBDATA		0x0008	/* WRITE_SAME */
-#define SWP_RF_INFO_VALID	0x0001	/* reply: offset is the INFORMATION field */
-
-#define SWP_STATUS_GOOD		0x00
-#define SWP_STATUS_CHECK	0x02
-
-#define SWP_DIRECT_VERSION	1	/* DIRECT reply: map version */
-#define SWP_MAX_PATH		4095
-
-/* the shared block map a DIRECT reply names */
-#define SWM_MAGIC		0x4D565753U	/* "SWVM" */
-#define SWM_VERSION		1
-#define SWM_HDR_LEN		80
-#define SWM_INFLIGHT		32	/* u32: direct writes in progress */
+/* the wire format (doc/protocol.md), shared with the daemon */
+#include "swift_protocol.h"
 
 #define DEFAULT_SOCKET		"/run/swiftvol/bs.sock"
 #define DEFAULT_TIMEOUT_MS	20000
@@ -373,7 +332,7 @@ static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
 		return plen ? swift_recv_full(fd, good_buf, plen) : SWX_OK;
 	}
 
-	if (res->status != SWP_STATUS_CHECK || res->key == 0 ||
+	if (res->status != SWP_STATUS_CHECK_CONDITION || res->key == 0 ||
 	    res->key > MISCOMPARE || plen > SWP_MAX_MESSAGE ||
 	    get_le64(h + 24)) {
 		eprintf("bs_swift %s: bad error reply (op %02x status %02x "
@@ -521,7 +480,7 @@ static enum swx swift_connect(struct swift_lu *s, int *out_fd,
 		uint32_t vcaps = get_le32(reply + 16);
 
 		if (!vsize || vsize % SWP_ALIGN || bsize < SWP_ALIGN ||
-		    bsize > 65536 || (bsize & (bsize - 1)) ||
+		    bsize > SWP_MAX_BLOCK || (bsize & (bsize - 1)) ||
 		    maxp < SWP_MIN_PAYLOAD ||
 		    maxp % SWP_ALIGN || get_le32(reply + 20)) {
 			eprintf("bs_swift %s: bad handshake reply (size %"
@@ -532,7 +491,7 @@ static enum swx swift_connect(struct swift_lu *s, int *out_fd,
 			eprintf("bs_swift %s: volume size changed from %" PRIu64
 				" to %" PRIu64 "; recreate the LU\n",
 				s->volume, s->size, vsize);
-			res->status = SWP_STATUS_CHECK;
+			res->status = SWP_STATUS_CHECK_CONDITION;
 			res->key = NOT_READY;
 			res->asc = ASC_CAUSE_NOT_REPORTABLE;
 			res->flags = 0;
@@ -695,18 +654,19 @@ static int swift_direct_map(struct swift_lu *s, struct swift_direct *d,
 		return -1;
 	}
 
-	size = get_le64(d->map + 8);
-	bsize = get_le32(d->map + 16);
-	osize = get_le32(d->map + 20);
-	chunks = get_le64(d->map + 24);
-	allow = get_le64(d->map + 40);
-	touched = get_le64(d->map + 48);
-	valid = get_le64(d->map + 56);
-	dirty = get_le64(d->map + 64);
-	total = get_le64(d->map + 72);
-	if (get_le32(d->map) != SWM_MAGIC ||
-	    get_le32(d->map + 4) != SWM_VERSION || size != s->size ||
-	    !is_pow2(bsize) || bsize < SWP_ALIGN || bsize > 65536 ||
+	size = get_le64(d->map + SWM_OFF_SIZE);
+	bsize = get_le32(d->map + SWM_OFF_BLOCK_SIZE);
+	osize = get_le32(d->map + SWM_OFF_OBJECT_SIZE);
+	chunks = get_le64(d->map + SWM_OFF_CHUNKS);
+	allow = get_le64(d->map + SWM_OFF_ALLOW);
+	touched = get_le64(d->map + SWM_OFF_TOUCHED);
+	valid = get_le64(d->map + SWM_OFF_VALID);
+	dirty = get_le64(d->map + SWM_OFF_DIRTY);
+	total = get_le64(d->map + SWM_OFF_LENGTH);
+	if (get_le32(d->map + SWM_OFF_MAGIC) != SWM_MAGIC ||
+	    get_le32(d->map + SWM_OFF_VERSION) != SWM_VERSION ||
+	    size != s->size ||
+	    !is_pow2(bsize) || bsize < SWP_ALIGN || bsize > SWP_MAX_BLOCK ||
 	    !is_pow2(osize) || osize < 8 * bsize ||
 	    chunks != (size + osize - 1) / osize || total != d->map_len) {
 		eprintf("bs_swift %s: %s does not describe this volume\n",
@@ -720,7 +680,7 @@ static int swift_direct_map(struct swift_lu *s, struct swift_direct *d,
 			map_path);
 		return -1;
 	}
-	d->inflight = (uint32_t *)(d->map + SWM_INFLIGHT);
+	d->inflight = (uint32_t *)(d->map + SWM_OFF_INFLIGHT);
 	d->allow = d->map + allow;
 	d->touched = d->map + touched;
 	d->valid = d->map + valid;
@@ -1014,7 +974,7 @@ static enum swx swift_call(struct swift_lu *s, struct swift_req *rq,
 
 	memset(res, 0, sizeof(*res));
 	if (!(s->caps & (1U << rq->op))) {
-		res->status = SWP_STATUS_CHECK;
+		res->status = SWP_STATUS_CHECK_CONDITION;
 		res->key = ILLEGAL_REQUEST;
 		res->asc = ASC_INVALID_OP_CODE;
 		return SWX_OK;

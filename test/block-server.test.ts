@@ -18,14 +18,11 @@ import {
   MAX_PAYLOAD,
   Op,
   ProtocolError,
-  SenseError,
-  Senses,
   Status,
-  encodeRequest,
-  type Reply,
 } from '../src/daemon/protocol.js';
+import { SenseError, Senses } from '../src/daemon/sense.js';
 import { MemoryBlockDevice } from './fixtures/memory-device.js';
-import { ProtocolClient } from './fixtures/protocol-client.js';
+import { ProtocolClient, encodeRequest, type Reply } from './fixtures/protocol-client.js';
 
 const MiB = 1024 * 1024;
 

@@ -21,12 +21,10 @@ import {
   MAX_PAYLOAD,
   Op,
   Status,
-  decodeReply,
-  encodeRequest,
   type OpCode,
 } from '../src/daemon/protocol.js';
 import { MemoryBlockDevice } from './fixtures/memory-device.js';
-import { ProtocolClient } from './fixtures/protocol-client.js';
+import { ProtocolClient, decodeReply, encodeRequest } from './fixtures/protocol-client.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

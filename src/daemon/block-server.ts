@@ -20,8 +20,6 @@ import {
   Op,
   ProtocolError,
   SECTOR_SIZE,
-  SenseError,
-  Senses,
   Status,
   checkRequestHeader,
   decodeRequest,
@@ -35,8 +33,8 @@ import {
   type OpCode,
   type Request,
   type RequestContext,
-  type Sense,
 } from './protocol.js';
+import { SenseError, Senses, type Sense } from './sense.js';
 
 export interface BlockServerOptions {
   socketPath: string;

@@ -1,5 +1,11 @@
 // The bs_swift <-> daemon protocol, version 1 (doc/protocol.md): framing,
-// encoding, a streaming frame parser and the validation of requests.
+// the daemon's encoders, a streaming frame parser and the validation of
+// requests. (The client's encoders and decoders, which only tests use, are
+// in test/fixtures/protocol-client.ts; the sense data in ./sense.ts.)
+//
+// The constants below are also bs_swift's: bs_swift/swift_protocol.h is
+// their one source, and test/wire-constants.test.ts checks that every one
+// here equals the header's.
 //
 // Every frame is a 40-byte little-endian header followed by payloadLength
 // bytes. The parser checks what a header alone can tell (magic, version,
@@ -7,6 +13,7 @@
 // rest of a header (opcode, flags, offsets against the volume) before the
 // payload is buffered; any failure is a ProtocolError and the connection is
 // to be dropped.
+import { Senses, type Sense } from './sense.js';
 
 export const MAGIC = 0x42565753; // "SWVB" on the wire
 export const VERSION = 1;
@@ -21,6 +28,8 @@ export const HELLO_REPLY_LENGTH = 24;
 /** Offsets and lengths are multiples of this (WRITE and VERIFY lengths need not be: PARTIAL_SECTOR). */
 export const SECTOR_SIZE = 512;
 export const REPLY_BIT = 0x80;
+/** Largest physical block size a HELLO reply may give, and largest WRITE SAME block. */
+export const MAX_BLOCK_SIZE = 64 * 1024;
 
 export const Op = {
   HELLO: 0x01,
@@ -129,74 +138,6 @@ export function encodeDirectReply(d: DirectReply): Buffer {
   return b;
 }
 
-export function decodeDirectReply(b: Buffer): DirectReply {
-  if (b.length < 8) throw new ProtocolError(`DIRECT reply payload of ${b.length} bytes`);
-  if (b.readUInt32LE(0) !== DIRECT_MAP_VERSION) throw new ProtocolError(`DIRECT reply: map version ${b.readUInt32LE(0)}`);
-  const dataLength = b.readUInt16LE(4);
-  const mapLength = b.readUInt16LE(6);
-  if (dataLength === 0 || mapLength === 0 || b.length !== 8 + dataLength + mapLength) throw new ProtocolError('DIRECT reply: bad path lengths');
-  return {
-    dataPath: b.toString('utf8', 8, 8 + dataLength),
-    mapPath: b.toString('utf8', 8 + dataLength),
-  };
-}
-
-export const SenseKey = {
-  NO_SENSE: 0x00,
-  RECOVERED_ERROR: 0x01,
-  NOT_READY: 0x02,
-  MEDIUM_ERROR: 0x03,
-  HARDWARE_ERROR: 0x04,
-  ILLEGAL_REQUEST: 0x05,
-  UNIT_ATTENTION: 0x06,
-  DATA_PROTECT: 0x07,
-  ABORTED_COMMAND: 0x0b,
-  MISCOMPARE: 0x0e,
-} as const;
-
-export interface Sense {
-  key: number;
-  asc: number;
-  ascq: number;
-}
-
-/** Sense data the daemon uses. */
-export const Senses = {
-  /** MEDIUM ERROR, UNRECOVERED READ ERROR */
-  READ_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x11, ascq: 0x00 },
-  /** MEDIUM ERROR, WRITE ERROR */
-  WRITE_ERROR: { key: SenseKey.MEDIUM_ERROR, asc: 0x0c, ascq: 0x00 },
-  /** MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION */
-  MISCOMPARE: { key: SenseKey.MISCOMPARE, asc: 0x1d, ascq: 0x00 },
-  /** HARDWARE ERROR, INTERNAL TARGET FAILURE */
-  INTERNAL: { key: SenseKey.HARDWARE_ERROR, asc: 0x44, ascq: 0x00 },
-  /** NOT READY, LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE */
-  NOT_READY: { key: SenseKey.NOT_READY, asc: 0x04, ascq: 0x00 },
-  /** DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT */
-  NO_SPACE: { key: SenseKey.DATA_PROTECT, asc: 0x27, ascq: 0x07 },
-  /** DATA PROTECT, WRITE PROTECTED */
-  WRITE_PROTECTED: { key: SenseKey.DATA_PROTECT, asc: 0x27, ascq: 0x00 },
-  /** ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE */
-  LBA_OUT_OF_RANGE: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x21, ascq: 0x00 },
-  /** ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE */
-  INVALID_OPCODE: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x20, ascq: 0x00 },
-  /** ILLEGAL REQUEST, INVALID FIELD IN CDB */
-  INVALID_FIELD: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x24, ascq: 0x00 },
-} as const satisfies Record<string, Sense>;
-
-/**
- * An error that carries its own sense data: a BlockDevice (or openDevice)
- * may throw it to choose what the initiator sees.
- */
-export class SenseError extends Error {
-  readonly sense: Sense;
-  constructor(sense: Sense, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'SenseError';
-    this.sense = sense;
-  }
-}
-
 /** A frame (or stream) that breaks the protocol: the connection is dropped. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -256,30 +197,6 @@ function decodeHeader(b: Buffer): FrameHeader {
   };
 }
 
-export interface RequestInit {
-  opcode: OpCode;
-  tag: bigint;
-  flags?: number;
-  offset?: bigint | number;
-  length?: bigint | number;
-}
-
-/** Encodes a request header for the given payload (the client side; tests). */
-export function encodeRequest(r: RequestInit, payload: Uint8Array = Buffer.alloc(0)): Buffer {
-  return encodeHeader({
-    opcode: r.opcode,
-    flags: r.flags ?? 0,
-    tag: r.tag,
-    offset: BigInt(r.offset ?? 0),
-    length: BigInt(r.length ?? 0),
-    payloadLength: payload.length,
-    status: 0,
-    senseKey: 0,
-    asc: 0,
-    ascq: 0,
-  });
-}
-
 export interface ReplyInit {
   opcode: OpCode;
   tag: bigint;
@@ -323,20 +240,6 @@ export function encodeHelloReply(h: HelloReply): Buffer {
   b.writeUInt32LE(h.maxPayload, 12);
   b.writeUInt32LE(h.capabilities >>> 0, 16);
   return b;
-}
-
-export function decodeHelloReply(b: Buffer): HelloReply {
-  if (b.length !== HELLO_REPLY_LENGTH) throw new ProtocolError(`HELLO reply payload of ${b.length} bytes`);
-  if (b.readUInt32LE(20) !== 0) throw new ProtocolError('HELLO reply: reserved field not zero');
-  const size = b.readBigUInt64LE(0);
-  if (size === 0n || size % BigInt(SECTOR_SIZE) !== 0n || size > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new ProtocolError(`HELLO reply: bad size ${size}`);
-  }
-  const pbs = b.readUInt32LE(8);
-  if (pbs < SECTOR_SIZE || pbs > 65536 || (pbs & (pbs - 1)) !== 0) throw new ProtocolError(`HELLO reply: bad physical block size ${pbs}`);
-  const maxPayload = b.readUInt32LE(12);
-  if (maxPayload < MIN_MAX_PAYLOAD || maxPayload % SECTOR_SIZE !== 0) throw new ProtocolError(`HELLO reply: bad max payload ${maxPayload}`);
-  return { size: Number(size), physicalBlockSize: pbs, maxPayload, capabilities: b.readUInt32LE(16) };
 }
 
 export type FrameDirection = 'request' | 'reply';
@@ -545,7 +448,7 @@ export function checkRequestHeader(h: FrameHeader, ctx: RequestContext): void {
       const p = h.payloadLength;
       if (p === 0) {
         if (h.flags & (Flag.LBDATA | Flag.PBDATA)) fail(h, 'LBDATA/PBDATA need a block');
-      } else if (p % SECTOR_SIZE !== 0 || p > 65536 || h.length % BigInt(p) !== 0n) {
+      } else if (p % SECTOR_SIZE !== 0 || p > MAX_BLOCK_SIZE || h.length % BigInt(p) !== 0n) {
         fail(h, `block of ${p} bytes for a length of ${h.length}`);
       }
       if ((h.flags & Flag.LBDATA) && (h.flags & Flag.PBDATA)) fail(h, 'LBDATA and PBDATA both set');
@@ -645,40 +548,4 @@ export function requestOpcode(r: Request): OpCode {
     case 'direct':
       return Op.DIRECT;
   }
-}
-
-/** A reply as a client sees it. */
-export interface Reply {
-  opcode: OpCode;
-  tag: bigint;
-  status: number;
-  sense: Sense | null;
-  info: number | null;
-  payload: Buffer;
-}
-
-/** Validates a reply frame (client side). */
-export function decodeReply(frame: Frame): Reply {
-  const h = frame.header;
-  const op = h.opcode & ~REPLY_BIT;
-  if ((h.opcode & REPLY_BIT) === 0 || !isOpCode(op)) throw new ProtocolError(`not a reply: ${opName(h.opcode)}`);
-  if ((h.flags & ~ReplyFlag.INFO_VALID) !== 0) throw new ProtocolError('unknown reply flags');
-  if (h.length !== 0n) throw new ProtocolError('reply length field not zero');
-  const infoValid = (h.flags & ReplyFlag.INFO_VALID) !== 0;
-  if (!infoValid && h.offset !== 0n) throw new ProtocolError('reply offset without INFO_VALID');
-  if (h.status === Status.GOOD) {
-    if (h.senseKey || h.asc || h.ascq || infoValid) throw new ProtocolError('GOOD reply with sense data');
-    return { opcode: op, tag: h.tag, status: h.status, sense: null, info: null, payload: frame.payload };
-  }
-  if (h.status !== Status.CHECK_CONDITION) throw new ProtocolError(`reply status 0x${h.status.toString(16)}`);
-  if (h.senseKey === 0 || h.senseKey > SenseKey.MISCOMPARE) throw new ProtocolError('CHECK CONDITION without a sense key');
-  if (h.payloadLength > MAX_MESSAGE_LENGTH) throw new ProtocolError('error message too long');
-  return {
-    opcode: op,
-    tag: h.tag,
-    status: h.status,
-    sense: { key: h.senseKey, asc: h.asc, ascq: h.ascq },
-    info: infoValid ? Number(h.offset) : null,
-    payload: frame.payload,
-  };
 }

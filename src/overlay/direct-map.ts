@@ -8,11 +8,28 @@ import fs from 'node:fs';
 import { overlayIo } from '../native/addons.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 
-const MAGIC = 0x4d565753; // "SWVM" on disk
-const VERSION = 1;
+// The header's layout is bs_swift's too: bs_swift/swift_protocol.h (SWM_*) is
+// its one source, and test/wire-constants.test.ts checks that these equal it.
+export const MAP_MAGIC = 0x4d565753; // "SWVM" on disk
+export const MAP_VERSION = 1;
+export const MAP_HEADER_LENGTH = 80;
+/** Offsets of the header's fields (doc/protocol.md, "Direct I/O"). */
+export const MapField = {
+  MAGIC: 0,
+  VERSION: 4,
+  SIZE: 8,
+  BLOCK_SIZE: 16,
+  OBJECT_SIZE: 20,
+  CHUNKS: 24,
+  /** u32: direct writes in progress (atomic counter) */
+  INFLIGHT: 32,
+  ALLOW: 40,
+  TOUCHED: 48,
+  VALID: 56,
+  DIRTY: 64,
+  LENGTH: 72,
+} as const;
 const PAGE = 4096;
-const INFLIGHT_OFFSET = 32;
-const HEADER_LENGTH = 80;
 /** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
 const QUIESCE_TIMEOUT_MS = 5000;
 
@@ -39,18 +56,18 @@ function layoutOf(size: number, objectSize: number): Layout {
 
 /** The map's header (doc/protocol.md, "Direct I/O"), with the in-progress counter at 0. */
 function encodeHeader(size: number, objectSize: number, layout: Layout): Buffer {
-  const header = Buffer.alloc(HEADER_LENGTH);
-  header.writeUInt32LE(MAGIC, 0);
-  header.writeUInt32LE(VERSION, 4);
-  header.writeBigUInt64LE(BigInt(size), 8);
-  header.writeUInt32LE(BLOCK_SIZE, 16);
-  header.writeUInt32LE(objectSize, 20);
-  header.writeBigUInt64LE(BigInt(layout.chunks), 24);
-  header.writeBigUInt64LE(BigInt(layout.allow), 40);
-  header.writeBigUInt64LE(BigInt(layout.touched), 48);
-  header.writeBigUInt64LE(BigInt(layout.valid), 56);
-  header.writeBigUInt64LE(BigInt(layout.dirty), 64);
-  header.writeBigUInt64LE(BigInt(layout.length), 72);
+  const header = Buffer.alloc(MAP_HEADER_LENGTH);
+  header.writeUInt32LE(MAP_MAGIC, MapField.MAGIC);
+  header.writeUInt32LE(MAP_VERSION, MapField.VERSION);
+  header.writeBigUInt64LE(BigInt(size), MapField.SIZE);
+  header.writeUInt32LE(BLOCK_SIZE, MapField.BLOCK_SIZE);
+  header.writeUInt32LE(objectSize, MapField.OBJECT_SIZE);
+  header.writeBigUInt64LE(BigInt(layout.chunks), MapField.CHUNKS);
+  header.writeBigUInt64LE(BigInt(layout.allow), MapField.ALLOW);
+  header.writeBigUInt64LE(BigInt(layout.touched), MapField.TOUCHED);
+  header.writeBigUInt64LE(BigInt(layout.valid), MapField.VALID);
+  header.writeBigUInt64LE(BigInt(layout.dirty), MapField.DIRTY);
+  header.writeBigUInt64LE(BigInt(layout.length), MapField.LENGTH);
   return header;
 }
 
@@ -109,7 +126,7 @@ export class DirectMap {
       return false;
     }
     const same = (from: number, to: number): boolean => found.subarray(from, to).equals(header.subarray(from, to));
-    return same(0, INFLIGHT_OFFSET) && same(INFLIGHT_OFFSET + 4, header.length);
+    return same(0, MapField.INFLIGHT) && same(MapField.INFLIGHT + 4, header.length);
   }
 
   /** Replaces chunk's valid bits (at start-up, from the overlay's bitmaps). */
@@ -151,7 +168,7 @@ export class DirectMap {
     const { allow, chunks } = this.layout;
     this.map.fill(0, allow, allow + chunks);
     if (this.sessions === 0) return;
-    if (!overlayIo().waitZero(this.map, INFLIGHT_OFFSET, QUIESCE_TIMEOUT_MS)) {
+    if (!overlayIo().waitZero(this.map, MapField.INFLIGHT, QUIESCE_TIMEOUT_MS)) {
       this.allowWrites();
       throw new Error(`direct writes to the overlay did not finish within ${QUIESCE_TIMEOUT_MS / 1000} s`);
     }
@@ -185,7 +202,7 @@ export class DirectMap {
       open = false;
       // With no session left nobody can be inside a direct write: a count
       // left by a tgtd that died in one is reset.
-      if (--this.sessions === 0) this.map.writeUInt32LE(0, INFLIGHT_OFFSET);
+      if (--this.sessions === 0) this.map.writeUInt32LE(0, MapField.INFLIGHT);
     };
   }
 }
