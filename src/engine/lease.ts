@@ -66,9 +66,12 @@ export class Lease {
         );
       }
       const lease = new Lease(store, volume, record, n, ttlMs, options.onLost ?? (() => undefined));
-      // Swift checks If-None-Match when a PUT starts: two PUTs racing in the same
-      // instant can both succeed, the later one winning. Reading back catches most such races.
-      if ((await lease.write()) && (await lease.confirm())) {
+      // The lease is only as good as the store's conditional PUT. Where it is not
+      // atomic (Swift checks If-None-Match when a PUT starts: two PUTs racing in the
+      // same instant can both succeed, the later one winning), reading back catches
+      // most such races; where it is (FileStore), the PUT that succeeded won.
+      const won = (await lease.write()) && (store.consistency.atomicConditionalPut || (await lease.confirm()));
+      if (won) {
         lease.timer = setInterval(() => void lease.renew(), Math.max(1000, ttlMs / 3));
         lease.timer.unref();
         return lease;

@@ -1,25 +1,15 @@
 // A store that wraps another and misbehaves on request, for tests of the
 // layers above: fail the next N calls, delay calls, corrupt what get returns.
+// A PassThroughStore: its faults and delays live in the one hook every
+// operation passes through (a listing meets them when it starts, as a first
+// page request would); get adds the corruption. Its consistency is the inner
+// store's: a fault makes a call fail, never lets two conditional puts win.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  StoreError,
-  type ByteRange,
-  type ObjectInfo,
-  type ObjectStore,
-  type PutOptions,
-  type StoreErrorKind,
-} from './object-store.js';
+import { StoreError, type ByteRange, type StoreErrorKind } from './object-store.js';
+import { PassThroughStore, type StoreOp } from './pass-through-store.js';
 
-export type StoreOp =
-  | 'createContainer'
-  | 'deleteContainer'
-  | 'listContainers'
-  | 'put'
-  | 'get'
-  | 'head'
-  | 'delete'
-  | 'list';
+export type { StoreOp } from './pass-through-store.js';
 
 export interface FailOptions {
   /** Which operations the rule applies to; all when absent. */
@@ -40,18 +30,13 @@ interface FailRule {
   message: string | undefined;
 }
 
-export class FaultStore implements ObjectStore {
-  readonly inner: ObjectStore;
+export class FaultStore extends PassThroughStore {
   private rules: FailRule[] = [];
   private delays = new Map<StoreOp | '*', number>();
   private corruptGets = 0;
   private readonly counts = new Map<StoreOp, number>();
 
-  constructor(inner: ObjectStore) {
-    this.inner = inner;
-  }
-
-  get description(): string {
+  override get description(): string {
     return `faulty ${this.inner.description}`;
   }
 
@@ -100,7 +85,8 @@ export class FaultStore implements ObjectStore {
     return rule;
   }
 
-  private async run<T>(op: StoreOp, fn: () => Promise<T>): Promise<T> {
+  /** Every operation (close aside) counts, waits out its delay, then meets the first rule that applies. */
+  protected override async call<T>(op: StoreOp, next: () => Promise<T>): Promise<T> {
     this.counts.set(op, this.calls(op) + 1);
     const delay = this.delays.get(op) ?? this.delays.get('*');
     if (delay) await sleep(delay);
@@ -108,29 +94,13 @@ export class FaultStore implements ObjectStore {
     const fail = (): StoreError =>
       new StoreError(rule!.kind, rule!.message ?? `injected ${rule!.kind} fault in ${op} (${this.inner.description})`);
     if (rule && !rule.after) throw fail();
-    const result = await fn();
+    const result = await next();
     if (rule) throw fail();
     return result;
   }
 
-  createContainer(container: string): Promise<void> {
-    return this.run('createContainer', () => this.inner.createContainer(container));
-  }
-
-  deleteContainer(container: string): Promise<void> {
-    return this.run('deleteContainer', () => this.inner.deleteContainer(container));
-  }
-
-  listContainers(prefix: string): Promise<string[]> {
-    return this.run('listContainers', () => this.inner.listContainers(prefix));
-  }
-
-  put(container: string, name: string, data: Uint8Array, options?: PutOptions): Promise<{ etag: string }> {
-    return this.run('put', () => this.inner.put(container, name, data, options));
-  }
-
-  async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
-    const data = await this.run('get', () => this.inner.get(container, name, range));
+  override async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+    const data = await super.get(container, name, range);
     if (this.corruptGets > 0) {
       this.corruptGets--;
       // A copy: the inner store may hand out a buffer it keeps.
@@ -140,27 +110,5 @@ export class FaultStore implements ObjectStore {
       return bad;
     }
     return data;
-  }
-
-  head(container: string, name: string): Promise<ObjectInfo | null> {
-    return this.run('head', () => this.inner.head(container, name));
-  }
-
-  delete(container: string, name: string): Promise<void> {
-    return this.run('delete', () => this.inner.delete(container, name));
-  }
-
-  async *list(container: string, prefix?: string): AsyncIterable<ObjectInfo> {
-    // Faults and delays apply when iteration starts, as a first page request would.
-    const items: ObjectInfo[] = await this.run('list', async () => {
-      const all: ObjectInfo[] = [];
-      for await (const info of this.inner.list(container, prefix)) all.push(info);
-      return all;
-    });
-    yield* items;
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StoreError, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions } from './object-store.js';
+import { StoreError, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type StoreConsistency } from './object-store.js';
 import { checkContainerName, checkObjectName, checkRange, compareNames, isHexMd5 } from './names.js';
 
 const MAGIC = Buffer.from('SWVOBJ1\n', 'latin1'); // 8 bytes
@@ -83,6 +83,15 @@ async function fsyncDir(dir: string): Promise<void> {
 export class FileStore implements ObjectStore {
   readonly root: string;
   readonly description: string;
+  /**
+   * Atomic. A conditional put links its complete temporary file to the name
+   * with link(2), which fails with EEXIST instead of replacing: the kernel
+   * decides, at one instant, which of any number of racing puts creates the
+   * name, for every process of the host using the directory. That holds on a
+   * local filesystem; a directory shared by several hosts over a network
+   * filesystem is outside what FileStore is for.
+   */
+  readonly consistency: StoreConsistency = Object.freeze({ atomicConditionalPut: true });
 
   constructor(root: string) {
     this.root = root;

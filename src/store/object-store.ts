@@ -22,7 +22,11 @@ export interface PutOptions {
    * the store then compares it with what it stored once both are known.
    */
   md5?: string | Promise<string>;
-  /** Fail with StoreError('conflict') if the object already exists. */
+  /**
+   * Fail with StoreError('conflict') if the object already exists. Whether
+   * two such puts racing for one name can both succeed is the store's
+   * `consistency.atomicConditionalPut`.
+   */
   ifNoneMatch?: boolean;
   contentType?: string;
 }
@@ -49,31 +53,108 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof StoreError && err.kind === 'not-found';
 }
 
-export interface ObjectStore {
-  /** Human-readable location, for messages ("swift http://127.0.0.1:8080/v1/AUTH_test"). */
-  readonly description: string;
+/**
+ * What a store promises beyond the operations' own contracts: the properties
+ * the layers above build their locking on. A wrapper that does not change a
+ * property passes it through; one made of several stores (a mirror) declares
+ * only what all of them give.
+ */
+export interface StoreConsistency {
+  /**
+   * Whether a conditional put (`ifNoneMatch`) is an atomic create-if-absent:
+   * of any number of concurrent conditional puts of one name, at most one
+   * returns success (the others fail with 'conflict', or another error), and
+   * the object it stored is not replaced by another conditional put: a
+   * conditional put that returned success is a won race, with nothing more to
+   * check. Leases (src/engine/lease.ts), volume creation and version commits
+   * (VolumeCatalog.begin, VolumeCatalog.commit) take their locks this way.
+   *
+   * false: the condition is checked but not atomically with the write. Swift
+   * checks If-None-Match when a PUT starts, before its body arrives; two PUTs
+   * of one name in flight at once can both succeed, the later overwriting the
+   * earlier. A caller that must know it won reads the object back and compares
+   * (which narrows the window to the time of that read, but does not close it).
+   */
+  readonly atomicConditionalPut: boolean;
+}
 
-  /** Creates the container; succeeds if it already exists. */
+/**
+ * The object layer's operations. Contract shared by all of them (each store
+ * maps its own failures onto these kinds; test/fixtures/store-contract.ts
+ * checks it on every store):
+ * - Names are checked first (src/store/names.ts): an empty container name or
+ *   one with '/', NUL, '.', '..', more than 256 bytes; an empty object name or
+ *   one with NUL, more than 1024 bytes; or badly formed Unicode: 'invalid',
+ *   and nothing is sent or changed.
+ * - Any operation may fail with 'unreachable' (the store did not answer within
+ *   its timeouts and retries: the operation may or may not have happened),
+ *   'auth' (credentials rejected or access denied) or 'other' (an answer the
+ *   store cannot map); an operation that changes something and fails this
+ *   way may have taken effect.
+ * - Every error is a StoreError, with a message that says what failed
+ *   (container/name) and can be shown as it is.
+ * - Calls may run concurrently; a store serialises nothing but what its own
+ *   contract says (see StoreConsistency).
+ */
+export interface ObjectStore {
+  /** Human-readable location, for messages ("swift http://127.0.0.1:8080/v1/AUTH_test"). Never empty. */
+  readonly description: string;
+  /** What its conditional put promises; see StoreConsistency. Constant for the life of the store. */
+  readonly consistency: StoreConsistency;
+
+  /** Creates the container; succeeds if it already exists (its objects stay). */
   createContainer(container: string): Promise<void>;
-  /** Deletes an empty container; 'not-found' is not an error; 'conflict' if not empty. */
+  /**
+   * Deletes an empty container. An absent container is not an error; one that
+   * still holds objects fails with 'conflict' and is left as it is.
+   */
   deleteContainer(container: string): Promise<void>;
-  /** Lists containers whose names start with prefix, in name order, all pages. */
+  /**
+   * Lists the names of containers that start with prefix ('' for all), in
+   * byte order of their UTF-8 names, all pages. An account or root that was
+   * never written to has no containers: [] rather than 'not-found'.
+   */
   listContainers(prefix: string): Promise<string[]>;
 
-  /** Stores data under name; returns the store's ETag (hex MD5). */
+  /**
+   * Stores data under name, replacing an object of that name unless
+   * `ifNoneMatch`. Returns the store's ETag (hex MD5 of data, lower case).
+   * On success the object is complete: a later get returns exactly these
+   * bytes (or a newer object's), never a mix, and a failed put never leaves a
+   * partial object under the name. Errors: 'not-found' if the container does
+   * not exist; 'conflict' if `ifNoneMatch` and the object exists (see
+   * StoreConsistency for concurrent puts); 'checksum' if data does not match
+   * a given md5 (a string md5 is checked before anything is stored; one that
+   * arrives as a promise may be checked only after the object was stored,
+   * which then stays: callers use write-once names that nothing refers to
+   * yet); 'invalid' for an md5 that is not 32 hex digits.
+   */
   put(container: string, name: string, data: Uint8Array, options?: PutOptions): Promise<{ etag: string }>;
   /**
-   * Reads the whole object, or the given range of it. A whole read is
-   * verified against the ETag. Throws StoreError('not-found') if absent.
+   * Reads the whole object, or the bytes [start, end) of it (an empty range
+   * reads nothing but still checks that the object exists and that start is
+   * not past its end). Returns exactly the bytes asked for. A whole read is
+   * verified against the ETag: 'checksum' when the stored bytes do not match
+   * it (a ranged read is not: callers check ranges with their own sums), or
+   * when the store hands back other bytes than were asked for. Errors besides:
+   * 'not-found' if the object or its container
+   * is absent; 'invalid' for a range with start > end, a negative or
+   * non-integer bound, or end past the end of the object.
    */
   get(container: string, name: string, range?: ByteRange): Promise<Buffer>;
-  /** Object metadata, or null if absent. */
+  /** The object's name, size and ETag, or null if it (or its container) is absent. Reads no data. */
   head(container: string, name: string): Promise<ObjectInfo | null>;
-  /** Deletes the object; an absent object is not an error. */
+  /** Deletes the object; an absent object (or container) is not an error. */
   delete(container: string, name: string): Promise<void>;
-  /** Objects whose names start with prefix, in name order, across all pages. */
+  /**
+   * The objects whose names start with prefix (all when absent), in byte
+   * order of their UTF-8 names, across all pages, each with its size and
+   * ETag. An object deleted while the listing runs may be left out; one put
+   * meanwhile may or may not appear. 'not-found' if the container does not
+   * exist (raised when iteration starts, or at the latest on the first page).
+   */
   list(container: string, prefix?: string): AsyncIterable<ObjectInfo>;
 
-  /** Releases connections. */
+  /** Releases connections; calls in flight may fail, and none may be made after. */
   close(): Promise<void>;
 }

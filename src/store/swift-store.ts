@@ -9,6 +9,7 @@ import {
   type ObjectInfo,
   type ObjectStore,
   type PutOptions,
+  type StoreConsistency,
 } from './object-store.js';
 import { checkContainerName, checkObjectName, checkRange, isHexMd5 } from './names.js';
 import { md5OnPool } from './md5.js';
@@ -84,6 +85,18 @@ interface ListEntry {
 }
 
 export class SwiftStore implements ObjectStore {
+  /**
+   * Not atomic. Swift's object servers check If-None-Match when a PUT
+   * arrives, before its body does, and keep whichever object has the later
+   * timestamp: two conditional PUTs of one name in flight at once can both be
+   * answered 201, the later overwriting the earlier. Each replica checks on
+   * its own, too, so a replica that missed the first object (a handoff during
+   * a failure) can accept a second. And a retried PUT whose first try landed
+   * counts as success when the object's ETag is its own (see put), which two
+   * writers of identical bytes cannot tell apart. Callers that must know they
+   * won read back (lease.ts, VolumeCatalog).
+   */
+  readonly consistency: StoreConsistency = Object.freeze({ atomicConditionalPut: false });
   private readonly auth: SwiftAuth;
   private readonly http: SwiftHttp;
   private readonly pageSize: number;
