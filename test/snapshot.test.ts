@@ -5,8 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
-import { tempDir, writeImage, sha256File } from './fixtures/files.js';
+import { startSwift, freePort, pauseSwiftProxy, type DevSwift } from './fixtures/swift.js';
+import { spawn } from 'node:child_process';
+import { cliPath, tempDir, writeImage, sha256File } from './fixtures/files.js';
 import { qemuIo, qemuIoOk, qemuImg } from './fixtures/initiators.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 import { swiftStoreFromEnv } from '../src/store/swift-store.js';
@@ -248,6 +249,41 @@ test('another state directory reopens a volume at its latest snapshot; a second 
   ok(['export', 'vol', there], other);
   assert.equal(sha256File(there), sha256File(latest));
   serve = await startServe(env, port);
+});
+
+test('a snapshot asked for while Swift does not answer: frozen at once, says it waits for the store, completes when Swift is back', async () => {
+  const url = serve!.url('vol');
+  await qemuIoOk(url, ['write -P 0x51 30M 64k', 'flush']);
+  const resume = pauseSwiftProxy(swift);
+  let resumed = false;
+  try {
+    const child = spawn(process.execPath, [cliPath, 'snapshot', 'create', 'vol', 'outage'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    for (let i = 0; !/waiting for the store/.test(stderr); i++) {
+      assert.ok(i < 300, `no word of the wait after 30 s: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(stderr, /^swiftvol: waiting for the store \(swift http:\/\/127\.0\.0\.1:\d+\/.*\): the snapshot completes when it answers; see 'swiftvol snapshot list vol'$/m);
+    assert.doesNotMatch(stderr, /unexpected error/);
+    // Written after the request: not part of the snapshot (the volume was frozen when it was asked for).
+    await qemuIoOk(url, ['write -P 0x52 30M 64k', 'flush']);
+    resume();
+    resumed = true;
+    assert.equal(await exited, 0, stderr);
+    assert.match(stdout, /snapshot vol@outage created: version \d+/);
+  } finally {
+    if (!resumed) resume();
+  }
+  const out = path.join(tmp.dir, 'outage.raw');
+  ok(['export', 'vol@outage', out]);
+  const data = fs.readFileSync(out);
+  assert.ok(data.subarray(30 * MiB, 30 * MiB + 64 * 1024).every((x) => x === 0x51), 'the snapshot holds what was there when it was asked for');
+  await qemuIoOk(url, [`read -P 0x52 30M 64k`]);
+  ok(['snapshot', 'delete', 'vol', 'outage']);
 });
 
 test('bad snapshot input is refused', () => {

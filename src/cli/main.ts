@@ -346,12 +346,21 @@ function buildProgram(): Command {
           const reply = await sendControl(global.stateDir, { op: 'snapshot.create', volume: name, name: snap });
           if (!reply || !reply.ok) throw new EngineError(reply ? reply.error : 'swiftvol serve went away');
           let status = reply.result as SnapshotStatus;
+          let toldWaiting = false;
+          const tellWaiting = (): void => {
+            if (!status.waitingFor || toldWaiting) return;
+            toldWaiting = true;
+            bar.stop();
+            process.stderr.write(`swiftvol: waiting for the store (${status.waitingFor}): the snapshot completes when it answers; see 'swiftvol snapshot list ${name}'\n`);
+          };
+          tellWaiting();
           if (!opts.wait) {
             console.log(`snapshot ${name}@${snap} frozen (${formatSize(status.changedBytes)} changed); uploading in swiftvol serve`);
             return;
           }
           while (status.state === 'uploading') {
-            bar.onProgress(status.doneBytes, status.totalBytes);
+            tellWaiting();
+            if (!status.waitingFor) bar.onProgress(status.doneBytes, status.totalBytes);
             // serve answers when the upload has settled, or after half a second with the progress
             const poll = await sendControl(global.stateDir, { op: 'snapshot.wait', volume: name, name: snap, startedAt: status.startedAt, ms: 500 });
             if (poll?.ok === false && poll.error === UNKNOWN_CONTROL_REQUEST) {

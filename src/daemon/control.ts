@@ -40,7 +40,7 @@ export function sendControl(stateDir: string, request: ControlRequest, timeoutMs
     let data = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`swiftvol serve did not answer within ${timeoutMs / 1000} s`));
+      reject(new EngineError(`swiftvol serve (${socketPath}) did not answer within ${timeoutMs / 1000} s: it is busy or stuck; see its log`));
     }, timeoutMs);
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.end(JSON.stringify(request) + '\n'));

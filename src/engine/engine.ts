@@ -3,25 +3,20 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { md5OnPool } from '../store/md5.js';
-import { BufferPool } from './buffer-pool.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
 import {
-  BLOCK_SIZE,
   DEFAULT_OBJECT_SIZE,
-  VersionTable,
   chunkCount,
   chunkLength,
   containerName,
   dataObjectName,
-  newGeneration,
   validateObjectSize,
   validateVolumeName,
   validateSnapshotName,
   validateVolumeSize,
-  type ChunkRef,
+  type VersionTable,
+  type VolumeMetadata,
   type ParentRef,
 } from '../format/volume-format.js';
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
@@ -29,13 +24,18 @@ import { DEFAULT_LEASE_MS, Lease } from './lease.js';
 import type { SnapshotEntry } from './volume-catalog.js';
 import { EngineError } from './engine-error.js';
 import { StateDir } from './state-dir.js';
-import { Volume, isAllZero } from './volume.js';
+import { Volume } from './volume.js';
 import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
 import { runPool } from './run-pool.js';
-
-const fsRead = promisify(fs.read);
+import { VersionWriter } from './version-writer.js';
+import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
+import { isAllZero } from './all-zero.js';
+import { BLOCK_SIZE } from '../format/volume-format.js';
 
 export type Progress = (doneBytes: number, totalBytes: number) => void;
+
+/** How long a snapshot's start waits for the store to answer its name check before it freezes anyway. */
+const NAME_CHECK_MS = 3000;
 
 export interface OpenOptions {
   /** Keep fetched blocks as clean cache in the overlay (default true). */
@@ -78,13 +78,12 @@ export interface VolumeInfo extends Omit<VolumeSummary, 'parent'> {
   dirtyBytes: number | null;
 }
 
-/** Granularity at which export leaves holes in the output file. */
-const SPARSE_GRANULE = 64 * 1024;
-
 export class Engine {
   readonly catalog: VolumeCatalog;
   readonly state: StateDir;
 
+  /** The metadata of each volume opened here (write-once in the store: it cannot change while open). */
+  private readonly metadataOf = new WeakMap<Volume, VolumeMetadata>();
   /** Generations being uploaded, per volume: garbage collection leaves their objects alone. */
   private readonly uploading = new Map<string, Set<string>>();
   /** How long a lease lasts unless renewed (SWIFTVOL_LEASE_SECONDS). */
@@ -104,8 +103,9 @@ export class Engine {
     const release = this.state.lock(name, 'volume create');
     try {
       await this.refuseExisting(name);
-      const { meta, table } = await this.catalog.create(name, size, objectSize);
-      this.attachAt(meta.uuid, table).abandon();
+      const meta = await this.catalog.begin(name, size, objectSize);
+      const table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'create', from: new Map() });
+      await this.createLocalState(meta.uuid, table);
       return await this.info(name);
     } finally {
       release();
@@ -131,52 +131,39 @@ export class Engine {
 
     await this.refuseExisting(name);
     const release = this.state.lock(name, 'import');
-    let fd: number | null = null;
+    let image: ImageReader | null = null;
     let begun = false;
     try {
       await this.refuseExisting(name);
-      fd = fs.openSync(file, 'r');
+      image = new ImageReader(file);
+      const reader = image;
       const meta = await this.catalog.begin(name, size, objectSize);
       begun = true;
-      const generation = newGeneration();
-      const container = containerName(name);
-      const count = chunkCount(imageSize, objectSize);
-      const refs = new Map<number, ChunkRef>();
       let done = 0;
       options.onProgress?.(0, imageSize);
-      const imageFd = fd;
-      const concurrency = options.concurrency ?? 4;
-      const buffers = new BufferPool(concurrency, objectSize);
-      await runPool(
-        Array.from({ length: count }, (_, i) => i),
-        concurrency,
-        async (chunk) => {
-          const length = chunkLength(imageSize, objectSize, chunk);
-          const buffer = await buffers.take(length);
-          try {
-            await readFully(imageFd, buffer, chunk * objectSize);
-            if (!isAllZero(buffer)) {
-              const md5 = md5OnPool(buffer); // on the pool while it uploads; the store checks both agree
-              await this.store.put(container, dataObjectName(generation, chunk), buffer, { md5 });
-              refs.set(chunk, { container, generation, md5: await md5 });
-            }
-          } finally {
-            buffers.give(buffer);
-          }
-          done += length;
+      const table = await new VersionWriter(this.store, this.catalog, meta).write({
+        kind: 'import',
+        from: new Map(),
+        chunks: Array.from({ length: chunkCount(imageSize, objectSize) }, (_, i) => i),
+        read: async (chunk, buffer) => {
+          const data = buffer.subarray(0, chunkLength(imageSize, objectSize, chunk));
+          await reader.readFully(data, chunk * objectSize);
+          return isAllZero(data) ? null : { data };
+        },
+        concurrency: options.concurrency,
+        onChunk: (chunk) => {
+          done += chunkLength(imageSize, objectSize, chunk);
           options.onProgress?.(done, imageSize);
         },
-        options.signal,
-      );
-      if (options.signal?.aborted) throw options.signal.reason;
-      const table = await this.catalog.commit(meta, 1, 'import', generation, refs);
-      this.attachAt(meta.uuid, table).abandon();
+        signal: options.signal,
+      });
+      await this.createLocalState(meta.uuid, table);
       return await this.info(name);
     } catch (err) {
       if (begun) await this.catalog.delete(name).catch(() => undefined);
       throw err;
     } finally {
-      if (fd !== null) fs.closeSync(fd);
+      image?.close();
       release();
     }
   }
@@ -205,21 +192,21 @@ export class Engine {
       if (options.lease !== false) {
         lease = await Lease.acquire(this.store, name, this.state.root, purpose, { ttlMs: this.leaseMs, onLost: options.onLeaseLost });
       }
-      const { cacheReads } = options;
-      if (this.state.hasVolume(name)) {
-        const overlay = Overlay.open(this.state.volumeDir(name), meta);
-        try {
-          const base = this.localBase(overlay, meta.uuid, name);
-          return new Volume(name, this.store, overlay, base, { cacheReads, onClose: done, onAbandon });
-        } catch (err) {
-          overlay.abandon();
-          throw err;
-        }
+      if (!this.state.hasVolume(name)) {
+        const latest = await this.catalog.latestVersion(name);
+        if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
+        await this.createLocalState(meta.uuid, latest);
       }
-      const latest = await this.catalog.latestVersion(name);
-      if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
-      const overlay = this.attachAt(meta.uuid, latest);
-      return new Volume(name, this.store, overlay, latest, { cacheReads, onClose: done, onAbandon });
+      const overlay = Overlay.open(this.state.volumeDir(name), meta);
+      try {
+        const base = this.localBase(overlay, meta.uuid, name);
+        const volume = new Volume(name, this.store, overlay, base, { cacheReads: options.cacheReads, onClose: done, onAbandon });
+        this.metadataOf.set(volume, meta);
+        return volume;
+      } catch (err) {
+        overlay.abandon(); // an error path: nothing was written
+        throw err;
+      }
     } catch (err) {
       await done();
       throw err;
@@ -231,39 +218,29 @@ export class Engine {
     validateVolumeName(name);
     if (!options.force && fs.existsSync(file)) throw new EngineError(`'${file}' exists; use --force to replace it`);
     const volume = await this.openForReading(name, options.snapshot);
-    const temp = `${file}.swiftvol-${process.pid}.tmp`;
-    let fd: number | null = null;
     try {
-      fd = fs.openSync(temp, 'w', 0o644);
-      const outFd = fd;
-      const count = chunkCount(volume.size, volume.objectSize);
-      let done = 0;
-      options.onProgress?.(0, volume.size);
-      await runPool(
-        Array.from({ length: count }, (_, i) => i),
-        options.concurrency ?? 4,
-        async (chunk) => {
-          const start = chunk * volume.objectSize;
-          const data = await volume.read(start, chunkLength(volume.size, volume.objectSize, chunk));
-          for (let at = 0; at < data.length; at += SPARSE_GRANULE) {
-            const piece = data.subarray(at, Math.min(at + SPARSE_GRANULE, data.length));
-            if (!isAllZero(piece)) writeFully(outFd, piece, start + at);
-          }
-          done += data.length;
-          options.onProgress?.(done, volume.size);
-        },
-        options.signal,
-      );
-      if (options.signal?.aborted) throw options.signal.reason;
-      fs.ftruncateSync(fd, volume.size);
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      fd = null;
-      fs.renameSync(temp, file);
-    } catch (err) {
-      if (fd !== null) fs.closeSync(fd);
-      fs.rmSync(temp, { force: true });
-      throw err;
+      const output = new SparseImageWriter(file);
+      try {
+        let done = 0;
+        options.onProgress?.(0, volume.size);
+        await runPool(
+          Array.from({ length: chunkCount(volume.size, volume.objectSize) }, (_, i) => i),
+          options.concurrency ?? 4,
+          async (chunk) => {
+            const start = chunk * volume.objectSize;
+            const data = await volume.read(start, chunkLength(volume.size, volume.objectSize, chunk));
+            output.write(data, start);
+            done += data.length;
+            options.onProgress?.(done, volume.size);
+          },
+          options.signal,
+        );
+        if (options.signal?.aborted) throw options.signal.reason;
+        output.finish(volume.size);
+      } catch (err) {
+        output.discard();
+        throw err;
+      }
     } finally {
       await volume.close();
     }
@@ -284,16 +261,25 @@ export class Engine {
 
   /**
    * Starts a snapshot of an open volume: checks the name, freezes at once,
-   * uploads in the background (job.done).
+   * uploads in the background (job.done). A snapshot is of the moment it is
+   * asked for: if the store does not answer the name check within
+   * NAME_CHECK_MS, the volume is frozen anyway and the job checks the name,
+   * waiting for the store, before it uploads (its status says so).
    */
   async startSnapshot(volume: Volume, snapshot: string, options: SnapshotOptions = {}): Promise<SnapshotJob> {
     validateSnapshotName(snapshot);
     const name = volume.name;
-    const meta = await this.catalog.requireMetadata(name);
-    if ((await this.catalog.snapshots(name)).some((s) => s.name === snapshot)) {
-      throw new EngineError(`volume '${name}' already has a snapshot '${snapshot}'`);
-    }
-    const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, options);
+    const meta = this.metadataOf.get(volume) ?? (await this.catalog.requireMetadata(name));
+    const taken = (list: SnapshotEntry[]): void => {
+      if (list.some((s) => s.name === snapshot)) throw new EngineError(`volume '${name}' already has a snapshot '${snapshot}'`);
+    };
+    const listing = this.catalog.snapshots(name);
+    let timer: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([listing, new Promise<null>((resolve) => (timer = setTimeout(resolve, NAME_CHECK_MS, null)))]).finally(() => clearTimeout(timer));
+    if (answered) taken(answered);
+    else listing.catch(() => undefined); // the job asks again
+    const nameCheck = answered ? null : async (): Promise<void> => taken(await this.catalog.snapshots(name));
+    const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, { ...options, nameCheck });
     const uploaded = this.markUploading(name, job.generation);
     job.start();
     // Once committed, superseded tables and orphans of interrupted uploads go.
@@ -357,8 +343,7 @@ export class Engine {
         throw new EngineError(`volume '${name}' has ${dirty} bytes written since its last snapshot; --force discards them`);
       }
       const meta = await this.catalog.requireMetadata(name);
-      const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
-      const table = await this.catalog.commit(meta, seq, 'rollback', newGeneration(), new Map(target.chunks));
+      const table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'rollback', from: target.chunks, after: volume.baseVersion()?.seq });
       await volume.rebase(table, true);
       return table;
     } finally {
@@ -381,12 +366,12 @@ export class Engine {
       const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq });
       let table: VersionTable;
       try {
-        table = await this.catalog.commit(meta, 1, 'clone', newGeneration(), new Map(from.chunks));
+        table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'clone', from: from.chunks });
       } catch (err) {
         await this.catalog.delete(name).catch(() => undefined);
         throw err;
       }
-      this.attachAt(meta.uuid, table).abandon();
+      await this.createLocalState(meta.uuid, table);
     } finally {
       release();
     }
@@ -412,19 +397,21 @@ export class Engine {
       }
       const base = volume.baseVersion();
       if (!base) throw new EngineError(`volume '${name}' has no version`);
-      const generation = newGeneration();
-      const chunks = new Map(base.chunks);
-      const borrowed = [...base.chunks].filter(([, ref]) => ref.container !== own);
-      const uploaded = this.markUploading(name, generation);
+      const borrowed = [...base.chunks].filter(([, ref]) => ref.container !== own).map(([chunk]) => chunk);
+      const writer = new VersionWriter(this.store, this.catalog, await this.catalog.requireMetadata(name));
+      const uploaded = this.markUploading(name, writer.generation);
       try {
-        await runPool(borrowed, 4, async ([chunk, ref]) => {
-          const data = await this.store.get(ref.container, dataObjectName(ref.generation, chunk));
-          await this.store.put(own, dataObjectName(generation, chunk), data, { md5: ref.md5 });
-          chunks.set(chunk, { container: own, generation, md5: ref.md5 });
+        const table = await writer.write({
+          kind: 'flatten',
+          from: base.chunks,
+          after: base.seq,
+          chunks: borrowed,
+          buffered: false,
+          read: async (chunk) => {
+            const ref = base.chunks.get(chunk)!;
+            return { data: await this.store.get(ref.container, dataObjectName(ref.generation, chunk)), md5: ref.md5 };
+          },
         });
-        const meta = await this.catalog.requireMetadata(name);
-        const seq = ((await this.catalog.versionSeqs(name)).at(-1) ?? 0) + 1;
-        const table = await this.catalog.commit(meta, seq, 'flatten', generation, chunks);
         await volume.rebase(table, false);
       } finally {
         uploaded();
@@ -480,21 +467,20 @@ export class Engine {
     });
   }
 
-  /** Creates local state for the volume with `table` as its base. */
-  private attachAt(uuid: string, table: VersionTable): Overlay {
+  /** Creates local state for the volume, with `table` as its base, and closes it again (it is opened by open()). */
+  private async createLocalState(uuid: string, table: VersionTable): Promise<void> {
     const dir = this.state.volumeDir(table.volume);
     const fresh = !fs.existsSync(dir);
     try {
       const overlay = Overlay.open(dir, table);
       try {
-        overlay.setInfo('volumeUuid', uuid);
-        overlay.setInfo('baseSeq', String(table.seq));
-        overlay.setInfo('baseTable', table.encode().toString('utf8'));
+        overlay.setVolumeUuid(uuid);
+        overlay.setBase(table);
       } catch (err) {
-        overlay.abandon();
+        overlay.abandon(); // an error path: the state is removed below
         throw err;
       }
-      return overlay;
+      await overlay.close();
     } catch (err) {
       // Half-made local state would make the volume's name unusable here ("local state exists").
       if (fresh) fs.rmSync(dir, { recursive: true, force: true });
@@ -503,12 +489,12 @@ export class Engine {
   }
 
   private localBase(overlay: Overlay, uuid: string, name: string): VersionTable {
-    if (overlay.getInfo('volumeUuid') !== uuid) {
+    if (overlay.volumeUuid() !== uuid) {
       throw new EngineError(`the local state of volume '${name}' belongs to an older volume of that name; remove ${this.state.volumeDir(name)}`);
     }
-    const encoded = overlay.getInfo('baseTable');
-    if (!encoded) throw new EngineError(`the local state of volume '${name}' has no base version`);
-    return VersionTable.decode(Buffer.from(encoded), `${this.state.volumeDir(name)}/state.db`);
+    const base = overlay.base();
+    if (!base) throw new EngineError(`the local state of volume '${name}' has no base version`);
+    return base;
   }
 
   /** Refuses a name in use; local state left by an earlier volume of that name must not be mistaken for the new one's. */
@@ -524,43 +510,6 @@ export class Engine {
     const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
     if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null };
     const local = Overlay.inspect(this.state.volumeDir(summary.name));
-    const baseSeq = local.info.get('baseSeq');
-    return {
-      ...summary,
-      ...lineage,
-      attached: true,
-      baseVersion: baseSeq === undefined ? null : Number(baseSeq),
-      dirtyBytes: local.dirtyBlocks * BLOCK_SIZE,
-    };
+    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE };
   }
 }
-
-function imageFileSize(file: string): number {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new EngineError(`image file '${file}' does not exist`);
-    throw new EngineError(`cannot read image file '${file}': ${(err as Error).message}`);
-  }
-  if (stat.isFile()) return stat.size;
-  if (stat.isBlockDevice()) throw new EngineError(`'${file}' is a block device; image files only`);
-  throw new EngineError(`'${file}' is not a regular file`);
-}
-
-/** Fills buffer from the file, on libuv's pool: the uploads in flight go on meanwhile. */
-async function readFully(fd: number, buffer: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buffer.length) {
-    const { bytesRead: n } = await fsRead(fd, buffer, done, buffer.length - done, position + done);
-    if (n === 0) throw new EngineError(`image file ended early at byte ${position + done}`);
-    done += n;
-  }
-}
-
-function writeFully(fd: number, data: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
-}
-

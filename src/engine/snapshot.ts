@@ -1,16 +1,15 @@
 // A snapshot in progress: the dirty set is frozen at once (start() is
 // synchronous), then the changed chunks are composed (frozen overlay blocks
-// over the base object) and uploaded as write-once objects of a fresh
-// generation, concurrently; the version table is written last, as the commit
-// point. Writes that arrive meanwhile go on (the volume copies a frozen chunk
-// before changing it) and are not part of the snapshot.
-import { md5OnPool } from '../store/md5.js';
-import { BufferPool } from './buffer-pool.js';
-import type { ObjectStore } from '../store/object-store.js';
-import { chunkLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
+// over the base object) and written as a new version (VersionWriter: objects
+// of a fresh generation, then the table). Writes that arrive meanwhile go on
+// (the freeze copies a frozen chunk before it changes) and are not part of
+// the snapshot.
+import { StoreError, type ObjectStore } from '../store/object-store.js';
+import { chunkLength, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
 import type { VolumeCatalog } from './volume-catalog.js';
 import type { Volume } from './volume.js';
-import { runPool } from './run-pool.js';
+import type { SnapshotFreeze } from './snapshot-freeze.js';
+import { VersionWriter } from './version-writer.js';
 
 export type SnapshotState = 'uploading' | 'complete' | 'failed';
 
@@ -26,16 +25,27 @@ export interface SnapshotStatus {
   doneBytes: number;
   seq: number | null;
   error?: string;
+  /** The store this job waits for, while it does (it goes on when the store answers). */
+  waitingFor?: string;
 }
 
 export interface SnapshotOptions {
   concurrency?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /**
+   * A check the store could not answer before the freeze (the snapshot's
+   * name is free): run before the upload, again while the store is
+   * unreachable, until it answers.
+   */
+  nameCheck?: (() => Promise<void>) | null;
 }
+
+/** Pause between attempts while the store is unreachable. */
+const STORE_RETRY_MS = 1000;
 
 export class SnapshotJob {
   readonly startedAt = new Date().toISOString();
-  readonly generation = newGeneration();
+  private readonly writer: VersionWriter;
   state: SnapshotState = 'uploading';
   changedBytes = 0;
   totalBytes = 0;
@@ -44,22 +54,31 @@ export class SnapshotJob {
   table: VersionTable | null = null;
   /** Settles when the snapshot is committed (or has failed and been undone); set by start(). */
   done!: Promise<VersionTable>;
+  private waitingFor: string | undefined;
 
   constructor(
     private readonly store: ObjectStore,
-    private readonly catalog: VolumeCatalog,
+    catalog: VolumeCatalog,
     private readonly volume: Volume,
     private readonly meta: VolumeMetadata,
     readonly name: string,
     private readonly options: SnapshotOptions = {},
-  ) {}
+  ) {
+    this.writer = new VersionWriter(store, catalog, meta);
+    if (options.nameCheck) this.waitingFor = store.description;
+  }
+
+  /** The generation of the objects it uploads. */
+  get generation(): string {
+    return this.writer.generation;
+  }
 
   /** Freezes now; the upload runs in the background (see `done`). */
   start(): void {
-    const chunks = this.volume.freeze();
-    this.changedBytes = this.volume.frozenBytes();
-    this.totalBytes = chunks.reduce((sum, c) => sum + chunkLength(this.meta.size, this.meta.objectSize, c), 0);
-    this.done = this.upload(chunks);
+    const freeze = this.volume.freeze();
+    this.changedBytes = freeze.frozenBytes();
+    this.totalBytes = freeze.chunks.reduce((sum, c) => sum + this.chunkLength(c), 0);
+    this.done = this.upload(freeze);
     this.done.catch(() => undefined); // observed through state/error too
   }
 
@@ -75,49 +94,56 @@ export class SnapshotJob {
       seq: this.table?.seq ?? null,
     };
     if (this.error) status.error = this.error;
+    if (this.waitingFor) status.waitingFor = this.waitingFor;
     return status;
   }
 
-  private async upload(chunks: number[]): Promise<VersionTable> {
-    const container = containerName(this.meta.name);
-    const uploaded: string[] = [];
+  /** Runs fn until it gets past the store being unreachable (its other failures are the job's). */
+  private async untilStoreAnswers(fn: () => Promise<void>): Promise<void> {
+    for (;;) {
+      try {
+        await fn();
+        this.waitingFor = undefined;
+        return;
+      } catch (err) {
+        if (!(err instanceof StoreError && err.kind === 'unreachable')) throw err;
+        this.waitingFor = this.store.description;
+        await new Promise((resolve) => setTimeout(resolve, STORE_RETRY_MS));
+      }
+    }
+  }
+
+  private chunkLength(chunk: number): number {
+    return chunkLength(this.meta.size, this.meta.objectSize, chunk);
+  }
+
+  private async upload(freeze: SnapshotFreeze): Promise<VersionTable> {
     const base = this.volume.baseVersion();
-    const refs = new Map<number, ChunkRef>(base?.chunks ?? []);
-    let seq = 0;
     let table: VersionTable;
     try {
+      if (this.options.nameCheck) await this.untilStoreAnswers(this.options.nameCheck);
       this.options.onProgress?.(0, this.totalBytes);
-      const concurrency = this.options.concurrency ?? 4;
-      const buffers = new BufferPool(Math.min(concurrency, chunks.length), this.meta.objectSize);
-      await runPool(chunks, concurrency, async (chunk) => {
-        const buffer = await buffers.take(this.meta.objectSize);
-        try {
-          const data = await this.volume.frozenChunk(chunk, buffer);
-          if (data === null) {
-            refs.delete(chunk); // all zeros now: stored as nothing
-          } else {
-            // hashed on the pool while it uploads; the store checks the two agree
-            const md5 = md5OnPool(data);
-            const name = dataObjectName(this.generation, chunk);
-            await this.store.put(container, name, data, { md5 });
-            uploaded.push(name);
-            refs.set(chunk, { container, generation: this.generation, md5: await md5 });
-          }
-        } finally {
-          buffers.give(buffer);
-        }
-        this.doneBytes += chunkLength(this.meta.size, this.meta.objectSize, chunk);
-        this.options.onProgress?.(this.doneBytes, this.totalBytes);
+      table = await this.writer.write({
+        kind: 'snapshot',
+        from: base?.chunks ?? new Map(),
+        after: base?.seq,
+        chunks: freeze.chunks,
+        read: async (chunk, buffer) => {
+          const data = await freeze.compose(chunk, buffer);
+          return data === null ? null : { data };
+        },
+        concurrency: this.options.concurrency,
+        onChunk: (chunk) => {
+          this.doneBytes += this.chunkLength(chunk);
+          this.options.onProgress?.(this.doneBytes, this.totalBytes);
+        },
+        snapshot: this.name,
+        changedBytes: this.changedBytes,
       });
-      const seqs = await this.catalog.versionSeqs(this.meta.name);
-      seq = Math.max(base?.seq ?? 0, seqs.at(-1) ?? 0) + 1;
-      table = await this.commit(seq, refs);
     } catch (err) {
       this.volume.settleSnapshot(null);
       this.state = 'failed';
       this.error = err instanceof Error ? err.message : String(err);
-      // Referenced by no table: delete now (garbage collection would find them too).
-      await runPool(uploaded, 8, (name) => this.store.delete(container, name)).catch(() => undefined);
       throw err;
     }
     this.table = table;
@@ -129,19 +155,5 @@ export class SnapshotJob {
     // crash only leaves those blocks marked dirty: uploaded again next time.
     void this.volume.flush().catch(() => undefined); // a failing disk shows at the next flush too
     return table;
-  }
-
-  /** Writes the table; a write whose reply was lost but that landed counts as done. */
-  private async commit(seq: number, refs: Map<number, ChunkRef>): Promise<VersionTable> {
-    try {
-      return await this.catalog.commit(this.meta, seq, 'snapshot', this.generation, refs, {
-        snapshot: this.name,
-        changedBytes: this.changedBytes,
-      });
-    } catch (err) {
-      const landed = await this.catalog.readVersion(this.meta.name, seq).catch(() => null);
-      if (landed && landed.generation === this.generation) return landed;
-      throw err;
-    }
   }
 }

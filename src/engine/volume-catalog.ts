@@ -3,6 +3,7 @@
 // not the local overlay.
 import { randomUUID } from 'node:crypto';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
+import { putIfAbsent } from '../store/conditional-put.js';
 import {
   FORMAT_VERSION,
   METADATA_OBJECT,
@@ -12,7 +13,6 @@ import {
   containerName,
   decodeMetadata,
   encodeMetadata,
-  newGeneration,
   seqOfVersionObject,
   versionObjectName,
   volumeNameOfContainer,
@@ -115,7 +115,8 @@ export class VolumeCatalog {
 
   /**
    * Creates the container and the metadata object. The metadata is written
-   * with If-None-Match, so of two creators of one name only one proceeds.
+   * with If-None-Match, so of two creators of one name only one proceeds
+   * (read back where the store's conditional put is not atomic: putIfAbsent).
    */
   async begin(name: string, size: number, objectSize: number, parent?: ParentRef): Promise<VolumeMetadata> {
     if (await this.readMetadata(name)) throw new EngineError(`volume '${name}' already exists`);
@@ -132,7 +133,7 @@ export class VolumeCatalog {
     const container = containerName(name);
     await this.store.createContainer(container);
     try {
-      await this.store.put(container, METADATA_OBJECT, encodeMetadata(meta), { ifNoneMatch: true, contentType: 'application/json' });
+      await putIfAbsent(this.store, container, METADATA_OBJECT, encodeMetadata(meta), { contentType: 'application/json' });
     } catch (err) {
       if (err instanceof StoreError && err.kind === 'conflict') throw new EngineError(`volume '${name}' already exists`);
       throw err;
@@ -140,7 +141,15 @@ export class VolumeCatalog {
     return meta;
   }
 
-  /** Writes a version table: the commit point of everything it names. */
+  /**
+   * Writes a version table: the commit point of everything it names. Write-once
+   * (a conditional put): of two writers of one seq only one may succeed. The
+   * put alone is not relied on as the lock where the store's conditional put
+   * is not atomic (Swift): a volume's versions are written by the holder of
+   * its lease (Lease), or, for a new volume's first, by the creator that won
+   * begin()'s read-back; so no read-back here, which would cost every
+   * snapshot and clone a round trip and a pause.
+   */
   async commit(
     meta: VolumeMetadata,
     seq: number,
@@ -176,13 +185,6 @@ export class VolumeCatalog {
       throw err;
     }
     return table;
-  }
-
-  /** An empty volume: metadata, then an empty first version. */
-  async create(name: string, size: number, objectSize: number): Promise<{ meta: VolumeMetadata; table: VersionTable }> {
-    const meta = await this.begin(name, size, objectSize);
-    const table = await this.commit(meta, 1, 'create', newGeneration(), new Map());
-    return { meta, table };
   }
 
   /** Every version table of the volume, ascending, with the seqs whose snapshot was deleted. */

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { overlayIo } from '../native/addons.js';
 import Database from 'better-sqlite3';
-import { BLOCK_SIZE } from '../format/volume-format.js';
+import { BLOCK_SIZE, VersionTable } from '../format/volume-format.js';
 import { countBits, popcount8, testBit } from './bitmap.js';
 import { DirectMap } from './direct-map.js';
 
@@ -27,6 +27,10 @@ const fsWrite = promisify(fs.write);
 const fsRead = promisify(fs.read);
 // 1: valid and dirty bitmaps; 2: adds the zero bitmap (unmapped blocks).
 const SCHEMA_VERSION = '2';
+// Keys of the info table that record the base (the names are on disk: keep them).
+const INFO_BASE_TABLE = 'baseTable';
+const INFO_BASE_SEQ = 'baseSeq';
+const INFO_VOLUME_UUID = 'volumeUuid';
 
 export interface OverlayGeometry {
   size: number;
@@ -44,6 +48,16 @@ export interface FrozenChunk {
   valid: Uint8Array;
   dirty: Uint8Array;
   zero: Uint8Array;
+}
+
+/** Where a block's content is: the overlay file, nowhere (zeros), or the base version in the store. */
+export type BlockSource = 'overlay' | 'zero' | 'base';
+
+/** What the committed local state says, read without opening it for I/O. */
+export interface OverlaySummary {
+  /** Sequence number of the base version, if one is recorded. */
+  baseSeq: number | null;
+  dirtyBlocks: number;
 }
 
 /** O_DIRECT writes must start and end on this boundary. */
@@ -79,7 +93,11 @@ export class Overlay {
   /** writeInBackground() calls in progress: close() waits for them, abandon() does not. */
   private readonly backgroundWrites = new Set<Promise<void>>();
 
-  private constructor(dir: string, geometry: OverlayGeometry, db: Database.Database) {
+  private constructor(
+    private readonly dir: string,
+    geometry: OverlayGeometry,
+    db: Database.Database,
+  ) {
     this.size = geometry.size;
     this.objectSize = geometry.objectSize;
     this.blocksPerChunk = geometry.objectSize / BLOCK_SIZE;
@@ -181,29 +199,57 @@ export class Overlay {
   }
 
   /** Reads committed state without opening for I/O (safe while another process has it open). */
-  static inspect(dir: string): { info: Map<string, string>; dirtyBlocks: number } {
+  static inspect(dir: string): OverlaySummary {
     const db = new Database(path.join(dir, 'state.db'), { readonly: true, fileMustExist: true });
     try {
-      const info = new Map<string, string>();
-      for (const row of db.prepare('SELECT key, value FROM info').all() as Array<{ key: string; value: string }>) info.set(row.key, row.value);
+      const row = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_SEQ}'`).get() as { value: string } | undefined;
       let dirtyBlocks = 0;
-      for (const row of db.prepare('SELECT dirty FROM chunks').iterate() as Iterable<{ dirty: Buffer }>) {
-        dirtyBlocks += countBits(row.dirty);
+      for (const chunk of db.prepare('SELECT dirty FROM chunks').iterate() as Iterable<{ dirty: Buffer }>) {
+        dirtyBlocks += countBits(chunk.dirty);
       }
-      return { info, dirtyBlocks };
+      return { baseSeq: row === undefined ? null : Number(row.value), dirtyBlocks };
     } finally {
       db.close();
     }
   }
 
-  getInfo(key: string): string | undefined {
+  /** The version the overlay sits on, as recorded with it; null before one is. */
+  base(): VersionTable | null {
+    const encoded = this.getInfo(INFO_BASE_TABLE);
+    return encoded === undefined ? null : VersionTable.decode(Buffer.from(encoded), path.join(this.dir, 'state.db'));
+  }
+
+  /** Records the base version durably, at once. */
+  setBase(table: VersionTable): void {
+    this.db.transaction(() => {
+      this.setInfo(INFO_BASE_TABLE, table.encode().toString('utf8'));
+      this.setInfo(INFO_BASE_SEQ, String(table.seq));
+    })();
+  }
+
+  /** The uuid of the volume this state belongs to (a volume made again under the same name has another). */
+  volumeUuid(): string | undefined {
+    return this.getInfo(INFO_VOLUME_UUID);
+  }
+
+  setVolumeUuid(uuid: string): void {
+    this.setInfo(INFO_VOLUME_UUID, uuid);
+  }
+
+  private getInfo(key: string): string | undefined {
     const row = this.db.prepare('SELECT value FROM info WHERE key = ?').get(key) as { value: string } | undefined;
     return row?.value;
   }
 
-  /** Stores a value durably at once (used for rare facts such as the base version). */
-  setInfo(key: string, value: string): void {
+  /** Stores a value durably at once (rare facts: the base version, the clean-close mark). */
+  private setInfo(key: string, value: string): void {
     this.db.prepare('INSERT INTO info (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  /** Where a block's content is: valid here, unmapped (zeros), or in the base. */
+  blockSource(block: number): BlockSource {
+    if (this.isValid(block)) return 'overlay';
+    return this.isZero(block) ? 'zero' : 'base';
   }
 
   isValid(block: number): boolean {

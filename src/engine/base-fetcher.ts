@@ -1,0 +1,259 @@
+// What a volume reads from its base version in the store: ranged GETs of
+// write-once data objects, shared by concurrent readers of the same blocks;
+// the fetched blocks kept in the overlay as clean cache (installed in the
+// background); and read-ahead for streaming readers.
+//
+// "Install before write" lives here: fetched data is written into the
+// overlay file after the GET, so a write to those blocks must wait until the
+// install has landed (installedBefore), or the older base data would land
+// over it.
+import type { ObjectStore } from '../store/object-store.js';
+import type { Overlay } from '../overlay/overlay.js';
+import { BLOCK_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
+
+/** Reads at least this long are taken as sequential streaming (read-ahead on). */
+const READ_AHEAD_MIN_LENGTH = 128 * 1024;
+/** Objects fetched ahead of a streaming reader (8 measured no faster here, and held ~40 MiB more in memory). */
+const READ_AHEAD_CHUNKS = 4;
+/** PRE-FETCH warms at most this much per command (a hint: the rest of a larger range is left alone). */
+const PREFETCH_MAX = 32 * 1024 * 1024;
+
+/** Fetched blocks [first, end) on their way into the overlay file; data starts at block first. */
+export interface Install {
+  first: number;
+  end: number;
+  data: Buffer;
+  done: Promise<void>;
+}
+
+interface Fetch {
+  first: number;
+  end: number;
+  data: Promise<Buffer>;
+}
+
+export interface BaseFetcherOptions {
+  /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
+  cacheReads: boolean;
+}
+
+export class BaseFetcher {
+  private readonly objectSize: number;
+  private readonly size: number;
+  private readonly blocksPerChunk: number;
+  private readonly cacheReads: boolean;
+  /** In-flight fetches per chunk, so overlapping readers share one GET. */
+  private readonly fetches = new Map<number, Fetch[]>();
+  /** Fetched blocks being written to the overlay in the background: writes to them wait. */
+  private readonly installs = new Set<Install>();
+  private closed = false;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly overlay: Overlay,
+    /** The base version of the moment (it changes when a snapshot commits or the volume is rebased). */
+    private readonly base: () => VersionTable | null,
+    options: BaseFetcherOptions,
+  ) {
+    this.size = overlay.size;
+    this.objectSize = overlay.objectSize;
+    this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
+    this.cacheReads = options.cacheReads;
+  }
+
+  /** Whether a read of this length streams: it fetches the rest of its object and reads ahead. */
+  isStreaming(length: number): boolean {
+    return this.cacheReads && length >= READ_AHEAD_MIN_LENGTH;
+  }
+
+  /** Installs that land after this do not mark blocks valid (the overlay is going away). */
+  close(): void {
+    this.closed = true;
+  }
+
+  /**
+   * Bytes of base blocks [first, end) of a chunk (the caller has checked
+   * they come from the base). The result starts at block `first` and may be
+   * shorter than the blocks at the volume's end. A streaming reader's GET
+   * runs to the end of the object, for the reads that follow.
+   */
+  fetch(chunk: number, ref: ChunkRef, first: number, end: number, streaming = false): Promise<Buffer> {
+    return this.fetchBlocks(chunk, ref, first, streaming ? this.chunkEndBlock(chunk) : end);
+  }
+
+  /**
+   * A read inside one chunk whose blocks all come from the base: a view of
+   * the fetched data (or of data being installed), saving a copy; null for
+   * any other read.
+   */
+  fetchedView(offset: number, length: number, streaming: boolean): Promise<Buffer> | null {
+    const chunk = Math.floor(offset / this.objectSize);
+    const ref = this.base()?.lookup(chunk);
+    if (!ref || length === 0 || Math.floor((offset + length - 1) / this.objectSize) !== chunk) return null;
+    const first = Math.floor(offset / BLOCK_SIZE);
+    const end = Math.ceil((offset + length) / BLOCK_SIZE);
+    for (let b = first; b < end; b++) if (this.overlay.blockSource(b) !== 'base') return null;
+    const view = (data: Buffer, from: number): Buffer => {
+      if (data.length >= from + length) return data.subarray(from, from + length);
+      const out = Buffer.allocUnsafe(length); // the volume's end: zeros past the object's
+      copyPadded(data, from, length, out, 0);
+      return out;
+    };
+    const install = this.installing(first, end);
+    if (install) return Promise.resolve(view(install.data, offset - install.first * BLOCK_SIZE));
+    return this.fetch(chunk, ref, first, end, streaming).then((data) => view(data, offset - first * BLOCK_SIZE));
+  }
+
+  /**
+   * After a streaming read that ended in `chunk`: starts fetching the next
+   * chunks that are not local yet, so that the reader finds them arriving
+   * (or arrived) in the overlay.
+   */
+  readAhead(chunk: number): void {
+    const last = Math.min(chunk + READ_AHEAD_CHUNKS, Math.ceil(this.size / this.objectSize) - 1);
+    for (let c = chunk + 1; c <= last; c++) {
+      if (!this.fetches.has(c)) this.warm(c, c * this.blocksPerChunk, this.chunkEndBlock(c))?.catch(() => undefined); // a reader will retry
+    }
+  }
+
+  /**
+   * PRE-FETCH: the base blocks of the range that are not local are fetched
+   * into the cache (up to PREFETCH_MAX bytes from offset); resolves when they
+   * are in the overlay. Does nothing for a volume that keeps no cache.
+   */
+  async prefetch(offset: number, length: number): Promise<void> {
+    if (!this.cacheReads) return;
+    const endByte = Math.min(offset + length, offset + PREFETCH_MAX, this.size);
+    const warming: Promise<Buffer>[] = [];
+    for (let pos = offset; pos < endByte; ) {
+      const chunk = Math.floor(pos / this.objectSize);
+      const stop = Math.min(endByte, (chunk + 1) * this.objectSize);
+      const started = this.warm(chunk, Math.floor(pos / BLOCK_SIZE), Math.ceil(stop / BLOCK_SIZE));
+      if (started) warming.push(started);
+      pos = stop;
+    }
+    await Promise.all(warming);
+    // done when the fetched blocks are in the overlay, not only fetched
+    const first = Math.floor(offset / BLOCK_SIZE);
+    const end = Math.ceil(endByte / BLOCK_SIZE);
+    for (let landing = this.installedBefore(first, end); landing; landing = this.installedBefore(first, end)) await landing;
+  }
+
+  /**
+   * Fetches, as cache, blocks [first, end) of a chunk from the first one that
+   * is neither local nor being installed; null if there is nothing to fetch.
+   */
+  private warm(chunk: number, first: number, end: number): Promise<Buffer> | null {
+    const ref = this.base()?.lookup(chunk);
+    if (!ref) return null;
+    let missing = first;
+    while (missing < end && (this.overlay.blockSource(missing) !== 'base' || this.installing(missing, missing + 1))) missing++;
+    return missing < end ? this.fetchBlocks(chunk, ref, missing, end) : null;
+  }
+
+  /** The whole data object of a chunk, not cached (a snapshot composing the chunk's frozen content). */
+  readObject(chunk: number, ref: ChunkRef): Promise<Buffer> {
+    return this.store.get(ref.container, dataObjectName(ref.generation, chunk));
+  }
+
+  /** The install covering all of blocks [first, end), if any: its data is what the blocks hold. */
+  installing(first: number, end: number): Install | undefined {
+    for (const i of this.installs) if (i.first <= first && end <= i.end) return i;
+    return undefined;
+  }
+
+  /**
+   * Install before write: null if no fetched data is being installed into
+   * any of blocks [first, end); else a promise that settles when those
+   * installs have landed, after which the caller must look again (a fetch
+   * may have started another meanwhile).
+   */
+  installedBefore(first: number, end: number): Promise<void> | null {
+    const landing = [...this.installs].filter((i) => i.first < end && first < i.end);
+    return landing.length === 0 ? null : Promise.allSettled(landing.map((i) => i.done)).then(() => undefined);
+  }
+
+  /** The block after a chunk's last one (the volume's end cuts the last chunk short). */
+  private chunkEndBlock(chunk: number): number {
+    return Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE);
+  }
+
+  /** One GET for blocks [first, end) of a chunk, or a share of one in flight that covers them. */
+  private fetchBlocks(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
+    const list = this.fetches.get(chunk);
+    const shared = list?.find((f) => f.first <= first && f.end >= end);
+    if (shared) return shared.data.then((data) => data.subarray((first - shared.first) * BLOCK_SIZE));
+
+    const chunkStart = chunk * this.objectSize;
+    const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
+    const start = first * BLOCK_SIZE - chunkStart;
+    const stop = Math.min(end * BLOCK_SIZE - chunkStart, chunkBytes);
+    const name = dataObjectName(ref.generation, chunk);
+    const whole = start === 0 && stop === chunkBytes;
+    const entry: Fetch = {
+      first,
+      end,
+      data: this.store.get(ref.container, name, whole ? undefined : { start, end: stop }).then((data) => {
+        if (data.length !== stop - start) {
+          throw new Error(`object ${ref.container}/${name} returned ${data.length} bytes for a ${stop - start}-byte range`);
+        }
+        if (this.cacheReads) this.installClean(first, data);
+        return data;
+      }),
+    };
+    const entries = list ?? [];
+    entries.push(entry);
+    this.fetches.set(chunk, entries);
+    const forget = (): void => {
+      const i = entries.indexOf(entry);
+      if (i >= 0) entries.splice(i, 1);
+      if (entries.length === 0) this.fetches.delete(chunk);
+    };
+    entry.data.then(forget, forget);
+    return entry.data;
+  }
+
+  /**
+   * Keeps fetched base blocks as clean cache, skipping any block written or
+   * unmapped meanwhile. The file write runs in the background (readers have
+   * the data already); the blocks become valid once it is done, except those
+   * written or unmapped since (writes to them wait for it: installedBefore).
+   */
+  private installClean(first: number, data: Buffer): void {
+    const blocks = Math.ceil(data.length / BLOCK_SIZE);
+    const installable = (b: number): boolean => this.overlay.blockSource(b) === 'base' && !this.installing(b, b + 1);
+    let i = 0;
+    while (i < blocks) {
+      if (!installable(first + i)) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < blocks && installable(first + j)) j++;
+      const runFirst = first + i;
+      const runEnd = first + j;
+      const entry: Install = {
+        first: runFirst,
+        end: runEnd,
+        data: data.subarray(i * BLOCK_SIZE),
+        done: this.overlay
+          .writeInBackground(data.subarray(i * BLOCK_SIZE, Math.min(j * BLOCK_SIZE, data.length)), runFirst * BLOCK_SIZE)
+          .then(() => {
+            if (this.closed) return;
+            for (let b = runFirst; b < runEnd; b++) if (this.overlay.blockSource(b) === 'base') this.overlay.markValid(b, b + 1, false);
+          })
+          .catch(() => undefined) // a cache that could not be written is no cache: reads fetch again
+          .finally(() => this.installs.delete(entry)),
+      };
+      this.installs.add(entry);
+      i = j;
+    }
+  }
+}
+
+/** Copies length bytes of source from sourceOffset into target, zero-filling what source lacks. */
+export function copyPadded(source: Buffer, sourceOffset: number, length: number, target: Buffer, targetOffset: number): void {
+  const copied = Math.max(0, Math.min(length, source.length - sourceOffset));
+  if (copied > 0) source.copy(target, targetOffset, sourceOffset, sourceOffset + copied);
+  if (copied < length) target.fill(0, targetOffset + copied, targetOffset + length);
+}

@@ -1,0 +1,97 @@
+// Raw image files on the local disk: the source of an import and the
+// output of an export.
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { EngineError } from './engine-error.js';
+import { isAllZero } from './all-zero.js';
+
+const fsRead = promisify(fs.read);
+
+/** Granularity at which an exported image leaves holes. */
+const SPARSE_GRANULE = 64 * 1024;
+
+/** The size of an image file, or an EngineError saying why it is no image. */
+export function imageFileSize(file: string): number {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new EngineError(`image file '${file}' does not exist`);
+    throw new EngineError(`cannot read image file '${file}': ${(err as Error).message}`);
+  }
+  if (stat.isFile()) return stat.size;
+  if (stat.isBlockDevice()) throw new EngineError(`'${file}' is a block device; image files only`);
+  throw new EngineError(`'${file}' is not a regular file`);
+}
+
+/** An image file open for reading. */
+export class ImageReader {
+  private readonly fd: number;
+
+  constructor(readonly file: string) {
+    this.fd = fs.openSync(file, 'r');
+  }
+
+  /** Fills buffer from position, on libuv's pool: the uploads in flight go on meanwhile. */
+  async readFully(buffer: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < buffer.length) {
+      const { bytesRead: n } = await fsRead(this.fd, buffer, done, buffer.length - done, position + done);
+      if (n === 0) throw new EngineError(`image file ended early at byte ${position + done}`);
+      done += n;
+    }
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * A sparse raw image being written: into a temporary file next to the
+ * target, which replaces the target only once complete (finish), so an
+ * interrupted export leaves no partial image under the name.
+ */
+export class SparseImageWriter {
+  private readonly temp: string;
+  private fd: number | null;
+
+  constructor(private readonly file: string) {
+    this.temp = `${file}.swiftvol-${process.pid}.tmp`;
+    this.fd = fs.openSync(this.temp, 'w', 0o644);
+  }
+
+  /** Writes data at position, leaving all-zero granules as holes. */
+  write(data: Buffer, position: number): void {
+    const fd = this.openFd();
+    for (let at = 0; at < data.length; at += SPARSE_GRANULE) {
+      const piece = data.subarray(at, Math.min(at + SPARSE_GRANULE, data.length));
+      if (isAllZero(piece)) continue;
+      let done = 0;
+      while (done < piece.length) done += fs.writeSync(fd, piece, done, piece.length - done, position + at + done);
+    }
+  }
+
+  /** Sets the size, syncs, and puts the image in place of the target. */
+  finish(size: number): void {
+    const fd = this.openFd();
+    fs.ftruncateSync(fd, size);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    this.fd = null;
+    fs.renameSync(this.temp, this.file);
+  }
+
+  /** Removes the temporary file (after a failure); the target is untouched. */
+  discard(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+    fs.rmSync(this.temp, { force: true });
+  }
+
+  private openFd(): number {
+    if (this.fd === null) throw new Error(`image ${this.file} is already finished`);
+    return this.fd;
+  }
+}
