@@ -1067,6 +1067,23 @@ static int swift_result(struct scsi_cmd *cmd, enum swx x,
 }
 
 /*
+ * A READ's result: a read error the daemon can place (INFO_VALID) carries
+ * the volume byte offset of the first block it could not read, which the
+ * sense data's INFORMATION field gives as that block's LBA.
+ */
+static int swift_read_result(struct scsi_cmd *cmd, enum swx x,
+			     struct swift_res *res)
+{
+	if (x != SWX_OK || res->status == SWP_STATUS_GOOD ||
+	    !(res->flags & SWP_RF_INFO_VALID))
+		return swift_result(cmd, x, res, 0);
+	scsi_set_result(cmd, SAM_STAT_CHECK_CONDITION);
+	sense_data_build_with_info(cmd, res->key, res->asc,
+				   res->info >> cmd->dev->blk_shift);
+	return -1;
+}
+
+/*
  * The protocol moves 512-byte sectors inside the volume. Lengths come from
  * the data buffers, which an initiator may size oddly (iSCSI data-out
  * shorter than the SCSI transfer: tgt cuts the buffer to it): a range that
@@ -1124,7 +1141,7 @@ static int swift_read(struct scsi_cmd *cmd, struct swift_lu *s,
 					ASC_LBA_OUT_OF_RANGE);
 			return -1;
 		}
-		if (swift_result(cmd, swift_call(s, &rq, &res), &res, done))
+		if (swift_read_result(cmd, swift_call(s, &rq, &res), &res))
 			return -1;
 		if (rq.in == tail)
 			memcpy(buf + done, tail, n);

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { SnapshotStatus } from '../engine/snapshot.js';
+import type { ScrubReport } from '../engine/scrub.js';
 import type { SnapshotEntry } from '../engine/volume-catalog.js';
 import { EngineError } from '../engine/engine-error.js';
 import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
@@ -312,6 +313,32 @@ function buildProgram(): Command {
       }
     });
 
+  volume
+    .command('verify')
+    .description('read every object of a volume (its latest version) or snapshot in the store and check every block')
+    .argument('<volume[@snapshot]>', 'volume, or one of its snapshots', volumeOrSnapshotArg)
+    .option('--json', 'machine-readable output')
+    .option('--concurrency <n>', 'parallel reads', countArg, 4)
+    .action(async (ref: { volume: string; snapshot?: string }, opts: { json?: boolean; concurrency: number }) => {
+      const what = ref.snapshot ? `snapshot ${ref.volume}@${ref.snapshot}` : `volume ${ref.volume}`;
+      const bar = progressBar(`verify ${ref.snapshot ? `${ref.volume}@${ref.snapshot}` : ref.volume}`);
+      const abort = abortOnSignals();
+      let report: ScrubReport;
+      try {
+        report = await withEngine(program, (engine) =>
+          engine.verifyVolume(ref.volume, { snapshot: ref.snapshot, concurrency: opts.concurrency, onProgress: bar.onProgress, signal: abort.signal }),
+        );
+      } finally {
+        bar.stop();
+        abort.dispose();
+      }
+      if (opts.json) console.log(JSON.stringify(report, null, 2));
+      else {
+        for (const f of report.findings) console.log(`${f.problem}: chunk ${f.chunk}: ${f.message}`);
+        console.log(`${what} (version ${report.seq}): ${report.objects} object(s), ${formatSize(report.bytes)} checked, ${report.findings.length} bad`);
+      }
+      if (report.findings.length > 0) throw new EngineError(`${what}: ${report.findings.length} of ${report.objects} object(s) corrupt, missing or unreadable`);
+    });
   volume
     .command('attach')
     .description('attach a volume found in the store to this machine, at its latest snapshot')

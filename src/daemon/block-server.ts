@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { canOpenDirect, type BlockDevice } from '../engine/block-device.js';
+import { BLOCK_SIZE } from '../format/volume-format.js';
 import {
   ALL_CAPABILITIES,
   FrameParser,
@@ -342,7 +343,13 @@ class Connection {
         try {
           return { status: Status.GOOD, payload: await readExactly(device, req.offset, req.length) };
         } catch (err) {
-          return failure(err, Senses.READ_ERROR, false);
+          const out = failure(err, Senses.READ_ERROR, false);
+          // A device that can place the failure (a block that failed its checksum) says
+          // where: the volume offset goes in the information field (bs_swift: its LBA).
+          // (A bad block outside the range, fetched with it, fails the read without a place.)
+          const at = (err as { volumeOffset?: unknown } | null)?.volumeOffset;
+          if (typeof at === 'number' && at < req.offset + req.length && at + BLOCK_SIZE > req.offset) out.info = Math.max(at, req.offset);
+          return out;
         }
       case 'write': {
         // A write that ends inside a sector keeps the rest of that sector:

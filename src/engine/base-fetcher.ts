@@ -9,7 +9,8 @@
 // over it.
 import type { ObjectStore } from '../store/object-store.js';
 import type { Overlay } from '../overlay/overlay.js';
-import { BLOCK_SIZE, chunkLength, dataObjectName, type ChunkRef, type VersionTable } from '../format/volume-format.js';
+import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../format/volume-format.js';
+import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
 
 /** Reads at least this long are taken as sequential streaming (read-ahead on). */
 const READ_AHEAD_MIN_LENGTH = 128 * 1024;
@@ -42,6 +43,7 @@ export class BaseFetcher {
   private readonly size: number;
   private readonly blocksPerChunk: number;
   private readonly cacheReads: boolean;
+  private readonly objects: ChunkObjects;
   /** In-flight fetches per chunk, so overlapping readers share one GET. */
   private readonly fetches = new Map<number, Fetch[]>();
   /** Fetched blocks being written to the overlay in the background: writes to them wait. */
@@ -49,7 +51,7 @@ export class BaseFetcher {
   private closed = false;
 
   constructor(
-    private readonly store: ObjectStore,
+    store: ObjectStore,
     private readonly overlay: Overlay,
     /** The base version of the moment (it changes when a snapshot commits or the volume is rebased). */
     private readonly base: () => VersionTable | null,
@@ -59,6 +61,7 @@ export class BaseFetcher {
     this.objectSize = overlay.objectSize;
     this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
     this.cacheReads = options.cacheReads;
+    this.objects = chunkObjectsOf(store);
   }
 
   /** Whether a read of this length streams: it fetches the rest of its object and reads ahead. */
@@ -151,9 +154,18 @@ export class BaseFetcher {
     return missing < end ? this.fetchBlocks(chunk, ref, missing, end) : null;
   }
 
-  /** The whole data object of a chunk, not cached (a snapshot composing the chunk's frozen content). */
+  /** The whole chunk from its data object, checked, not cached (a snapshot composing the chunk's frozen content). */
   readObject(chunk: number, ref: ChunkRef): Promise<Buffer> {
-    return this.store.get(ref.container, dataObjectName(ref.generation, chunk));
+    const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
+    return this.read(chunk, ref, 0, chunkBytes);
+  }
+
+  /** Bytes [start, end) of a chunk from its object, checked (ChunkObjects); a bad block's error says where it is in the volume. */
+  private read(chunk: number, ref: ChunkRef, start: number, end: number): Promise<Buffer> {
+    return this.objects.read(ref, chunk, chunkLength(this.size, this.objectSize, chunk), start, end).catch((err: unknown) => {
+      if (err instanceof IntegrityError) err.volumeOffset = chunk * this.objectSize + err.block * BLOCK_SIZE;
+      throw err;
+    });
   }
 
   /** The install covering all of blocks [first, end), if any: its data is what the blocks hold. */
@@ -188,14 +200,12 @@ export class BaseFetcher {
     const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
     const start = first * BLOCK_SIZE - chunkStart;
     const stop = Math.min(end * BLOCK_SIZE - chunkStart, chunkBytes);
-    const name = dataObjectName(ref.generation, chunk);
-    const whole = start === 0 && stop === chunkBytes;
     const entry: Fetch = {
       first,
       end,
-      data: this.store.get(ref.container, name, whole ? undefined : { start, end: stop }).then((data) => {
+      data: this.read(chunk, ref, start, stop).then((data) => {
         if (data.length !== stop - start) {
-          throw new Error(`object ${ref.container}/${name} returned ${data.length} bytes for a ${stop - start}-byte range`);
+          throw new Error(`chunk ${chunk} of ${ref.container} returned ${data.length} bytes for a ${stop - start}-byte range`);
         }
         if (this.cacheReads) this.installClean(first, data);
         return data;

@@ -10,7 +10,6 @@ import {
   chunkCount,
   chunkLength,
   containerName,
-  dataObjectName,
   validateObjectSize,
   validateVolumeName,
   validateSnapshotName,
@@ -28,6 +27,8 @@ import { Volume } from './volume.js';
 import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
 import { runPool } from './run-pool.js';
 import { VersionWriter } from './version-writer.js';
+import { chunkObjectsOf } from './chunk-objects.js';
+import { scrubVersion, type ScrubOptions, type ScrubReport } from './scrub.js';
 import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
@@ -409,7 +410,10 @@ export class Engine {
           buffered: false,
           read: async (chunk) => {
             const ref = base.chunks.get(chunk)!;
-            return { data: await this.store.get(ref.container, dataObjectName(ref.generation, chunk)), md5: ref.md5 };
+            const length = chunkLength(base.size, base.objectSize, chunk);
+            const data = await chunkObjectsOf(this.store).read(ref, chunk, length, 0, length);
+            // the copy is the same object if the original has the current layout
+            return { data, md5: ref.layout === 'crc32c' ? ref.md5 : undefined };
           },
         });
         await volume.rebase(table, false);
@@ -420,6 +424,15 @@ export class Engine {
     } finally {
       await volume.close();
     }
+  }
+
+  /** Scrub: checks every object of the volume's latest version (or of a snapshot) in the store. */
+  async verifyVolume(name: string, options: ScrubOptions & { snapshot?: string } = {}): Promise<ScrubReport> {
+    validateVolumeName(name);
+    await this.catalog.requireMetadata(name);
+    const table = options.snapshot ? await this.catalog.findSnapshot(name, options.snapshot) : await this.catalog.latestVersion(name);
+    if (!table) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
+    return scrubVersion(this.store, table, options);
   }
 
   /** Attaches a volume found in the store to this state directory, at its latest version. */

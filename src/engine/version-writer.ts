@@ -4,15 +4,18 @@
 // the next sequence number. The table is the commit point: until it exists
 // the objects are invisible, and if the version fails they are deleted again
 // (garbage collection would find them too). Import, snapshot, flatten,
-// rollback, clone and create all write their versions here.
+// rollback, clone and create all write their versions here. Objects are
+// written in the current layout ('crc32c': the chunk, then its block sums),
+// whatever the layout of the objects the version replaces.
 import { md5OnPool } from '../store/md5.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { containerName, dataObjectName, newGeneration, type ChunkRef, type VersionKind, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
+import { blockSumsLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionKind, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
+import { ChunkObjects } from './chunk-objects.js';
 import { BufferPool } from './buffer-pool.js';
 import { runPool } from './run-pool.js';
 import type { VolumeCatalog } from './volume-catalog.js';
 
-/** A chunk's new content: bytes (with their MD5 if known), or null for all zeros, which is stored as nothing. */
+/** A chunk's new content: bytes (with the MD5 of the object they make, if known), or null for all zeros, which is stored as nothing. */
 export type ChunkContent = { data: Uint8Array; md5?: string } | null;
 
 export interface VersionChanges {
@@ -24,8 +27,9 @@ export interface VersionChanges {
   chunks?: number[];
   /**
    * Produces a chunk's content. With `buffered` (the default), `buffer` is
-   * one of a fixed set of reused buffers of objectSize bytes to fill; the
-   * content may be a view of it, valid until the upload is done.
+   * one of a fixed set of reused buffers, at least objectSize bytes, to fill
+   * from its start; the content may be a view of it (the block sums are then
+   * written after it in place), valid until the upload is done.
    */
   read?: (chunk: number, buffer: Buffer) => Promise<ChunkContent>;
   /** Pass read() a pooled buffer (off when the content comes from elsewhere, as a copied object). */
@@ -63,23 +67,25 @@ export class VersionWriter {
     try {
       const chunks = changes.chunks ?? [];
       const concurrency = changes.concurrency ?? 4;
-      const buffers = changes.read && changes.buffered !== false && chunks.length > 0 ? new BufferPool(Math.min(concurrency, chunks.length), this.meta.objectSize) : null;
+      const objectBytes = this.meta.objectSize + blockSumsLength(this.meta.objectSize);
+      const buffers = changes.read && changes.buffered !== false && chunks.length > 0 ? new BufferPool(Math.min(concurrency, chunks.length), objectBytes) : null;
       await runPool(
         chunks,
         concurrency,
         async (chunk) => {
-          const buffer = buffers ? await buffers.take(this.meta.objectSize) : Buffer.alloc(0);
+          const buffer = buffers ? await buffers.take(objectBytes) : Buffer.alloc(0);
           try {
             const content = changes.read ? await changes.read(chunk, buffer) : null;
             if (content === null) {
               refs.delete(chunk); // all zeros: stored as nothing
             } else {
+              const object = ChunkObjects.encode(content.data, buffer);
               // hashed on the pool while it uploads, unless known; the store checks the two agree
-              const md5 = content.md5 ?? md5OnPool(content.data);
+              const md5 = content.md5 ?? md5OnPool(object);
               const name = dataObjectName(this.generation, chunk);
-              await this.store.put(container, name, content.data, { md5 });
+              await this.store.put(container, name, object, { md5 });
               uploaded.push(name);
-              refs.set(chunk, { container, generation: this.generation, md5: await md5 });
+              refs.set(chunk, { container, generation: this.generation, md5: await md5, layout: 'crc32c' });
             }
           } finally {
             if (buffers) buffers.give(buffer);

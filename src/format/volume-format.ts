@@ -4,7 +4,9 @@
 import { randomBytes } from 'node:crypto';
 
 /** 1: create and import versions. 2: snapshots, clones, rollback, flatten, deleted markers, the lease. */
-export const FORMAT_VERSION = 2;
+// 1: volumes and versions; 2: snapshots, clones, leases; 3: data objects with
+// per-block CRC32C sums (doc/format.md).
+export const FORMAT_VERSION = 3;
 export const CONTAINER_PREFIX = 'swiftvol-';
 export const METADATA_OBJECT = 'volume.json';
 export const VERSIONS_PREFIX = 'versions/';
@@ -129,13 +131,34 @@ export interface VolumeMetadata {
 export const VERSION_KINDS = ['create', 'import', 'snapshot', 'clone', 'rollback', 'flatten'] as const;
 export type VersionKind = (typeof VERSION_KINDS)[number];
 
+/**
+ * How a data object holds its chunk: 'plain' (format 1 and 2: the chunk's
+ * bytes, checked only as a whole, by MD5), or 'crc32c' (format 3: the bytes,
+ * then a CRC32C of each 4 KiB block, so that any range can be checked).
+ */
+export type ObjectLayout = 'plain' | 'crc32c';
+
+/** Bytes of the block sums of a 'crc32c' object: one little-endian uint32 per block. */
+export const BLOCK_SUM_SIZE = 4;
+
+/** Bytes of the sums that follow `dataLength` bytes of chunk in a 'crc32c' object. */
+export function blockSumsLength(dataLength: number): number {
+  return Math.ceil(dataLength / BLOCK_SIZE) * BLOCK_SUM_SIZE;
+}
+
 /** Where one chunk of a version lives. */
 export interface ChunkRef {
   /** Container holding the object. */
   container: string;
   generation: string;
+  /** MD5 of the whole object as stored (Swift's ETag). */
   md5: string;
+  /** Absent: 'plain' (what formats 1 and 2 wrote). */
+  layout?: ObjectLayout;
 }
+
+/** A chunk entry of a stored table: [chunk, source, generation, md5], and 1 after them for a 'crc32c' object. */
+type ChunkEntry = [number, number, string, string] | [number, number, string, string, 1];
 
 /** Everything about a version but its chunk map. */
 export interface VersionInfo {
@@ -156,8 +179,8 @@ export interface VersionTableDocument extends VersionInfo {
   format: 'swiftvol-version';
   formatVersion: number;
   sources: string[];
-  /** [chunk index, source index, generation, md5 hex] per non-zero chunk. */
-  chunks: Array<[number, number, string, string]>;
+  /** [chunk index, source index, generation, md5 hex(, 1 for a 'crc32c' object)] per non-zero chunk. */
+  chunks: ChunkEntry[];
 }
 
 /** A version table in memory: chunk index -> where its object is. */
@@ -203,14 +226,14 @@ export class VersionTable implements VersionInfo {
     const sources: string[] = [];
     const sourceIndex = new Map<string, number>();
     const entries = [...this.chunks.entries()].sort((a, b) => a[0] - b[0]);
-    const chunks: Array<[number, number, string, string]> = entries.map(([index, ref]) => {
+    const chunks: ChunkEntry[] = entries.map(([index, ref]) => {
       let source = sourceIndex.get(ref.container);
       if (source === undefined) {
         source = sources.length;
         sources.push(ref.container);
         sourceIndex.set(ref.container, source);
       }
-      return [index, source, ref.generation, ref.md5];
+      return ref.layout === 'crc32c' ? [index, source, ref.generation, ref.md5, 1] : [index, source, ref.generation, ref.md5];
     });
     return {
       format: 'swiftvol-version',
@@ -253,13 +276,16 @@ export class VersionTable implements VersionInfo {
     const count = chunkCount(size, objectSize);
     const chunks = new Map<number, ChunkRef>();
     for (const entry of doc.chunks as unknown[]) {
-      expect(Array.isArray(entry) && entry.length === 4, where, 'bad chunk entry');
-      const [index, source, generation, md5] = entry as unknown[];
+      expect(Array.isArray(entry) && (entry.length === 4 || entry.length === 5), where, 'bad chunk entry');
+      const [index, source, generation, md5, layout] = entry as unknown[];
+      expect(layout === undefined || layout === 1, where, 'unknown object layout');
       expect(Number.isSafeInteger(index) && (index as number) >= 0 && (index as number) < count, where, 'chunk index out of range');
       expect(Number.isSafeInteger(source) && (source as number) >= 0 && (source as number) < sources.length, where, 'bad source index');
       expect(typeof generation === 'string' && /^[0-9a-f]{16}$/.test(generation), where, 'bad generation');
       expect(typeof md5 === 'string' && /^[0-9a-f]{32}$/.test(md5), where, 'bad md5');
-      chunks.set(index as number, { container: sources[source as number]!, generation: generation as string, md5: md5 as string });
+      const ref: ChunkRef = { container: sources[source as number]!, generation: generation as string, md5: md5 as string };
+      if (layout === 1) ref.layout = 'crc32c';
+      chunks.set(index as number, ref);
     }
     return new VersionTable(
       {

@@ -23,6 +23,14 @@ export interface Md5Digest {
   md5End(context: object): string;
 }
 
+/** native/crc32c.cc: CRC32C (Castagnoli), whole or per block (little-endian uint32 each). */
+export interface Crc32c {
+  crc32c(data: Uint8Array): number;
+  blockSums(data: Uint8Array, blockSize: number): Buffer;
+  /** -1 when every block matches sums (as blockSums gives them), else the first block that does not. */
+  verifyBlocks(data: Uint8Array, blockSize: number, sums: Uint8Array): number;
+}
+
 const loaded = new Map<string, unknown>();
 
 function load<T>(name: string): T {
@@ -44,4 +52,8 @@ export function overlayIo(): OverlayIo {
 
 export function md5Digest(): Md5Digest {
   return load<Md5Digest>('md5_digest');
+}
+
+export function crc32c(): Crc32c {
+  return load<Crc32c>('crc32c');
 }

@@ -34,6 +34,7 @@ export class FaultStore extends PassThroughStore {
   private rules: FailRule[] = [];
   private delays = new Map<StoreOp | '*', number>();
   private corruptGets = 0;
+  private corruptNames: RegExp | null = null;
   private readonly counts = new Map<StoreOp, number>();
 
   override get description(): string {
@@ -59,9 +60,14 @@ export class FaultStore extends PassThroughStore {
     }
   }
 
-  /** The next `count` successful gets return data with one byte flipped. */
-  corruptNextGets(count: number): void {
+  /**
+   * The next `count` successful gets (of objects whose names match `names`,
+   * all when absent) return data with one byte flipped: corruption in
+   * transit, above the store's own checks.
+   */
+  corruptNextGets(count: number, names?: RegExp): void {
     this.corruptGets += count;
+    this.corruptNames = names ?? null;
   }
 
   /** Drops all rules, delays and pending corruption. */
@@ -69,6 +75,7 @@ export class FaultStore extends PassThroughStore {
     this.rules = [];
     this.delays.clear();
     this.corruptGets = 0;
+    this.corruptNames = null;
   }
 
   /** How many times `op` was called (including failed calls). */
@@ -101,7 +108,7 @@ export class FaultStore extends PassThroughStore {
 
   override async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
     const data = await super.get(container, name, range);
-    if (this.corruptGets > 0) {
+    if (this.corruptGets > 0 && (this.corruptNames === null || this.corruptNames.test(name))) {
       this.corruptGets--;
       // A copy: the inner store may hand out a buffer it keeps.
       if (data.length === 0) return Buffer.from([0]);
