@@ -553,6 +553,15 @@ async function main(): Promise<number> {
       setSwiftvol('import_mbps', VOLUME_BYTES / MB / r.seconds);
       note('import_mbps', `swiftvol import: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
     });
+    await step(['import_encrypted_mbps'], `swiftvol import --encrypt (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
+      const keyFile = path.join(tmp, 'volume.key');
+      fs.writeFileSync(keyFile, crypto.randomBytes(32));
+      const cpu = meter(ctx);
+      const r = await sv(ctx, path.join(tmp, 'state-import-enc'), ['--key-file', keyFile, 'import', image, 'vol1genc', '--encrypt', '--concurrency', String(IMPORT_CONCURRENCY)]);
+      setSwiftvol('import_encrypted_mbps', VOLUME_BYTES / MB / r.seconds);
+      note('import_encrypted_mbps', `swiftvol import --encrypt: wall time ${r.seconds.toFixed(2)} s, CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
+      await sv(ctx, path.join(tmp, 'state-import-enc'), ['volume', 'delete', 'vol1genc']);
+    });
     await rawImport(2);
     if (imported) {
       await diagnostic('import_mbps', 'fixed cost of an import: swiftvol import of one 8 MiB object', async () => {
@@ -569,7 +578,10 @@ async function main(): Promise<number> {
         note('import_mbps', `an import of a single 8 MiB object takes ${r.seconds.toFixed(2)} s (Node start-up, auth, container, metadata, lease, table)`);
       });
     }
-    if (importRefs.length > 0) setReference('import_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
+    if (importRefs.length > 0) {
+      setReference('import_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
+      setReference('import_encrypted_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
+    }
     const hotMetrics = METRICS.map((m) => m.metric).filter((m) => m.startsWith('hot_'));
     if (!imported) throw new BenchError('swiftvol import failed: there is no volume to serve');
     const { container, objects } = await volumeObjects(ctx, 'vol1g');

@@ -8,13 +8,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { onEachStore } from './fixtures/stores.js';
 import { writeImage } from './fixtures/files.js';
 import { ProtocolClient } from './fixtures/protocol-client.js';
 import { FaultStore } from '../src/store/fault-store.js';
 import type { ObjectStore } from '../src/store/object-store.js';
 import { Engine } from '../src/engine/engine.js';
+import { VolumeKey } from '../src/engine/volume-key.js';
 import { BlockServer } from '../src/daemon/block-server.js';
 import { Status } from '../src/daemon/protocol.js';
 import { containerName, dataObjectName, versionObjectName, METADATA_OBJECT, BLOCK_SIZE, blockSumsLength } from '../src/format/volume-format.js';
@@ -139,6 +140,26 @@ onEachStore((run) => {
       client.close();
     } finally {
       await server.close();
+      await volume.close();
+    }
+  });
+
+  test(`an encrypted volume: a block whose ciphertext or tag changed in transit fails its authentication and is never served (${run.label})`, async () => {
+    const keyFile = path.join(run.dir, 'integrity.key');
+    fs.writeFileSync(keyFile, randomBytes(32));
+    const key = VolumeKey.fromFile(keyFile);
+    const image = path.join(run.dir, 'sealed.raw');
+    const content = writeImage(image, 8 * MiB, MiB, () => false);
+    await new Engine(run.store, path.join(run.dir, 'state-seal'), { key }).importImage(image, 'sealed', { objectSize: OBJECT, encrypt: true });
+    const faulty = new FaultStore(run.store);
+    const volume = await new Engine(faulty, path.join(run.dir, 'state-seal-read'), { key }).open('sealed', 'integrity test', { lease: false });
+    try {
+      faulty.corruptNextGets(1000, /^data\//);
+      await assert.rejects(volume.read(OBJECT + 8192, 4096), /^IntegrityError: object swiftvol-sealed\/data\/[0-9a-f]{16}\/000000000001: block \d+ failed its AES-GCM authentication twice/);
+      faulty.reset();
+      assert.ok((await volume.read(OBJECT + 8192, 4096)).equals(content.subarray(OBJECT + 8192, OBJECT + 12288)));
+    } finally {
+      faulty.reset();
       await volume.close();
     }
   });

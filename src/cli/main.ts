@@ -24,6 +24,7 @@ interface GlobalOptions {
   stateDir: string;
   config?: string;
   iqnPrefix: string;
+  keyFile?: string;
 }
 
 /** A commander argument parser from a function that throws on bad input: its message becomes the usage error. */
@@ -78,10 +79,13 @@ function countArg(text: string): number {
 
 // The engine, the daemon and the HTTP client are loaded by the commands that
 // use them: a command answered by a running serve starts in a third of the time.
-async function newEngine(store: ObjectStore, stateDir: string): Promise<Engine> {
-  const { Engine } = await import('../engine/engine.js');
+async function newEngine(store: ObjectStore, opts: GlobalOptions): Promise<Engine> {
+  const [{ Engine }, { VolumeKey }] = await Promise.all([import('../engine/engine.js'), import('../engine/volume-key.js')]);
   const seconds = Number(process.env.SWIFTVOL_LEASE_SECONDS);
-  return new Engine(store, stateDir, Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {});
+  return new Engine(store, opts.stateDir, {
+    ...(Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {}),
+    ...(opts.keyFile ? { key: VolumeKey.fromFile(opts.keyFile) } : {}),
+  });
 }
 
 /** VOLUME@SNAPSHOT. */
@@ -109,7 +113,7 @@ async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T
   const opts = program.opts<GlobalOptions>();
   const { store } = await openStore(process.env, opts.stateDir, opts.config);
   try {
-    return await fn(await newEngine(store, opts.stateDir));
+    return await fn(await newEngine(store, opts));
   } finally {
     await store.close();
   }
@@ -209,6 +213,7 @@ function printInfo(v: VolumeInfo): void {
     ['stored', `${formatSize(v.storedBytes)} (${v.storedBytes} bytes in non-zero objects)`],
     ['attached here', v.attached ? `yes, on version ${v.baseVersion ?? '?'}` : 'no'],
     ['parent', v.parent ? `${v.parent.volume}@${v.parent.snapshot} (version ${v.parent.seq})` : '-'],
+    ['encrypted', v.encrypted ? 'yes (AES-256-GCM)' : 'no'],
     ['children', v.children.length ? v.children.join(', ') : '-'],
   ];
   if (v.dirtyBytes !== null) lines.push(['local changes', `${formatSize(v.dirtyBytes)} (as of the last flush)`]);
@@ -225,6 +230,7 @@ function buildProgram(): Command {
       new Option('--state-dir <dir>', 'local state directory').env('SWIFTVOL_STATE_DIR').default(DEFAULT_STATE_DIR),
     )
     .addOption(new Option('--config <file>', 'Swift settings file (ST_* or OS_* variables)').env('SWIFTVOL_CONFIG'))
+    .addOption(new Option('--key-file <file>', 'key of encrypted volumes: 32 bytes, or 64 hex digits').env('SWIFTVOL_KEY_FILE'))
     .addOption(new Option('--iqn-prefix <prefix>', 'prefix of target names').env('SWIFTVOL_IQN_PREFIX').default(DEFAULT_IQN_PREFIX).argParser(iqnPrefixArg))
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
@@ -236,8 +242,9 @@ function buildProgram(): Command {
     .argument('<name>', 'volume name', volumeArg)
     .requiredOption('--size <size>', 'volume size (e.g. 10G, 512M)', volumeSizeArg)
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
-    .action(async (name: string, opts: { size: number; objectSize: number }) => {
-      const info = await withEngine(program, (engine) => engine.createVolume(name, opts.size, opts.objectSize));
+    .option('--encrypt', 'encrypt its data with the key of --key-file (AES-256-GCM per block)')
+    .action(async (name: string, opts: { size: number; objectSize: number; encrypt?: boolean }) => {
+      const info = await withEngine(program, (engine) => engine.createVolume(name, opts.size, opts.objectSize, { encrypt: opts.encrypt }));
       console.log(`created volume ${info.name}: ${formatSize(info.size)}, objects of ${formatSize(info.objectSize)}`);
     });
   volume
@@ -276,7 +283,8 @@ function buildProgram(): Command {
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
     .option('--size <size>', 'volume size, if larger than the image', volumeSizeArg)
     .option('--concurrency <n>', 'parallel uploads', countArg, 4)
-    .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number }) => {
+    .option('--encrypt', 'encrypt its data with the key of --key-file (AES-256-GCM per block)')
+    .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number; encrypt?: boolean }) => {
       const bar = progressBar('import');
       const abort = abortOnSignals();
       try {
@@ -494,7 +502,7 @@ function buildProgram(): Command {
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
-        engine: await newEngine(store, global.stateDir),
+        engine: await newEngine(store, global),
         stateDir: global.stateDir,
         host: opts.portal.host,
         port: opts.portal.port,

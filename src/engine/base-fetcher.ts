@@ -11,6 +11,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import type { Overlay } from '../overlay/overlay.js';
 import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../format/volume-format.js';
 import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
+import type { VolumeKey } from './volume-key.js';
 
 /** Reads at least this long are taken as sequential streaming (read-ahead on). */
 const READ_AHEAD_MIN_LENGTH = 128 * 1024;
@@ -36,6 +37,8 @@ interface Fetch {
 export interface BaseFetcherOptions {
   /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
   cacheReads: boolean;
+  /** The key of an encrypted volume. */
+  key?: VolumeKey;
 }
 
 export class BaseFetcher {
@@ -44,6 +47,7 @@ export class BaseFetcher {
   private readonly blocksPerChunk: number;
   private readonly cacheReads: boolean;
   private readonly objects: ChunkObjects;
+  private readonly key: VolumeKey | undefined;
   /** In-flight fetches per chunk, so overlapping readers share one GET. */
   private readonly fetches = new Map<number, Fetch[]>();
   /** Fetched blocks being written to the overlay in the background: writes to them wait. */
@@ -62,6 +66,7 @@ export class BaseFetcher {
     this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
     this.cacheReads = options.cacheReads;
     this.objects = chunkObjectsOf(store);
+    this.key = options.key;
   }
 
   /** Whether a read of this length streams: it fetches the rest of its object and reads ahead. */
@@ -162,7 +167,7 @@ export class BaseFetcher {
 
   /** Bytes [start, end) of a chunk from its object, checked (ChunkObjects); a bad block's error says where it is in the volume. */
   private read(chunk: number, ref: ChunkRef, start: number, end: number): Promise<Buffer> {
-    return this.objects.read(ref, chunk, chunkLength(this.size, this.objectSize, chunk), start, end).catch((err: unknown) => {
+    return this.objects.read(ref, chunk, chunkLength(this.size, this.objectSize, chunk), start, end, this.key).catch((err: unknown) => {
       if (err instanceof IntegrityError) err.volumeOffset = chunk * this.objectSize + err.block * BLOCK_SIZE;
       throw err;
     });

@@ -2,8 +2,10 @@
 // 'plain' objects (formats 1 and 2) are the chunk's bytes, checked only as a
 // whole by MD5; 'crc32c' objects (format 3) are the bytes followed by a
 // CRC32C of each 4 KiB block, so that every range read is checked, whatever
-// its size or offset. Every read of a data object goes through here, so no
-// byte reaches a reader or the cache unchecked.
+// its size or offset; 'aes-256-gcm' objects (format 3, encrypted volumes)
+// are the sealed blocks followed by their tags (VolumeKey). Every read of a
+// data object goes through here, so no byte reaches a reader or the cache
+// unchecked.
 //
 // A range is fetched with the sums of its blocks: in the same GET when it
 // runs to the end of the chunk (the sums follow it), else from a small cache
@@ -14,9 +16,11 @@
 import { crc32c } from '../native/addons.js';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { BLOCK_SIZE, blockSumsLength, dataObjectName, type ChunkRef } from '../format/volume-format.js';
+import { EngineError } from './engine-error.js';
+import type { VolumeKey } from './volume-key.js';
 
-/** Sums of this many objects are kept (8 KiB each for 8 MiB objects). */
-const SUMS_CACHE_OBJECTS = 1024;
+/** Bytes of trailers kept (an 8 MiB object's: 8 KiB of sums, or 32 KiB of tags). */
+const TRAILER_CACHE_BYTES = 8 * 1024 * 1024;
 
 /** A data object whose bytes do not match their checksum: never served, never cached. */
 export class IntegrityError extends StoreError {
@@ -26,14 +30,16 @@ export class IntegrityError extends StoreError {
     /** Index of the first bad 4 KiB block in the chunk. */
     readonly block: number,
     readonly store: string,
+    /** What failed: 'CRC32C check' or 'AES-GCM authentication'. */
+    what = 'CRC32C check',
     /** The second read found the object gone rather than bad again. */
     gone = false,
   ) {
     super(
       'checksum',
       gone
-        ? `object ${container}/${object}: block ${block} failed its CRC32C check, then the object was gone (${store}; Swift quarantines an object whose whole read does not match its ETag)`
-        : `object ${container}/${object}: block ${block} failed its CRC32C check twice (${store})`,
+        ? `object ${container}/${object}: block ${block} failed its ${what}, then the object was gone (${store}; Swift quarantines an object whose whole read does not match its ETag)`
+        : `object ${container}/${object}: block ${block} failed its ${what} twice (${store})`,
     );
     this.name = 'IntegrityError';
   }
@@ -43,18 +49,20 @@ export class IntegrityError extends StoreError {
 }
 
 export class ChunkObjects {
-  /** Block sums by "container/object", least recently used first. */
+  /** Block sums or tags by "container/object", least recently used first. */
   private readonly sums = new Map<string, Buffer>();
+  private sumsBytes = 0;
 
   constructor(private readonly store: ObjectStore) {}
 
   /**
-   * The object to store for a chunk's bytes in the 'crc32c' layout: the
-   * bytes and their block sums. With room (a buffer `data` is a view of, at
-   * least blockSumsLength(data.length) bytes longer), the sums are written
-   * after the data in place; else into a new buffer.
+   * The object to store for a chunk's bytes: with a key, sealed in the
+   * 'aes-256-gcm' layout; else in the 'crc32c' layout, the bytes and their
+   * block sums. With room (a buffer `data` is a view of the start of, long
+   * enough for the trailer too), in place; else into a new buffer.
    */
-  static encode(data: Uint8Array, room?: Buffer): Buffer {
+  static encode(data: Uint8Array, room?: Buffer, seal?: { key: VolumeKey; generation: string; chunk: number }): Buffer {
+    if (seal) return seal.key.seal(data, seal.generation, seal.chunk, room);
     const sums = crc32c().blockSums(data, BLOCK_SIZE);
     const total = data.length + sums.length;
     const fits = room !== undefined && room.buffer === data.buffer && room.byteOffset === data.byteOffset && room.length >= total;
@@ -65,70 +73,101 @@ export class ChunkObjects {
   }
 
   /**
-   * Bytes [start, end) of chunk `chunk`'s object, which holds `chunkBytes`
-   * bytes of chunk, checked: by their block sums for a 'crc32c' object (whole
-   * blocks: start on a block boundary, end on one or at the chunk's end), or, for a 'plain' one, by MD5 when the read is the
-   * whole object (the store checks an ETag) and not at all for a range, as
-   * formats 1 and 2 allow.
+   * Bytes [start, end) of chunk `chunk`, whose object holds `chunkBytes`
+   * bytes of chunk, checked: by their block sums for a 'crc32c' object, by
+   * their tags (and decrypted with `key`) for an 'aes-256-gcm' one, both in
+   * whole blocks (start on a block boundary, end on one or at the chunk's
+   * end); for a 'plain' one, by MD5 when the read is the whole object (the
+   * store checks an ETag) and not at all for a range, as formats 1 and 2 allow.
    */
-  async read(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number): Promise<Buffer> {
+  async read(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Buffer> {
     const name = dataObjectName(ref.generation, chunk);
-    if (ref.layout !== 'crc32c') {
+    const layout = ref.layout ?? 'plain';
+    if (layout === 'plain') {
       const whole = start === 0 && end === chunkBytes;
       return this.store.get(ref.container, name, whole ? undefined : { start, end });
     }
     if (start % BLOCK_SIZE !== 0 || (end % BLOCK_SIZE !== 0 && end !== chunkBytes)) {
       throw new Error(`read of ${ref.container}/${name} [${start}, ${end}): not whole blocks`);
     }
-    const first = await this.readChecked(ref.container, name, chunkBytes, start, end, false);
+    let check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number };
+    if (layout === 'crc32c') {
+      check = (data, sums) => ({ data, bad: crc32c().verifyBlocks(data, BLOCK_SIZE, sums) });
+    } else {
+      if (!key) throw new EngineError(`object ${ref.container}/${name} is encrypted: give the volume's key (--key-file or SWIFTVOL_KEY_FILE)`);
+      check = (sealed, tags) => key.open(sealed, tags, ref.generation, chunk, start / BLOCK_SIZE);
+    }
+    const what = layout === 'crc32c' ? 'CRC32C check' : 'AES-GCM authentication';
+    const first = await this.readChecked(ref.container, name, layout, chunkBytes, start, end, false, check);
     if (first.bad < 0) return first.data;
     let again: { data: Buffer; bad: number };
     try {
-      again = await this.readChecked(ref.container, name, chunkBytes, start, end, true);
+      again = await this.readChecked(ref.container, name, layout, chunkBytes, start, end, true, check);
     } catch (err) {
-      if (isNotFound(err)) throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + first.bad, this.store.description, true);
+      if (isNotFound(err)) throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + first.bad, this.store.description, what, true);
       throw err;
     }
     if (again.bad < 0) return again.data;
-    throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + again.bad, this.store.description);
+    throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + again.bad, this.store.description, what);
   }
 
-  /** Fetches the range and its sums (fresh ones if `refetch`) and checks them: bad is -1 or the first bad block of the range. */
-  private async readChecked(container: string, name: string, chunkBytes: number, start: number, end: number, refetch: boolean): Promise<{ data: Buffer; bad: number }> {
+  /**
+   * Fetches the range and the trailer entries of its blocks (fresh ones if
+   * `refetch`) and checks them: bad is -1, or the first bad block of the range.
+   */
+  private async readChecked(
+    container: string,
+    name: string,
+    layout: 'crc32c' | 'aes-256-gcm',
+    chunkBytes: number,
+    start: number,
+    end: number,
+    refetch: boolean,
+    check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number },
+  ): Promise<{ data: Buffer; bad: number }> {
     const key = `${container}/${name}`;
-    const sumsBytes = blockSumsLength(chunkBytes);
-    const firstSum = (start / BLOCK_SIZE) * 4;
-    const endSum = Math.ceil(end / BLOCK_SIZE) * 4;
+    const trailerBytes = blockSumsLength(chunkBytes, layout);
+    const each = trailerBytes / Math.ceil(chunkBytes / BLOCK_SIZE);
+    const firstEntry = (start / BLOCK_SIZE) * each;
+    const endEntry = Math.ceil(end / BLOCK_SIZE) * each;
     let data: Buffer;
-    let sums: Buffer;
+    let entries: Buffer;
     const cached = refetch ? undefined : this.sums.get(key);
     if (end === chunkBytes) {
-      // to the chunk's end: the sums follow in the same GET
-      const got = await this.store.get(container, name, { start, end: chunkBytes + sumsBytes });
-      if (got.length !== chunkBytes + sumsBytes - start) throw new StoreError('checksum', `object ${key} returned ${got.length} bytes for a ${chunkBytes + sumsBytes - start}-byte range (${this.store.description})`);
+      // to the chunk's end: the trailer follows in the same GET
+      const got = await this.store.get(container, name, { start, end: chunkBytes + trailerBytes });
+      if (got.length !== chunkBytes + trailerBytes - start) throw new StoreError('checksum', `object ${key} returned ${got.length} bytes for a ${chunkBytes + trailerBytes - start}-byte range (${this.store.description})`);
       data = got.subarray(0, end - start);
-      sums = got.subarray(end - start + firstSum);
+      entries = got.subarray(end - start + firstEntry);
       if (start === 0 && !cached) this.remember(key, got.subarray(chunkBytes));
     } else {
       const [got, all] = await Promise.all([
         this.store.get(container, name, { start, end }),
-        cached ?? this.store.get(container, name, { start: chunkBytes, end: chunkBytes + sumsBytes }),
+        cached ?? this.store.get(container, name, { start: chunkBytes, end: chunkBytes + trailerBytes }),
       ]);
-      if (all.length !== sumsBytes) throw new StoreError('checksum', `object ${key} returned ${all.length} bytes of block sums, not ${sumsBytes} (${this.store.description})`);
+      if (all.length !== trailerBytes) throw new StoreError('checksum', `object ${key} returned ${all.length} bytes of its block trailer, not ${trailerBytes} (${this.store.description})`);
       data = got;
-      sums = all.subarray(firstSum, endSum);
+      entries = all.subarray(firstEntry, endEntry);
       if (!cached) this.remember(key, all);
     }
     if (data.length !== end - start) throw new StoreError('checksum', `object ${key} returned ${data.length} bytes for a ${end - start}-byte range (${this.store.description})`);
-    const bad = crc32c().verifyBlocks(data, BLOCK_SIZE, sums);
-    if (bad >= 0) this.sums.delete(key); // the sums may be what is bad: fetch them again
+    const result = check(data, entries);
+    if (result.bad >= 0) this.forget(key); // the trailer may be what is bad: fetch it again
     else if (this.sums.has(key)) this.touch(key);
-    return { data, bad };
+    return result;
   }
 
   private remember(key: string, sums: Buffer): void {
+    this.forget(key);
     this.sums.set(key, Buffer.from(sums)); // a copy: the GET's buffer may be a larger one's view
-    while (this.sums.size > SUMS_CACHE_OBJECTS) this.sums.delete(this.sums.keys().next().value!);
+    this.sumsBytes += sums.length;
+    while (this.sumsBytes > TRAILER_CACHE_BYTES) this.forget(this.sums.keys().next().value!);
+  }
+
+  private forget(key: string): void {
+    const old = this.sums.get(key);
+    if (old) this.sumsBytes -= old.length;
+    this.sums.delete(key);
   }
 
   private touch(key: string): void {

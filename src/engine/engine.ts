@@ -16,6 +16,7 @@ import {
   validateVolumeSize,
   type VersionTable,
   type VolumeMetadata,
+  type VolumeEncryption,
   type ParentRef,
 } from '../format/volume-format.js';
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
@@ -29,6 +30,7 @@ import { runPool } from './run-pool.js';
 import { VersionWriter } from './version-writer.js';
 import { chunkObjectsOf } from './chunk-objects.js';
 import { scrubVersion, type ScrubOptions, type ScrubReport } from './scrub.js';
+import type { VolumeKey } from './volume-key.js';
 import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
@@ -55,6 +57,8 @@ export interface ImportOptions {
   size?: number;
   onProgress?: Progress;
   signal?: AbortSignal;
+  /** Encrypt the volume with the engine's key. */
+  encrypt?: boolean;
 }
 
 export interface ExportOptions {
@@ -90,22 +94,42 @@ export class Engine {
   /** How long a lease lasts unless renewed (SWIFTVOL_LEASE_SECONDS). */
   readonly leaseMs: number;
 
-  constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number } = {}) {
+  /** The key of encrypted volumes, if one was given (--key-file, SWIFTVOL_KEY_FILE). */
+  private readonly key: VolumeKey | undefined;
+
+  constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number; key?: VolumeKey } = {}) {
     this.catalog = new VolumeCatalog(store);
     this.state = new StateDir(stateDir);
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.key = options.key;
   }
 
-  async createVolume(name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE): Promise<VolumeInfo> {
+  /** The key to read and write a volume with: none for a volume that is not encrypted; else the given one, if it is the volume's. */
+  private keyFor(meta: VolumeMetadata): VolumeKey | undefined {
+    if (!meta.encryption) return undefined;
+    if (!this.key) throw new EngineError(`volume '${meta.name}' is encrypted: give its key with --key-file FILE or SWIFTVOL_KEY_FILE`);
+    this.key.verify(meta.encryption, meta.name);
+    return this.key;
+  }
+
+  /** What a new volume's metadata records of its encryption, if asked for. */
+  private newEncryption(encrypt: boolean | undefined): VolumeEncryption | undefined {
+    if (!encrypt) return undefined;
+    if (!this.key) throw new EngineError('--encrypt needs a key: --key-file FILE or SWIFTVOL_KEY_FILE (32 bytes, or 64 hex digits)');
+    return this.key.encryption();
+  }
+
+  async createVolume(name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE, options: { encrypt?: boolean } = {}): Promise<VolumeInfo> {
     validateVolumeName(name);
     validateVolumeSize(size);
     validateObjectSize(objectSize);
+    const encryption = this.newEncryption(options.encrypt);
     await this.refuseExisting(name);
     const release = this.state.lock(name, 'volume create');
     try {
       await this.refuseExisting(name);
-      const meta = await this.catalog.begin(name, size, objectSize);
-      const table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'create', from: new Map() });
+      const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
+      const table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'create', from: new Map() });
       await this.createLocalState(meta.uuid, table);
       return await this.info(name);
     } finally {
@@ -128,6 +152,7 @@ export class Engine {
     if (imageSize % 512 !== 0) throw new EngineError(`image file '${file}' is ${imageSize} bytes, not a multiple of 512`);
     const size = options.size ?? imageSize;
     validateVolumeSize(size);
+    const encryption = this.newEncryption(options.encrypt);
     if (size < imageSize) throw new EngineError(`volume size ${size} is smaller than the image (${imageSize} bytes)`);
 
     await this.refuseExisting(name);
@@ -138,11 +163,11 @@ export class Engine {
       await this.refuseExisting(name);
       image = new ImageReader(file);
       const reader = image;
-      const meta = await this.catalog.begin(name, size, objectSize);
+      const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
       begun = true;
       let done = 0;
       options.onProgress?.(0, imageSize);
-      const table = await new VersionWriter(this.store, this.catalog, meta).write({
+      const table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({
         kind: 'import',
         from: new Map(),
         chunks: Array.from({ length: chunkCount(imageSize, objectSize) }, (_, i) => i),
@@ -190,6 +215,7 @@ export class Engine {
     };
     try {
       const meta = await this.catalog.requireMetadata(name);
+      const key = this.keyFor(meta);
       if (options.lease !== false) {
         lease = await Lease.acquire(this.store, name, this.state.root, purpose, { ttlMs: this.leaseMs, onLost: options.onLeaseLost });
       }
@@ -201,7 +227,7 @@ export class Engine {
       const overlay = Overlay.open(this.state.volumeDir(name), meta);
       try {
         const base = this.localBase(overlay, meta.uuid, name);
-        const volume = new Volume(name, this.store, overlay, base, { cacheReads: options.cacheReads, onClose: done, onAbandon });
+        const volume = new Volume(name, this.store, overlay, base, { cacheReads: options.cacheReads, onClose: done, onAbandon, key });
         this.metadataOf.set(volume, meta);
         return volume;
       } catch (err) {
@@ -280,7 +306,7 @@ export class Engine {
     if (answered) taken(answered);
     else listing.catch(() => undefined); // the job asks again
     const nameCheck = answered ? null : async (): Promise<void> => taken(await this.catalog.snapshots(name));
-    const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, { ...options, nameCheck });
+    const job = new SnapshotJob(this.store, this.catalog, volume, meta, snapshot, { ...options, nameCheck, key: this.keyFor(meta) });
     const uploaded = this.markUploading(name, job.generation);
     job.start();
     // Once committed, superseded tables and orphans of interrupted uploads go.
@@ -344,7 +370,7 @@ export class Engine {
         throw new EngineError(`volume '${name}' has ${dirty} bytes written since its last snapshot; --force discards them`);
       }
       const meta = await this.catalog.requireMetadata(name);
-      const table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'rollback', from: target.chunks, after: volume.baseVersion()?.seq });
+      const table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'rollback', from: target.chunks, after: volume.baseVersion()?.seq });
       await volume.rebase(table, true);
       return table;
     } finally {
@@ -364,10 +390,12 @@ export class Engine {
     const release = this.state.lock(name, 'clone');
     try {
       await this.refuseExisting(name);
-      const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq });
+      // a clone reads its parent's objects: it has the parent's encryption (and key)
+      const { encryption } = await this.catalog.requireMetadata(source);
+      const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq }, encryption);
       let table: VersionTable;
       try {
-        table = await new VersionWriter(this.store, this.catalog, meta).write({ kind: 'clone', from: from.chunks });
+        table = await new VersionWriter(this.store, this.catalog, meta, encryption ? this.keyFor(meta) : undefined).write({ kind: 'clone', from: from.chunks });
       } catch (err) {
         await this.catalog.delete(name).catch(() => undefined);
         throw err;
@@ -399,7 +427,9 @@ export class Engine {
       const base = volume.baseVersion();
       if (!base) throw new EngineError(`volume '${name}' has no version`);
       const borrowed = [...base.chunks].filter(([, ref]) => ref.container !== own).map(([chunk]) => chunk);
-      const writer = new VersionWriter(this.store, this.catalog, await this.catalog.requireMetadata(name));
+      const meta = await this.catalog.requireMetadata(name);
+      const key = this.keyFor(meta);
+      const writer = new VersionWriter(this.store, this.catalog, meta, key);
       const uploaded = this.markUploading(name, writer.generation);
       try {
         const table = await writer.write({
@@ -411,9 +441,9 @@ export class Engine {
           read: async (chunk) => {
             const ref = base.chunks.get(chunk)!;
             const length = chunkLength(base.size, base.objectSize, chunk);
-            const data = await chunkObjectsOf(this.store).read(ref, chunk, length, 0, length);
-            // the copy is the same object if the original has the current layout
-            return { data, md5: ref.layout === 'crc32c' ? ref.md5 : undefined };
+            const data = await chunkObjectsOf(this.store).read(ref, chunk, length, 0, length, key);
+            // the copy is the same object if the original has the current, unencrypted layout (sealing is under a new generation)
+            return { data, md5: ref.layout === 'crc32c' && !key ? ref.md5 : undefined };
           },
         });
         await volume.rebase(table, false);
@@ -432,7 +462,7 @@ export class Engine {
     await this.catalog.requireMetadata(name);
     const table = options.snapshot ? await this.catalog.findSnapshot(name, options.snapshot) : await this.catalog.latestVersion(name);
     if (!table) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
-    return scrubVersion(this.store, table, options);
+    return scrubVersion(this.store, table, { ...options, key: this.keyFor(await this.catalog.requireMetadata(name)) });
   }
 
   /** Attaches a volume found in the store to this state directory, at its latest version. */
@@ -472,9 +502,11 @@ export class Engine {
     const meta = await this.catalog.requireMetadata(name);
     const latest = snapshot ? await this.catalog.findSnapshot(name, snapshot) : await this.catalog.latestVersion(name);
     if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
+    const key = this.keyFor(meta);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'swiftvol-export-'));
     const overlay = Overlay.open(dir, meta);
     return new Volume(name, this.store, overlay, latest, {
+      key,
       cacheReads: false,
       onClose: () => fs.rmSync(dir, { recursive: true, force: true }),
     });

@@ -7,6 +7,7 @@ import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.
 import { chunkLength, dataObjectName, type VersionTable } from '../format/volume-format.js';
 import { IntegrityError, chunkObjectsOf } from './chunk-objects.js';
 import { runPool } from './run-pool.js';
+import type { VolumeKey } from './volume-key.js';
 
 export type ObjectProblem = 'corrupt' | 'missing' | 'unreadable';
 
@@ -32,6 +33,8 @@ export interface ScrubOptions {
   concurrency?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
+  /** The key of an encrypted volume (its tags are what is checked). */
+  key?: VolumeKey;
 }
 
 /** Checks every object `table` names; the report lists what is wrong, in chunk order. */
@@ -49,7 +52,7 @@ export async function scrubVersion(store: ObjectStore, table: VersionTable, opti
       const length = chunkLength(table.size, table.objectSize, chunk);
       const object = `${ref.container}/${dataObjectName(ref.generation, chunk)}`;
       try {
-        const data = await objects.read(ref, chunk, length, 0, length);
+        const data = await objects.read(ref, chunk, length, 0, length, options.key);
         if (data.length !== length) findings.push({ chunk, object, problem: 'corrupt', message: `object ${object} holds ${data.length} bytes of chunk, not ${length}` });
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

@@ -10,6 +10,7 @@ import type { VolumeCatalog } from './volume-catalog.js';
 import type { Volume } from './volume.js';
 import type { SnapshotFreeze } from './snapshot-freeze.js';
 import { VersionWriter } from './version-writer.js';
+import type { VolumeKey } from './volume-key.js';
 
 export type SnapshotState = 'uploading' | 'complete' | 'failed';
 
@@ -32,6 +33,8 @@ export interface SnapshotStatus {
 export interface SnapshotOptions {
   concurrency?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** The key of an encrypted volume. */
+  key?: VolumeKey;
   /**
    * A check the store could not answer before the freeze (the snapshot's
    * name is free): run before the upload, again while the store is
@@ -64,7 +67,7 @@ export class SnapshotJob {
     readonly name: string,
     private readonly options: SnapshotOptions = {},
   ) {
-    this.writer = new VersionWriter(store, catalog, meta);
+    this.writer = new VersionWriter(store, catalog, meta, options.key);
     if (options.nameCheck) this.waitingFor = store.description;
   }
 

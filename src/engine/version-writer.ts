@@ -11,6 +11,8 @@ import { md5OnPool } from '../store/md5.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { blockSumsLength, containerName, dataObjectName, newGeneration, type ChunkRef, type VersionKind, type VersionTable, type VolumeMetadata } from '../format/volume-format.js';
 import { ChunkObjects } from './chunk-objects.js';
+import { EngineError } from './engine-error.js';
+import type { VolumeKey } from './volume-key.js';
 import { BufferPool } from './buffer-pool.js';
 import { runPool } from './run-pool.js';
 import type { VolumeCatalog } from './volume-catalog.js';
@@ -57,7 +59,11 @@ export class VersionWriter {
     private readonly store: ObjectStore,
     private readonly catalog: VolumeCatalog,
     private readonly meta: VolumeMetadata,
-  ) {}
+    /** The key, for an encrypted volume (its objects are sealed). */
+    private readonly key?: VolumeKey,
+  ) {
+    if (meta.encryption && !key) throw new EngineError(`volume '${meta.name}' is encrypted: give its key (--key-file or SWIFTVOL_KEY_FILE)`);
+  }
 
   /** Uploads the changed chunks, then commits the table; on failure, deletes what it uploaded. */
   async write(changes: VersionChanges): Promise<VersionTable> {
@@ -67,7 +73,8 @@ export class VersionWriter {
     try {
       const chunks = changes.chunks ?? [];
       const concurrency = changes.concurrency ?? 4;
-      const objectBytes = this.meta.objectSize + blockSumsLength(this.meta.objectSize);
+      const layout = this.key && this.meta.encryption ? 'aes-256-gcm' : 'crc32c';
+      const objectBytes = this.meta.objectSize + blockSumsLength(this.meta.objectSize, layout);
       const buffers = changes.read && changes.buffered !== false && chunks.length > 0 ? new BufferPool(Math.min(concurrency, chunks.length), objectBytes) : null;
       await runPool(
         chunks,
@@ -79,13 +86,13 @@ export class VersionWriter {
             if (content === null) {
               refs.delete(chunk); // all zeros: stored as nothing
             } else {
-              const object = ChunkObjects.encode(content.data, buffer);
+              const object = ChunkObjects.encode(content.data, buffer, layout === 'aes-256-gcm' ? { key: this.key!, generation: this.generation, chunk } : undefined);
               // hashed on the pool while it uploads, unless known; the store checks the two agree
               const md5 = content.md5 ?? md5OnPool(object);
               const name = dataObjectName(this.generation, chunk);
               await this.store.put(container, name, object, { md5 });
               uploaded.push(name);
-              refs.set(chunk, { container, generation: this.generation, md5: await md5, layout: 'crc32c' });
+              refs.set(chunk, { container, generation: this.generation, md5: await md5, layout });
             }
           } finally {
             if (buffers) buffers.give(buffer);

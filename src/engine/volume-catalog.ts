@@ -20,6 +20,7 @@ import {
   type VersionKind,
   type VolumeMetadata,
   type ParentRef,
+  type VolumeEncryption,
   DELETED_PREFIX,
   DATA_PREFIX,
   parseDataObjectName,
@@ -43,6 +44,8 @@ export interface VolumeSummary {
   latestVersion: number | null;
   /** Bytes held in stored (non-zero) chunks of the latest version. */
   storedBytes: number;
+  /** Its data objects are sealed with a key (VolumeKey). */
+  encrypted: boolean;
   parent?: ParentRef;
 }
 
@@ -118,7 +121,7 @@ export class VolumeCatalog {
    * with If-None-Match, so of two creators of one name only one proceeds
    * (read back where the store's conditional put is not atomic: putIfAbsent).
    */
-  async begin(name: string, size: number, objectSize: number, parent?: ParentRef): Promise<VolumeMetadata> {
+  async begin(name: string, size: number, objectSize: number, parent?: ParentRef, encryption?: VolumeEncryption): Promise<VolumeMetadata> {
     if (await this.readMetadata(name)) throw new EngineError(`volume '${name}' already exists`);
     const meta: VolumeMetadata = {
       format: 'swiftvol-volume',
@@ -130,6 +133,7 @@ export class VolumeCatalog {
       createdAt: new Date().toISOString(),
     };
     if (parent) meta.parent = parent;
+    if (encryption) meta.encryption = encryption;
     const container = containerName(name);
     await this.store.createContainer(container);
     try {
@@ -308,6 +312,7 @@ export class VolumeCatalog {
       state: latest ? 'ready' : 'incomplete',
       latestVersion: latest?.seq ?? null,
       storedBytes: latest?.storedBytes() ?? 0,
+      encrypted: meta.encryption !== undefined,
       ...(meta.parent ? { parent: meta.parent } : {}),
     };
   }

@@ -12,6 +12,7 @@ import type { Overlay } from '../overlay/overlay.js';
 import { BLOCK_SIZE, SECTOR_SIZE, type VersionTable } from '../format/volume-format.js';
 import { BaseFetcher, copyPadded, type Install } from './base-fetcher.js';
 import { SnapshotFreeze } from './snapshot-freeze.js';
+import type { VolumeKey } from './volume-key.js';
 
 export interface VolumeOptions {
   /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
@@ -20,6 +21,8 @@ export interface VolumeOptions {
   onClose?: () => void | Promise<void>;
   /** Runs on abandon(), at once: what a crash would release (a lock), not what it would leave (a lease). */
   onAbandon?: () => void;
+  /** The key of an encrypted volume. */
+  key?: VolumeKey;
 }
 
 export class IoRangeError extends Error {
@@ -49,7 +52,7 @@ export class Volume implements BlockDevice, DirectAccess {
     this.size = overlay.size;
     this.objectSize = overlay.objectSize;
     this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
-    this.fetcher = new BaseFetcher(store, overlay, () => this.base, { cacheReads: options.cacheReads ?? true });
+    this.fetcher = new BaseFetcher(store, overlay, () => this.base, { cacheReads: options.cacheReads ?? true, key: options.key });
     this.onClose = options.onClose;
     this.onAbandon = options.onAbandon ?? options.onClose;
   }

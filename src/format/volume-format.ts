@@ -117,6 +117,13 @@ export interface ParentRef {
   seq: number;
 }
 
+/** How a volume's data objects are encrypted (format 3): the cipher and a check of the key, never the key. */
+export interface VolumeEncryption {
+  cipher: 'aes-256-gcm';
+  /** Hex HMAC-SHA256 of a fixed text under the key, cut to 16 bytes: tells a wrong key from the right one. */
+  keyCheck: string;
+}
+
 export interface VolumeMetadata {
   format: 'swiftvol-volume';
   formatVersion: number;
@@ -126,6 +133,8 @@ export interface VolumeMetadata {
   objectSize: number;
   createdAt: string;
   parent?: ParentRef;
+  /** Absent: not encrypted. A clone has its parent's. */
+  encryption?: VolumeEncryption;
 }
 
 export const VERSION_KINDS = ['create', 'import', 'snapshot', 'clone', 'rollback', 'flatten'] as const;
@@ -133,18 +142,26 @@ export type VersionKind = (typeof VERSION_KINDS)[number];
 
 /**
  * How a data object holds its chunk: 'plain' (format 1 and 2: the chunk's
- * bytes, checked only as a whole, by MD5), or 'crc32c' (format 3: the bytes,
- * then a CRC32C of each 4 KiB block, so that any range can be checked).
+ * bytes, checked only as a whole, by MD5), 'crc32c' (format 3: the bytes,
+ * then a CRC32C of each 4 KiB block, so that any range can be checked), or
+ * 'aes-256-gcm' (format 3, encrypted volumes: each 4 KiB block encrypted,
+ * then the blocks' 16-byte authentication tags).
  */
-export type ObjectLayout = 'plain' | 'crc32c';
+export type ObjectLayout = 'plain' | 'crc32c' | 'aes-256-gcm';
 
 /** Bytes of the block sums of a 'crc32c' object: one little-endian uint32 per block. */
 export const BLOCK_SUM_SIZE = 4;
+/** Bytes of a block's tag in an 'aes-256-gcm' object. */
+export const BLOCK_TAG_SIZE = 16;
 
-/** Bytes of the sums that follow `dataLength` bytes of chunk in a 'crc32c' object. */
-export function blockSumsLength(dataLength: number): number {
-  return Math.ceil(dataLength / BLOCK_SIZE) * BLOCK_SUM_SIZE;
+/** Bytes of what follows `dataLength` bytes of chunk in an object of the layout: its block sums or tags. */
+export function blockSumsLength(dataLength: number, layout: ObjectLayout = 'crc32c'): number {
+  const each = layout === 'aes-256-gcm' ? BLOCK_TAG_SIZE : layout === 'crc32c' ? BLOCK_SUM_SIZE : 0;
+  return Math.ceil(dataLength / BLOCK_SIZE) * each;
 }
+
+/** The layout marks of table entries (the fifth element; absent: 'plain'). */
+const LAYOUT_MARK: Record<Exclude<ObjectLayout, 'plain'>, number> = { crc32c: 1, 'aes-256-gcm': 2 };
 
 /** Where one chunk of a version lives. */
 export interface ChunkRef {
@@ -157,8 +174,8 @@ export interface ChunkRef {
   layout?: ObjectLayout;
 }
 
-/** A chunk entry of a stored table: [chunk, source, generation, md5], and 1 after them for a 'crc32c' object. */
-type ChunkEntry = [number, number, string, string] | [number, number, string, string, 1];
+/** A chunk entry of a stored table: [chunk, source, generation, md5], and the layout's mark after them unless 'plain'. */
+type ChunkEntry = [number, number, string, string] | [number, number, string, string, number];
 
 /** Everything about a version but its chunk map. */
 export interface VersionInfo {
@@ -233,7 +250,7 @@ export class VersionTable implements VersionInfo {
         sources.push(ref.container);
         sourceIndex.set(ref.container, source);
       }
-      return ref.layout === 'crc32c' ? [index, source, ref.generation, ref.md5, 1] : [index, source, ref.generation, ref.md5];
+      return ref.layout === undefined || ref.layout === 'plain' ? [index, source, ref.generation, ref.md5] : [index, source, ref.generation, ref.md5, LAYOUT_MARK[ref.layout]];
     });
     return {
       format: 'swiftvol-version',
@@ -278,13 +295,14 @@ export class VersionTable implements VersionInfo {
     for (const entry of doc.chunks as unknown[]) {
       expect(Array.isArray(entry) && (entry.length === 4 || entry.length === 5), where, 'bad chunk entry');
       const [index, source, generation, md5, layout] = entry as unknown[];
-      expect(layout === undefined || layout === 1, where, 'unknown object layout');
+      const marked = (Object.entries(LAYOUT_MARK) as Array<[ObjectLayout, number]>).find(([, mark]) => mark === layout);
+      expect(layout === undefined || marked !== undefined, where, 'unknown object layout');
       expect(Number.isSafeInteger(index) && (index as number) >= 0 && (index as number) < count, where, 'chunk index out of range');
       expect(Number.isSafeInteger(source) && (source as number) >= 0 && (source as number) < sources.length, where, 'bad source index');
       expect(typeof generation === 'string' && /^[0-9a-f]{16}$/.test(generation), where, 'bad generation');
       expect(typeof md5 === 'string' && /^[0-9a-f]{32}$/.test(md5), where, 'bad md5');
       const ref: ChunkRef = { container: sources[source as number]!, generation: generation as string, md5: md5 as string };
-      if (layout === 1) ref.layout = 'crc32c';
+      if (marked) ref.layout = marked[0];
       chunks.set(index as number, ref);
     }
     return new VersionTable(
@@ -322,6 +340,13 @@ export function decodeMetadata(data: Uint8Array, where: string): VolumeMetadata 
     objectSize: int(doc.objectSize, where, 'objectSize'),
     createdAt: str(doc.createdAt, where, 'createdAt'),
   };
+  if (doc.encryption !== undefined && doc.encryption !== null) {
+    expect(typeof doc.encryption === 'object', where, 'bad encryption');
+    const e = doc.encryption as Record<string, unknown>;
+    expect(e.cipher === 'aes-256-gcm', where, `unknown cipher ${String(e.cipher)}`);
+    expect(typeof e.keyCheck === 'string' && /^[0-9a-f]{32}$/.test(e.keyCheck), where, 'bad encryption.keyCheck');
+    meta.encryption = { cipher: 'aes-256-gcm', keyCheck: e.keyCheck };
+  }
   if (doc.parent !== undefined && doc.parent !== null) {
     expect(typeof doc.parent === 'object', where, 'bad parent');
     const parent = doc.parent as Record<string, unknown>;

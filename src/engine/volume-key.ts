@@ -1,0 +1,122 @@
+// The key of encrypted volumes (doc/format.md, "Encryption"): 32 bytes from
+// a key file, never stored. Each data object gets its own AES-256-GCM key,
+// derived from the volume key and the object's (generation, chunk) with
+// HKDF-SHA256; each 4 KiB block of it is sealed with the block's index as the
+// nonce. A generation is drawn anew for every write attempt, so no (key,
+// nonce) pair is ever used twice, and a block moved to another place or
+// object fails its authentication.
+import fs from 'node:fs';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
+import { BLOCK_SIZE, BLOCK_TAG_SIZE, type VolumeEncryption } from '../format/volume-format.js';
+import { EngineError } from './engine-error.js';
+
+const KEY_BYTES = 32;
+const NONCE_BYTES = 12;
+const KEY_CHECK_TEXT = 'swiftvol key check 1';
+/** Derived object keys kept (deriving one costs a few microseconds). */
+const OBJECT_KEYS_KEPT = 256;
+
+export class VolumeKey {
+  private readonly objectKeys = new Map<string, Buffer>();
+
+  private constructor(private readonly key: Buffer) {}
+
+  /**
+   * Reads a key file: 32 raw bytes, or 64 hex digits (one line). Any other
+   * content is refused with a one-line error.
+   */
+  static fromFile(file: string): VolumeKey {
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(file);
+    } catch (err) {
+      throw new EngineError(`cannot read key file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const text = data.toString('latin1').trim();
+    if (/^[0-9a-fA-F]{64}$/.test(text)) return new VolumeKey(Buffer.from(text, 'hex'));
+    if (data.length === KEY_BYTES) return new VolumeKey(Buffer.from(data));
+    throw new EngineError(`key file ${file} holds ${data.length} bytes: a key is 32 bytes, or 64 hex digits`);
+  }
+
+  /** What a volume's metadata records of the key. */
+  encryption(): VolumeEncryption {
+    return { cipher: 'aes-256-gcm', keyCheck: this.check() };
+  }
+
+  /** Refuses a key that is not the volume's (its check value differs). */
+  verify(encryption: VolumeEncryption, volume: string): void {
+    if (encryption.keyCheck !== this.check()) throw new EngineError(`the key given is not the key of volume '${volume}' (its key check does not match)`);
+  }
+
+  /**
+   * The object for a chunk's plaintext: each block sealed, then the blocks'
+   * tags. Into `room` when `data` is a view of its start and it is long
+   * enough, else a new buffer.
+   */
+  seal(data: Uint8Array, generation: string, chunk: number, room?: Buffer): Buffer {
+    const blocks = Math.ceil(data.length / BLOCK_SIZE);
+    const total = data.length + blocks * BLOCK_TAG_SIZE;
+    const fits = room !== undefined && room.buffer === data.buffer && room.byteOffset === data.byteOffset && room.length >= total;
+    const out = fits ? room.subarray(0, total) : Buffer.allocUnsafe(total);
+    const key = this.objectKey(generation, chunk);
+    for (let b = 0; b < blocks; b++) {
+      const start = b * BLOCK_SIZE;
+      const end = Math.min(start + BLOCK_SIZE, data.length);
+      const cipher = createCipheriv('aes-256-gcm', key, nonce(b), { authTagLength: BLOCK_TAG_SIZE });
+      // in place is fine: a block's ciphertext is written after its plaintext was read
+      const n = cipher.update(data.subarray(start, end)).copy(out, start);
+      cipher.final();
+      if (n !== end - start) throw new Error(`AES-GCM gave ${n} bytes for a block of ${end - start}`);
+      cipher.getAuthTag().copy(out, data.length + b * BLOCK_TAG_SIZE);
+    }
+    return out;
+  }
+
+  /**
+   * Opens blocks [firstBlock, ...) of an object: `sealed` holds their
+   * ciphertext, `tags` their tags. Returns the plaintext, or the index (in
+   * the range) of the first block that fails its authentication.
+   */
+  open(sealed: Buffer, tags: Buffer, generation: string, chunk: number, firstBlock: number): { data: Buffer; bad: number } {
+    const blocks = Math.ceil(sealed.length / BLOCK_SIZE);
+    if (tags.length !== blocks * BLOCK_TAG_SIZE) throw new Error(`${tags.length} bytes of tags for ${blocks} blocks`);
+    const key = this.objectKey(generation, chunk);
+    const out = Buffer.allocUnsafe(sealed.length);
+    for (let b = 0; b < blocks; b++) {
+      const start = b * BLOCK_SIZE;
+      const end = Math.min(start + BLOCK_SIZE, sealed.length);
+      const decipher = createDecipheriv('aes-256-gcm', key, nonce(firstBlock + b), { authTagLength: BLOCK_TAG_SIZE });
+      decipher.setAuthTag(tags.subarray(b * BLOCK_TAG_SIZE, (b + 1) * BLOCK_TAG_SIZE));
+      decipher.update(sealed.subarray(start, end)).copy(out, start);
+      try {
+        decipher.final();
+      } catch {
+        return { data: out, bad: b };
+      }
+    }
+    return { data: out, bad: -1 };
+  }
+
+  private check(): string {
+    return createHmac('sha256', this.key).update(KEY_CHECK_TEXT).digest().subarray(0, 16).toString('hex');
+  }
+
+  /** The object's own key: HKDF-SHA256 of the volume key, salted with the generation, for the chunk. */
+  private objectKey(generation: string, chunk: number): Buffer {
+    const id = `${generation}/${chunk}`;
+    let key = this.objectKeys.get(id);
+    if (!key) {
+      key = Buffer.from(hkdfSync('sha256', this.key, Buffer.from(generation, 'hex'), `swiftvol data object ${chunk}`, KEY_BYTES));
+      this.objectKeys.set(id, key);
+      if (this.objectKeys.size > OBJECT_KEYS_KEPT) this.objectKeys.delete(this.objectKeys.keys().next().value!);
+    }
+    return key;
+  }
+}
+
+/** A block's nonce: its index in the object, big-endian, in 12 bytes. */
+function nonce(block: number): Buffer {
+  const n = Buffer.alloc(NONCE_BYTES);
+  n.writeUInt32BE(block, NONCE_BYTES - 4);
+  return n;
+}
