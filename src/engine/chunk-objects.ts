@@ -61,7 +61,7 @@ export class ChunkObjects {
    * block sums. With room (a buffer `data` is a view of the start of, long
    * enough for the trailer too), in place; else into a new buffer.
    */
-  static encode(data: Uint8Array, room?: Buffer, seal?: { key: VolumeKey; generation: string; chunk: number }): Buffer {
+  static async encode(data: Uint8Array, room?: Buffer, seal?: { key: VolumeKey; generation: string; chunk: number }): Promise<Buffer> {
     if (seal) return seal.key.seal(data, seal.generation, seal.chunk, room);
     const sums = crc32c().blockSums(data, BLOCK_SIZE);
     const total = data.length + sums.length;
@@ -90,7 +90,7 @@ export class ChunkObjects {
     if (start % BLOCK_SIZE !== 0 || (end % BLOCK_SIZE !== 0 && end !== chunkBytes)) {
       throw new Error(`read of ${ref.container}/${name} [${start}, ${end}): not whole blocks`);
     }
-    let check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number };
+    let check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number } | Promise<{ data: Buffer; bad: number }>;
     if (layout === 'crc32c') {
       check = (data, sums) => ({ data, bad: crc32c().verifyBlocks(data, BLOCK_SIZE, sums) });
     } else {
@@ -123,7 +123,7 @@ export class ChunkObjects {
     start: number,
     end: number,
     refetch: boolean,
-    check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number },
+    check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number } | Promise<{ data: Buffer; bad: number }>,
   ): Promise<{ data: Buffer; bad: number }> {
     const key = `${container}/${name}`;
     const trailerBytes = blockSumsLength(chunkBytes, layout);
@@ -151,7 +151,7 @@ export class ChunkObjects {
       if (!cached) this.remember(key, all);
     }
     if (data.length !== end - start) throw new StoreError('checksum', `object ${key} returned ${data.length} bytes for a ${end - start}-byte range (${this.store.description})`);
-    const result = check(data, entries);
+    const result = await check(data, entries);
     if (result.bad >= 0) this.forget(key); // the trailer may be what is bad: fetch it again
     else if (this.sums.has(key)) this.touch(key);
     return result;

@@ -86,7 +86,7 @@ export class VersionWriter {
             if (content === null) {
               refs.delete(chunk); // all zeros: stored as nothing
             } else {
-              const object = ChunkObjects.encode(content.data, buffer, layout === 'aes-256-gcm' ? { key: this.key!, generation: this.generation, chunk } : undefined);
+              const object = await ChunkObjects.encode(content.data, buffer, layout === 'aes-256-gcm' ? { key: this.key!, generation: this.generation, chunk } : undefined);
               // hashed on the pool while it uploads, unless known; the store checks the two agree
               const md5 = content.md5 ?? md5OnPool(object);
               const name = dataObjectName(this.generation, chunk);

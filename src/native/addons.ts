@@ -31,6 +31,19 @@ export interface Crc32c {
   verifyBlocks(data: Uint8Array, blockSize: number, sums: Uint8Array): number;
 }
 
+/**
+ * native/aes_gcm.cc: AES-256-GCM of 4 KiB blocks on libuv's pool, in the format
+ * of src/engine/volume-key.ts (block i: nonce of 8 zero bytes then i big-endian,
+ * no AAD, 16-byte tag; the last block may be short). The buffers must be left
+ * alone until the callback.
+ */
+export interface AesGcm {
+  /** Seals each block of data into out (data itself, or memory apart from it) and its tag into tags (16 per block). */
+  sealBlocks(key: Uint8Array, data: Uint8Array, out: Uint8Array, tags: Uint8Array, firstBlock: number, callback: (err: Error | null) => void): void;
+  /** Opens each block of sealed into out; bad is -1 when every tag verifies, else the first block (in the range) that fails, where it stopped. */
+  openBlocks(key: Uint8Array, sealed: Uint8Array, tags: Uint8Array, out: Uint8Array, firstBlock: number, callback: (err: Error | null, bad: number) => void): void;
+}
+
 const loaded = new Map<string, unknown>();
 
 function load<T>(name: string): T {
@@ -56,4 +69,8 @@ export function md5Digest(): Md5Digest {
 
 export function crc32c(): Crc32c {
   return load<Crc32c>('crc32c');
+}
+
+export function aesGcm(): AesGcm {
+  return load<AesGcm>('aes_gcm');
 }
