@@ -62,13 +62,15 @@ export class ChunkObjects {
    * enough for the trailer too), in place; else into a new buffer.
    */
   static async encode(data: Uint8Array, room?: Buffer, seal?: { key: VolumeKey; generation: string; chunk: number }): Promise<Buffer> {
-    if (seal) return seal.key.seal(data, seal.generation, seal.chunk, room);
-    const sums = crc32c().blockSums(data, BLOCK_SIZE);
-    const total = data.length + sums.length;
-    const fits = room !== undefined && room.buffer === data.buffer && room.byteOffset === data.byteOffset && room.length >= total;
-    const out = fits ? room.subarray(0, total) : Buffer.allocUnsafe(total);
-    if (!fits) out.set(data, 0);
-    sums.copy(out, data.length);
+    const total = data.length + blockSumsLength(data.length, seal ? 'aes-256-gcm' : 'crc32c');
+    const inPlace = room !== undefined && room.buffer === data.buffer && room.byteOffset === data.byteOffset && room.length >= total;
+    const out = inPlace ? room.subarray(0, total) : Buffer.allocUnsafe(total);
+    if (seal) {
+      await seal.key.seal(data, out, seal.generation, seal.chunk);
+      return out;
+    }
+    if (!inPlace) out.set(data, 0);
+    crc32c().blockSums(data, BLOCK_SIZE).copy(out, data.length);
     return out;
   }
 

@@ -395,7 +395,7 @@ export class Engine {
       const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq }, encryption);
       let table: VersionTable;
       try {
-        table = await new VersionWriter(this.store, this.catalog, meta, encryption ? this.keyFor(meta) : undefined).write({ kind: 'clone', from: from.chunks });
+        table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'clone', from: from.chunks });
       } catch (err) {
         await this.catalog.delete(name).catch(() => undefined);
         throw err;
@@ -459,10 +459,10 @@ export class Engine {
   /** Scrub: checks every object of the volume's latest version (or of a snapshot) in the store. */
   async verifyVolume(name: string, options: ScrubOptions & { snapshot?: string } = {}): Promise<ScrubReport> {
     validateVolumeName(name);
-    await this.catalog.requireMetadata(name);
+    const key = this.keyFor(await this.catalog.requireMetadata(name));
     const table = options.snapshot ? await this.catalog.findSnapshot(name, options.snapshot) : await this.catalog.latestVersion(name);
     if (!table) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
-    return scrubVersion(this.store, table, { ...options, key: this.keyFor(await this.catalog.requireMetadata(name)) });
+    return scrubVersion(this.store, table, { ...options, key });
   }
 
   /** Attaches a volume found in the store to this state directory, at its latest version. */

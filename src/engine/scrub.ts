@@ -5,7 +5,7 @@
 // checked when it was read (its MD5 as a whole object, then its format).
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { chunkLength, dataObjectName, type VersionTable } from '../format/volume-format.js';
-import { IntegrityError, chunkObjectsOf } from './chunk-objects.js';
+import { chunkObjectsOf } from './chunk-objects.js';
 import { runPool } from './run-pool.js';
 import type { VolumeKey } from './volume-key.js';
 
@@ -57,7 +57,7 @@ export async function scrubVersion(store: ObjectStore, table: VersionTable, opti
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         if (isNotFound(err)) findings.push({ chunk, object, problem: 'missing', message: `object ${object} is missing` });
-        else if (err instanceof IntegrityError || (err instanceof StoreError && err.kind === 'checksum')) findings.push({ chunk, object, problem: 'corrupt', message });
+        else if (err instanceof StoreError && err.kind === 'checksum') findings.push({ chunk, object, problem: 'corrupt', message }); // an IntegrityError too
         else if (err instanceof StoreError) findings.push({ chunk, object, problem: 'unreadable', message });
         else throw err;
       }

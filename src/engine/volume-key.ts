@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
 import { aesGcm } from '../native/addons.js';
-import { BLOCK_SIZE, BLOCK_TAG_SIZE, type VolumeEncryption } from '../format/volume-format.js';
+import { BLOCK_SIZE, BLOCK_TAG_SIZE, blockSumsLength, type VolumeEncryption } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 
 const KEY_BYTES = 32;
@@ -52,21 +52,17 @@ export class VolumeKey {
   }
 
   /**
-   * The object for a chunk's plaintext: each block sealed, then the blocks'
-   * tags. Into `room` when `data` is a view of its start and it is long
-   * enough, else a new buffer. On libuv's pool (native/aes_gcm.cc).
+   * Seals a chunk's plaintext into `out` (data.length bytes of ciphertext,
+   * then the blocks' tags; `out` may start at data itself: each block's
+   * ciphertext replaces its plaintext). On libuv's pool (native/aes_gcm.cc).
    */
-  async seal(data: Uint8Array, generation: string, chunk: number, room?: Buffer): Promise<Buffer> {
-    const blocks = Math.ceil(data.length / BLOCK_SIZE);
-    const total = data.length + blocks * BLOCK_TAG_SIZE;
-    const fits = room !== undefined && room.buffer === data.buffer && room.byteOffset === data.byteOffset && room.length >= total;
-    const out = fits ? room.subarray(0, total) : Buffer.allocUnsafe(total);
+  async seal(data: Uint8Array, out: Buffer, generation: string, chunk: number): Promise<void> {
     const key = this.objectKey(generation, chunk);
-    // in place when it fits: each block's ciphertext replaces its plaintext
     await new Promise<void>((resolve, reject) =>
-      aesGcm().sealBlocks(key, data, out.subarray(0, data.length), out.subarray(data.length), 0, (err) => (err ? reject(err) : resolve())),
+      aesGcm().sealBlocks(key, data, out.subarray(0, data.length), out.subarray(data.length, data.length + blockSumsLength(data.length, 'aes-256-gcm')), 0, (err) =>
+        err ? reject(err) : resolve(),
+      ),
     );
-    return out;
   }
 
   /**
