@@ -3,10 +3,14 @@
 // the same variables (KEY=VALUE lines, `export` allowed, as an openrc file or
 // the output of scripts/swift-dev), else the embedded FileStore. That is the
 // leaf of the store stack; the layers above it (STORE_LAYERS) wrap it in turn.
+// A config file with sections `[NAME]` names several Swift clusters, one per
+// section: the leaf is then a MirrorStore over them (doc/mirroring.md); the
+// lines before the first section hold settings for all of them.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ObjectStore } from '../store/object-store.js';
 import { FileStore } from '../store/file-store.js';
+import { MEMBER_NAME, MirrorStore, type MirrorOptions } from '../store/mirror-store.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/swiftvol/swift.env';
 
@@ -57,8 +61,9 @@ export async function openStore(
   stateDir: string,
   configFile?: string,
   layers: readonly StoreLayer[] = STORE_LAYERS,
+  mirror: Pick<MirrorOptions, 'log' | 'onMemberUp'> = {},
 ): Promise<StoreChoice> {
-  const leaf = await openLeaf(env, stateDir, configFile);
+  const leaf = await openLeaf(env, stateDir, configFile, mirror);
   const context: StoreContext = { settings: leaf.settings, stateDir, source: leaf.source };
   return { store: await stackStores(leaf.store, layers, context), source: leaf.source };
 }
@@ -81,12 +86,15 @@ async function openLeaf(
   env: NodeJS.ProcessEnv,
   stateDir: string,
   configFile: string | undefined,
+  mirror: Pick<MirrorOptions, 'log' | 'onMemberUp'>,
 ): Promise<{ store: ObjectStore; source: string; settings: NodeJS.ProcessEnv }> {
   const fromEnv = await swiftFrom(env, 'environment');
   if (fromEnv) return { store: fromEnv, source: 'environment', settings: env };
   const file = configFile ?? env.SWIFTVOL_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
-    const vars = readEnvFile(file);
+    const config = readConfigFile(file);
+    if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror), source: file, settings: config.global };
+    const vars = config.global;
     const fromFile = await swiftFrom(vars, file);
     if (!fromFile) throw new ConfigError(`config file ${file} sets neither ST_AUTH nor OS_AUTH_URL`);
     return { store: fromFile, source: file, settings: vars };
@@ -105,22 +113,77 @@ async function swiftFrom(vars: NodeJS.ProcessEnv, source: string): Promise<Objec
   }
 }
 
-export function readEnvFile(file: string): NodeJS.ProcessEnv {
+/** A config file: the settings before any section, and each section's. */
+export interface ConfigFile {
+  global: NodeJS.ProcessEnv;
+  /** Section name -> its variables, in the order of the file. */
+  sections: Map<string, NodeJS.ProcessEnv>;
+}
+
+/** Settings of the mirror, in the environment or before the first section (seconds). */
+const MIRROR_SETTINGS: Record<string, keyof MirrorOptions> = {
+  SWIFTVOL_MIRROR_DEADLINE: 'deadlineMs',
+  SWIFTVOL_MIRROR_READ_DEADLINE: 'readDeadlineMs',
+  SWIFTVOL_MIRROR_PROBE: 'probeMs',
+};
+
+export function readConfigFile(file: string): ConfigFile {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const vars: NodeJS.ProcessEnv = {};
+  const config: ConfigFile = { global: {}, sections: new Map() };
+  let vars = config.global;
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
+    const section = /^\[(.*)\]$/.exec(line);
+    if (section) {
+      const name = section[1]!.trim();
+      if (!MEMBER_NAME.test(name)) throw new ConfigError(`${file}:${i + 1}: store name '${name}' is not 1 to 32 of a-z 0-9 _ - (starting with a letter or digit)`);
+      if (config.sections.has(name)) throw new ConfigError(`${file}:${i + 1}: store [${name}] is named twice`);
+      vars = {};
+      config.sections.set(name, vars);
+      return;
+    }
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
-    if (!m) throw new ConfigError(`${file}:${i + 1}: expected KEY=VALUE`);
+    if (!m) throw new ConfigError(`${file}:${i + 1}: expected KEY=VALUE or [STORE]`);
     vars[m[1]!] = unquote(m[2]!);
   });
-  return vars;
+  return config;
+}
+
+/** The variables of a config file without sections. */
+export function readEnvFile(file: string): NodeJS.ProcessEnv {
+  const config = readConfigFile(file);
+  if (config.sections.size > 0) throw new ConfigError(`${file}: sections [${[...config.sections.keys()][0]}] are not allowed here`);
+  return config.global;
+}
+
+/** The mirror of the file's sections, each a Swift; settings from the environment, else the file's global lines. */
+async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log' | 'onMemberUp'>): Promise<MirrorStore> {
+  const options: MirrorOptions = { ...extra };
+  for (const [key, option] of Object.entries(MIRROR_SETTINGS)) {
+    const text = env[key] ?? config.global[key];
+    if (text === undefined) continue;
+    const seconds = Number(text);
+    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new ConfigError(`${key}=${text}: expected seconds, more than 0 and at most 3600`);
+    (options as Record<string, unknown>)[option] = Math.round(seconds * 1000);
+  }
+  const members = [];
+  try {
+    for (const [name, vars] of config.sections) {
+      const store = await swiftFrom(vars, `${file} [${name}]`);
+      if (!store) throw new ConfigError(`${file} [${name}] sets neither ST_AUTH nor OS_AUTH_URL`);
+      members.push({ name, store });
+    }
+  } catch (err) {
+    await Promise.all(members.map((m) => m.store.close().catch(() => undefined)));
+    throw err;
+  }
+  return new MirrorStore(members, options);
 }
 
 function unquote(value: string): string {
