@@ -7,6 +7,7 @@ import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { SnapshotStatus } from '../engine/snapshot.js';
 import type { ScrubReport } from '../engine/scrub.js';
+import type { StoreState, VolumeResync } from '../engine/mirroring.js';
 import type { SnapshotEntry } from '../engine/volume-catalog.js';
 import { EngineError } from '../engine/engine-error.js';
 import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
@@ -71,6 +72,14 @@ function controlPortArg(text: string): number {
   return n;
 }
 
+/** a,b,c: store names of the config file's sections (checked against the file when the store opens). */
+function storesArg(text: string): string[] {
+  const names = text.split(',').map((n) => n.trim());
+  for (const n of names) if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(n)) throw new InvalidArgumentError(`'${n}' is not a store name (the [NAME] of a config file section)`);
+  if (new Set(names).size !== names.length) throw new InvalidArgumentError(`'${text}' names a store twice`);
+  return names;
+}
+
 function countArg(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError(`'${text}' is not a number from 1 to 64`);
@@ -111,7 +120,7 @@ async function servedVolumes(stateDir: string): Promise<Set<string> | null> {
 /** Runs fn with an engine on the configured store, closing the store after. */
 async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
   const opts = program.opts<GlobalOptions>();
-  const { store } = await openStore(process.env, opts.stateDir, opts.config);
+  const { store } = await openStore(process.env, opts.stateDir, opts.config, undefined, { log: (m) => process.stderr.write(`swiftvol: ${m}\n`) });
   try {
     return await fn(await newEngine(store, opts));
   } finally {
@@ -218,6 +227,18 @@ function printInfo(v: VolumeInfo): void {
   ];
   if (v.dirtyBytes !== null) lines.push(['local changes', `${formatSize(v.dirtyBytes)} (as of the last flush)`]);
   for (const [k, val] of lines) console.log(`${(k + ':').padEnd(16)}${val}`);
+  if (v.stores) {
+    console.log('stores:');
+    printStores(v.stores);
+  }
+}
+
+function printStores(stores: StoreState[]): void {
+  for (const s of stores) {
+    const what = s.state === 'behind' && s.lacking !== undefined ? `behind (lacks ${s.lacking} object(s))` : s.state;
+    const version = s.latestVersion === undefined ? '' : `, version ${s.latestVersion ?? '-'}`;
+    console.log(`  ${s.name.padEnd(14)}${what}${version}${s.reason && s.state !== 'in-sync' ? `: ${s.reason}` : ''}`);
+  }
 }
 
 function buildProgram(): Command {
@@ -243,8 +264,9 @@ function buildProgram(): Command {
     .requiredOption('--size <size>', 'volume size (e.g. 10G, 512M)', volumeSizeArg)
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
     .option('--encrypt', 'encrypt its data with the key of --key-file (AES-256-GCM per block)')
-    .action(async (name: string, opts: { size: number; objectSize: number; encrypt?: boolean }) => {
-      const info = await withEngine(program, (engine) => engine.createVolume(name, opts.size, opts.objectSize, { encrypt: opts.encrypt }));
+    .option('--stores <a,b>', 'the stores (config file sections) it lives on; default all', storesArg)
+    .action(async (name: string, opts: { size: number; objectSize: number; encrypt?: boolean; stores?: string[] }) => {
+      const info = await withEngine(program, (engine) => engine.createVolume(name, opts.size, opts.objectSize, { encrypt: opts.encrypt, stores: opts.stores }));
       console.log(`created volume ${info.name}: ${formatSize(info.size)}, objects of ${formatSize(info.objectSize)}`);
     });
   volume
@@ -284,7 +306,8 @@ function buildProgram(): Command {
     .option('--size <size>', 'volume size, if larger than the image', volumeSizeArg)
     .option('--concurrency <n>', 'parallel uploads', countArg, 4)
     .option('--encrypt', 'encrypt its data with the key of --key-file (AES-256-GCM per block)')
-    .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number; encrypt?: boolean }) => {
+    .option('--stores <a,b>', 'the stores (config file sections) it lives on; default all', storesArg)
+    .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number; encrypt?: boolean; stores?: string[] }) => {
       const bar = progressBar('import');
       const abort = abortOnSignals();
       try {
@@ -351,9 +374,72 @@ function buildProgram(): Command {
     .command('attach')
     .description('attach a volume found in the store to this machine, at its latest snapshot')
     .argument('<name>', 'volume name', volumeArg)
-    .action(async (name: string) => {
-      const info = await withEngine(program, (engine) => engine.attach(name));
+    .option('--force', 'attach a mirrored volume even if fewer than a majority of its stores answer')
+    .action(async (name: string, opts: { force?: boolean }) => {
+      const info = await withEngine(program, (engine) => engine.attach(name, { force: opts.force }));
       console.log(`attached volume ${name} at version ${info.baseVersion}`);
+    });
+  volume
+    .command('resync')
+    .description('bring every reachable store of a mirrored volume up to date (resumable)')
+    .argument('<name>', 'volume name', volumeArg)
+    .option('--discard <store>', "split brain: give up this store's divergent versions and copy the others' over them")
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, opts: { discard?: string; json?: boolean }) => {
+      const stateDir = program.opts<GlobalOptions>().stateDir;
+      let result: VolumeResync;
+      const served = await servedVolumes(stateDir);
+      if (served?.has(name)) {
+        // serve holds the volume: its own mirror view must learn of the resync, so serve runs it
+        const reply = await sendControl(stateDir, { op: 'volume.resync', volume: name, ...(opts.discard ? { discard: opts.discard } : {}) });
+        if (reply === null) throw new EngineError('swiftvol serve stopped answering');
+        if (!reply.ok) throw new EngineError(reply.error);
+        result = reply.result as VolumeResync;
+      } else {
+        const bar = progressBar(`resync ${name}`);
+        const abort = abortOnSignals();
+        try {
+          result = await withEngine(program, (engine) =>
+            engine.resync(name, { discard: opts.discard, onProgress: (done, total) => bar.onProgress(done, total), signal: abort.signal }),
+          );
+        } finally {
+          bar.stop();
+          abort.dispose();
+        }
+      }
+      if (opts.json) console.log(JSON.stringify(result, null, 2));
+      else {
+        console.log(`resynced volume ${name}: ${result.copied} object(s) copied, ${result.deleted} version table(s) the others no longer hold removed`);
+        printStores(result.stores);
+      }
+    });
+  const mirror = volume.command('mirror').description('change the stores a mirrored volume lives on');
+  mirror
+    .command('add')
+    .description('add a store to the volume and fill it from a good copy')
+    .argument('<name>', 'volume name', volumeArg)
+    .argument('<store>', 'store (config file section)')
+    .action(async (name: string, store: string) => {
+      await refuseServed(program, name, 'change the stores of');
+      const bar = progressBar(`fill ${store}`);
+      try {
+        const r = await withEngine(program, (engine) => engine.mirrorAdd(name, store, { onProgress: (d, t) => bar.onProgress(d, t) }));
+        bar.stop();
+        console.log(`volume ${name} now lives on ${r.stores.map((s) => s.name).join(', ')}: ${r.copied} object(s) copied to ${store}`);
+        printStores(r.stores);
+      } finally {
+        bar.stop();
+      }
+    });
+  mirror
+    .command('remove')
+    .description("drop a store from the volume and delete the volume's copy there")
+    .argument('<name>', 'volume name', volumeArg)
+    .argument('<store>', 'store (config file section)')
+    .action(async (name: string, store: string) => {
+      await refuseServed(program, name, 'change the stores of');
+      const r = await withEngine(program, (engine) => engine.mirrorRemove(name, store));
+      console.log(`volume ${name} now lives on ${r.stores.map((s) => s.name).join(', ')}: ${r.deleted} object(s) deleted from ${store}`);
     });
   volume
     .command('flatten')
@@ -498,8 +584,8 @@ function buildProgram(): Command {
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
     .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean }) => {
       const global = program.opts<GlobalOptions>();
-      const { store, source } = await openStore(process.env, global.stateDir, global.config);
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
+      const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log });
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
         engine: await newEngine(store, global),

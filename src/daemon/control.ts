@@ -15,6 +15,8 @@ export type ControlRequest =
   /** Replies once the job started at `startedAt` has settled, or after `ms` (at most 5 s) with its progress. */
   | { op: 'snapshot.wait'; volume: string; name: string; startedAt: string; ms: number }
   | { op: 'snapshot.delete'; volume: string; name: string }
+  /** Resyncs a served mirrored volume in serve (whose view of its stores it updates). */
+  | { op: 'volume.resync'; volume: string; discard?: string }
   | { op: 'status' };
 
 /** The error a serve answers to an op it does not know (one from an older version). */

@@ -12,6 +12,12 @@ import { BlockServer } from './block-server.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
+import { mirrorOf } from '../store/mirror-store.js';
+import { volumeNameOfContainer } from '../format/volume-format.js';
+
+/** How often serve looks for mirrored volumes with a store behind, and how long it waits before trying one again. */
+const RESYNC_CHECK_MS = 1000;
+const RESYNC_RETRY_MS = 10_000;
 
 export interface DaemonOptions {
   engine: Engine;
@@ -46,6 +52,10 @@ export class Daemon {
   private stopping: Promise<void> | null = null;
   /** Target changes run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Resyncs running, per volume, and when each was last started. */
+  private readonly resyncs = new Map<string, Promise<unknown>>();
+  private readonly lastResync = new Map<string, number>();
+  private resyncTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: DaemonOptions) {
     this.registry = new TargetRegistry(options.stateDir);
@@ -68,6 +78,10 @@ export class Daemon {
         log,
       });
       await this.blockServer.listen();
+      if (mirrorOf(this.options.engine.store)) {
+        this.resyncTimer = setInterval(() => void this.resyncLagging().catch((err: Error) => log(`background resync: ${err.message}`)), RESYNC_CHECK_MS);
+        this.resyncTimer.unref();
+      }
       if (this.options.noTgtd) {
         log(`no tgtd of our own: LUNs with bstype swift and bsopts socket=${blockSocketPath(stateDir)} are served`);
         return;
@@ -100,6 +114,8 @@ export class Daemon {
     this.stopping ??= (async () => {
       const { log } = this.options;
       this.control?.close();
+      if (this.resyncTimer) clearInterval(this.resyncTimer);
+      await Promise.allSettled([...this.resyncs.values()]);
       // Only what is ours: a tid whose target still has our IQN, accounts we created.
       const present = await this.admin?.targets().catch(() => new Map<number, string>());
       for (const target of this.served.values()) {
@@ -146,6 +162,9 @@ export class Daemon {
         return this.waitSnapshot(req.volume, req.name, req.startedAt, req.ms);
       case 'snapshot.delete':
         return this.deleteSnapshot(req.volume, req.name);
+      case 'volume.resync':
+        if (typeof req.volume !== 'string' || (req.discard !== undefined && typeof req.discard !== 'string')) return Promise.reject(new EngineError('volume.resync: bad request'));
+        return this.resync(req.volume, req.discard);
       default:
         return Promise.reject(new Error(UNKNOWN_CONTROL_REQUEST));
     }
@@ -178,6 +197,42 @@ export class Daemon {
       (err: Error) => this.options.log(`snapshot ${name}@${snapshot} failed: ${err.message}`),
     );
     return job.status();
+  }
+
+  /** One resync per volume at a time; the background one and a CLI's share it. */
+  private resync(name: string, discard?: string): Promise<unknown> {
+    const running = this.resyncs.get(name);
+    if (running && discard === undefined) return running;
+    const run = (running ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.options.engine.resync(name, discard === undefined ? {} : { discard }))
+      .then((r) => {
+        if (r.copied > 0 || r.deleted > 0) this.options.log(`resync ${name}: ${r.copied} object(s) copied, ${r.deleted} version(s) dropped; ${r.stores.map((s) => `${s.name} ${s.state}`).join(', ')}`);
+        return r;
+      })
+      .finally(() => {
+        if (this.resyncs.get(name) === run) this.resyncs.delete(name);
+      });
+    this.resyncs.set(name, run);
+    return run;
+  }
+
+  /**
+   * Mirrored volumes whose stores fell behind are resynced in the
+   * background once the store answers (tried again at most every
+   * RESYNC_RETRY_MS while it fails).
+   */
+  private async resyncLagging(): Promise<void> {
+    const mirror = mirrorOf(this.options.engine.store);
+    if (!mirror || this.stopping) return;
+    const now = Date.now();
+    for (const container of await mirror.lagging()) {
+      const name = volumeNameOfContainer(container);
+      if (name === null || !this.volumes.has(name) || this.resyncs.has(name)) continue;
+      if ((this.lastResync.get(name) ?? 0) + RESYNC_RETRY_MS > now) continue;
+      this.lastResync.set(name, now);
+      this.resync(name).catch((err: Error) => this.options.log(`resync ${name} failed (tried again later): ${err.message}`));
+    }
   }
 
   /** Deletes a snapshot of a served volume (the engine spares uploads in progress). */

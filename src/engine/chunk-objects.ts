@@ -15,6 +15,7 @@
 // object, the block and the store.
 import { crc32c } from '../native/addons.js';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
+import { mirrorOf, type MirrorStore } from '../store/mirror-store.js';
 import { BLOCK_SIZE, blockSumsLength, dataObjectName, type ChunkRef } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 import type { VolumeKey } from './volume-key.js';
@@ -83,6 +84,50 @@ export class ChunkObjects {
    * store checks an ETag) and not at all for a range, as formats 1 and 2 allow.
    */
   async read(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Buffer> {
+    try {
+      return await this.readCopy(ref, chunk, chunkBytes, start, end, key);
+    } catch (err) {
+      const mirror = err instanceof IntegrityError ? mirrorOf(this.store) : null;
+      if (!mirror) throw err;
+      return this.readOtherCopies(mirror, err as IntegrityError, ref, chunk, chunkBytes, start, end, key);
+    }
+  }
+
+  /**
+   * A mirror's copy failed its check twice: each copy is read in turn (the
+   * one that failed too: the mirror chose it without saying), the first good
+   * one is served, and the bad ones are repaired from it in the background.
+   */
+  private async readOtherCopies(
+    mirror: MirrorStore,
+    first: IntegrityError,
+    ref: ChunkRef,
+    chunk: number,
+    chunkBytes: number,
+    start: number,
+    end: number,
+    key?: VolumeKey,
+  ): Promise<Buffer> {
+    const name = dataObjectName(ref.generation, chunk);
+    const bad: string[] = [];
+    for (const copy of await mirror.copies(ref.container)) {
+      try {
+        const data = await chunkObjectsOf(copy.store).readCopy(ref, chunk, chunkBytes, start, end, key);
+        if (bad.length > 0) {
+          mirror.report(`${first.message}: served from store '${copy.name}' instead`);
+          void mirror.repair(ref.container, name, copy.name, bad).catch((err: Error) => mirror.report(`could not repair ${ref.container}/${name}: ${err.message}`));
+        }
+        return data;
+      } catch (err) {
+        if (err instanceof IntegrityError) bad.push(copy.name);
+        // another error (the copy does not answer): try the next
+      }
+    }
+    throw first;
+  }
+
+  /** read() from this store alone. */
+  private async readCopy(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Buffer> {
     const name = dataObjectName(ref.generation, chunk);
     const layout = ref.layout ?? 'plain';
     if (layout === 'plain') {

@@ -34,6 +34,9 @@ import type { VolumeKey } from './volume-key.js';
 import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
+import { mirrorOf } from '../store/mirror-store.js';
+import type { ResyncOptions } from '../store/mirror-resync.js';
+import { addMirror, checkAttach, collectionStores, placeVolume, removeMirror, resyncVolume, storeStates, type StoreState, type VolumeResync } from './mirroring.js';
 
 export type Progress = (doneBytes: number, totalBytes: number) => void;
 
@@ -47,6 +50,8 @@ export interface OpenOptions {
   lease?: boolean;
   /** Told when the lease could not be renewed or was taken over. */
   onLeaseLost?: (message: string) => void;
+  /** Attach even though fewer than a majority of a mirrored volume's stores answer. */
+  force?: boolean;
 }
 
 export interface ImportOptions {
@@ -59,6 +64,8 @@ export interface ImportOptions {
   signal?: AbortSignal;
   /** Encrypt the volume with the engine's key. */
   encrypt?: boolean;
+  /** The stores of the mirror it lives on (default: every store configured). */
+  stores?: string[];
 }
 
 export interface ExportOptions {
@@ -78,6 +85,8 @@ export interface VolumeInfo extends Omit<VolumeSummary, 'parent'> {
   /** Volumes cloned from this one's snapshots. */
   children: string[];
   attached: boolean;
+  /** Each store of a mirrored volume and its state (info only; absent on a single store). */
+  stores?: StoreState[];
   /** Base version of the local overlay, when attached. */
   baseVersion: number | null;
   dirtyBytes: number | null;
@@ -100,7 +109,8 @@ export class Engine {
   constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number; key?: VolumeKey } = {}) {
     this.catalog = new VolumeCatalog(store);
     this.state = new StateDir(stateDir);
-    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    // A lease renewal may wait a mirror's deadline for a store that stalls: it must outlast that.
+    this.leaseMs = options.leaseMs ?? Math.max(DEFAULT_LEASE_MS, 3 * (mirrorOf(store)?.deadlineMs ?? 0));
     this.key = options.key;
   }
 
@@ -119,11 +129,12 @@ export class Engine {
     return this.key.encryption();
   }
 
-  async createVolume(name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE, options: { encrypt?: boolean } = {}): Promise<VolumeInfo> {
+  async createVolume(name: string, size: number, objectSize = DEFAULT_OBJECT_SIZE, options: { encrypt?: boolean; stores?: string[] } = {}): Promise<VolumeInfo> {
     validateVolumeName(name);
     validateVolumeSize(size);
     validateObjectSize(objectSize);
     const encryption = this.newEncryption(options.encrypt);
+    if (options.stores) placeVolume(this.store, name, options.stores);
     await this.refuseExisting(name);
     const release = this.state.lock(name, 'volume create');
     try {
@@ -154,6 +165,7 @@ export class Engine {
     validateVolumeSize(size);
     const encryption = this.newEncryption(options.encrypt);
     if (size < imageSize) throw new EngineError(`volume size ${size} is smaller than the image (${imageSize} bytes)`);
+    if (options.stores) placeVolume(this.store, name, options.stores);
 
     await this.refuseExisting(name);
     const release = this.state.lock(name, 'import');
@@ -221,6 +233,7 @@ export class Engine {
       }
       if (!this.state.hasVolume(name)) {
         const latest = await this.catalog.latestVersion(name);
+        await checkAttach(this.store, name, latest?.seq ?? null, options.force ?? false);
         if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
         await this.createLocalState(meta.uuid, latest);
       }
@@ -283,7 +296,8 @@ export class Engine {
     const summaries = await this.catalog.list();
     const summary = summaries.find((s) => s.name === name);
     if (!summary) throw new EngineError(`volume '${name}' does not exist`);
-    return this.withLocal(summary, summaries);
+    const stores = await storeStates(this.store, name, { count: true });
+    return { ...this.withLocal(summary, summaries), ...(stores ? { stores } : {}) };
   }
 
   /**
@@ -326,8 +340,38 @@ export class Engine {
   }
 
   /** Garbage collection of one volume (see VolumeCatalog.collect). */
-  collect(name: string): Promise<{ tables: number; objects: number }> {
-    return this.catalog.collect(name, (generation) => this.uploading.get(name)?.has(generation) ?? false);
+  async collect(name: string): Promise<{ tables: number; objects: number }> {
+    const isActive = (generation: string): boolean => this.uploading.get(name)?.has(generation) ?? false;
+    // per store: each deletes only what none of its own kept tables names
+    const total = { tables: 0, objects: 0 };
+    for (const store of await collectionStores(this.store, name)) {
+      const r = await (store === this.store ? this.catalog : new VolumeCatalog(store)).collect(name, isActive);
+      total.tables = Math.max(total.tables, r.tables);
+      total.objects = Math.max(total.objects, r.objects);
+    }
+    return total;
+  }
+
+  /** Each store of a mirrored volume with its state (null on a single store); `count` counts what the behind ones lack. */
+  storeStates(name: string, options: { count?: boolean } = {}): Promise<StoreState[] | null> {
+    validateVolumeName(name);
+    return storeStates(this.store, name, options);
+  }
+
+  /** Brings every reachable store of a mirrored volume up to date (see mirroring.ts). */
+  resync(name: string, options: ResyncOptions = {}): Promise<VolumeResync> {
+    validateVolumeName(name);
+    return resyncVolume(this.store, this.catalog, name, options);
+  }
+
+  mirrorAdd(name: string, store: string, options: ResyncOptions = {}): Promise<VolumeResync> {
+    validateVolumeName(name);
+    return addMirror(this.store, this.catalog, name, store, options);
+  }
+
+  mirrorRemove(name: string, store: string): Promise<{ deleted: number; stores: StoreState[] }> {
+    validateVolumeName(name);
+    return removeMirror(this.store, name, store);
   }
 
   /** A snapshot of a volume that is not served: opens it here, snapshots, closes. */
@@ -466,10 +510,10 @@ export class Engine {
   }
 
   /** Attaches a volume found in the store to this state directory, at its latest version. */
-  async attach(name: string): Promise<VolumeInfo> {
+  async attach(name: string, options: { force?: boolean } = {}): Promise<VolumeInfo> {
     validateVolumeName(name);
     if (this.state.hasVolume(name)) throw new EngineError(`volume '${name}' is already attached here`);
-    const volume = await this.open(name, 'volume attach');
+    const volume = await this.open(name, 'volume attach', { force: options.force });
     await volume.close();
     return this.info(name);
   }

@@ -60,6 +60,13 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
 }
 
+/** How many objects `target` lacks (or holds with other bytes) of what `source` holds of the container. */
+export async function countLacking(mirror: MirrorStore, container: string, source: string, target: string): Promise<number> {
+  const have = await listAll(mirror.storeOf(source), container);
+  const there = (await listAll(mirror.storeOf(target), container)) ?? new Map<string, ObjectInfo>();
+  return [...(have ?? new Map<string, ObjectInfo>()).values()].filter((o) => there.get(o.name)?.etag !== o.etag).length;
+}
+
 export async function resyncContainer(mirror: MirrorStore, container: string, options: ResyncOptions = {}): Promise<ResyncReport> {
   let status = await mirror.status(container);
   if (!status) throw new StoreError('not-found', `container ${container} does not exist on any store`);

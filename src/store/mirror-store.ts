@@ -340,7 +340,7 @@ export class MirrorStore implements ObjectStore {
         const why = unreachable.get(name);
         if (why !== undefined) {
           status.push({ name, state: 'unreachable', reason: why });
-          state.behind.set(name, why);
+          state.behind.set(name, `no answer: ${why}`);
         } else {
           status.push({ name, state: 'behind', latest: null, reason: 'it has no copy of the container' });
           state.behind.set(name, 'it has no copy of the container');
@@ -399,7 +399,7 @@ export class MirrorStore implements ObjectStore {
   }
 
   private noteBehind(container: string, state: ContainerState): void {
-    for (const [name, why] of state.behind) this.log(`${container}: store '${name}' is behind (${why})`);
+    for (const [name, why] of state.behind) if (!this.isDown(name) && !why.startsWith('no answer:')) this.log(`${container}: store '${name}' is behind (${why}); it is resynced by 'swiftvol volume resync' or a serve holding the volume`);
     for (const [name, why] of state.split) this.log(`${container}: store '${name}' is in split brain (${why})`);
   }
 
@@ -722,6 +722,73 @@ export class MirrorStore implements ObjectStore {
   async copies(container: string): Promise<Array<{ name: string; store: ObjectStore }>> {
     const state = await this.required(container);
     return this.readable(state).map((name) => ({ name, store: this.member(name).store }));
+  }
+
+  /** Logs a message where the mirror logs (a layer above reporting what it did about a copy). */
+  report(message: string): void {
+    this.log(message);
+  }
+
+  /** Members in sync with the container, answering: where per-store work (garbage collection) may run. */
+  async inSync(container: string): Promise<string[]> {
+    const state = await this.required(container);
+    return state.set.filter((n) => !state.behind.has(n) && !state.split.has(n) && !this.isDown(n));
+  }
+
+  /** Containers this process knows to have a member behind that answers: what a background resync should take up. */
+  async lagging(): Promise<string[]> {
+    const out: string[] = [];
+    for (const [container, loading] of this.states) {
+      const state = await loading.catch(() => null);
+      if (state && [...state.behind.keys()].some((n) => !this.isDown(n))) out.push(container);
+    }
+    return out;
+  }
+
+  /**
+   * Copies a whole object from a member whose copy is good over the members
+   * whose copy is bad (a checksum mismatch): the read is checked against its
+   * ETag, the put against the same MD5.
+   */
+  async repair(container: string, name: string, from: string, to: readonly string[]): Promise<void> {
+    const data = await this.attempt(from, `a read of ${container}/${name}`, this.deadlineMs, (s) => s.get(container, name));
+    const info = await this.attempt(from, `a head of ${container}/${name}`, this.deadlineMs, (s) => s.head(container, name));
+    if (!info) throw new StoreError('not-found', `${container}/${name} is gone from store '${from}'`);
+    for (const bad of to) {
+      await this.attempt(bad, `a put of ${container}/${name}`, this.deadlineMs, (s) => s.put(container, name, data, { md5: info.etag }));
+      this.log(`${container}/${name}: repaired the copy on store '${bad}' from '${from}'`);
+    }
+  }
+
+  /**
+   * Changes a container's set: writes the next set record on every member
+   * of the old and the new set that answers (a member added has no copy: it
+   * shows as behind until a resync fills it).
+   */
+  async changeSet(container: string, set: readonly string[]): Promise<void> {
+    if (set.length === 0) throw new StoreError('invalid', 'a volume needs at least one store');
+    for (const name of set) this.member(name);
+    const { state } = await this.load(container, true);
+    if (!state) throw new StoreError('not-found', `container ${container} does not exist`);
+    const everyone = [...new Set([...state.set, ...set])].filter((n) => !this.isDown(n));
+    let newest = 0;
+    for (const name of everyone) {
+      try {
+        for await (const o of this.member(name).store.list(container, SET_PREFIX)) newest = Math.max(newest, Number(o.name.slice(SET_PREFIX.length, SET_PREFIX.length + 10)) || 0);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    const record = Buffer.from(JSON.stringify({ format: 'swiftvol-mirror-set', formatVersion: 1, stores: set, createdAt: new Date().toISOString() }));
+    const added = set.filter((n) => !state.set.includes(n));
+    await Promise.all(added.map((n) => this.attempt(n, `a container create of ${container}`, this.deadlineMs, (s) => s.createContainer(container))));
+    const results = await Promise.allSettled(
+      everyone.map((n) => this.attempt(n, 'the mirror set record', this.deadlineMs, (s) => s.put(container, setRecordName(newest + 1), record, { contentType: 'application/json' }))),
+    );
+    if (!results.some((r, i) => r.status === 'fulfilled' && set.includes(everyone[i]!))) {
+      throw new StoreError('unreachable', `${container}: no store of the new set took its record`);
+    }
+    this.states.delete(container);
   }
 
   async close(): Promise<void> {
