@@ -11,6 +11,7 @@ import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage } from './fixtures/files.js';
 import { qemuImg, qemuIo } from './fixtures/initiators.js';
+import { corrupt, objectFileHolding, restore } from './fixtures/corrupt.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 
 const MiB = 1024 * 1024;
@@ -26,49 +27,6 @@ function ok(args: string[], extra: NodeJS.ProcessEnv = {}): string {
   const r = swiftvolSync(args, { ...env, ...extra });
   assert.equal(r.status, 0, `swiftvol ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-/** The file on the object server's disk holding the bytes at `offset` of the image (found by content: Swift keeps an object's body as is). */
-function objectFileHolding(offset: number): { file: string; at: number } {
-  const needle = content.subarray(offset, offset + 64);
-  const files: string[] = [];
-  const walk = (dir: string): void => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.data')) files.push(p);
-    }
-  };
-  walk(path.join(swift.dir, 'devices'));
-  for (const file of files) {
-    const at = fs.readFileSync(file).indexOf(needle);
-    if (at >= 0) return { file, at };
-  }
-  throw new Error(`no object file on the object server holds image offset ${offset} (looked at ${files.length})`);
-}
-
-/** Overwrites 16 bytes of the file at each position; returns what was there. */
-function corrupt(file: string, positions: number[]): Array<[number, Buffer]> {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    return positions.map((p) => {
-      const old = Buffer.alloc(16);
-      fs.readSync(fd, old, 0, 16, p);
-      fs.writeSync(fd, Buffer.from(old.map((b) => b ^ 0x5a)), 0, 16, p);
-      return [p, old] as [number, Buffer];
-    });
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function restore(file: string, saved: Array<[number, Buffer]>): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    for (const [p, old] of saved) fs.writeSync(fd, old, 0, 16, p);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 before(async () => {
@@ -95,7 +53,7 @@ after(async () => {
 test('an object corrupted on the object server: 512 B, 4 KiB and 1 MiB reads through iSCSI fail, nothing wrong is served or cached', async () => {
   const url = serve!.url('vol');
   // Object 1 (volume bytes 8..16 MiB), corrupted at two places: 100000 and 5 MiB + 7 into it.
-  const { file, at } = objectFileHolding(OBJECT + 100_000);
+  const { file, at } = objectFileHolding(swift.dir, content, OBJECT + 100_000);
   assert.equal(at, 100_000, 'the object file holds the chunk from its first byte');
   const saved = corrupt(file, [100_000, 5 * MiB + 7]);
   const reads: Array<[number, number]> = [
@@ -119,7 +77,7 @@ test('an object corrupted on the object server: 512 B, 4 KiB and 1 MiB reads thr
 });
 
 test('an export of a volume with a corrupt object fails, naming it, and leaves no file', () => {
-  const { file } = objectFileHolding(3 * OBJECT + 4096);
+  const { file } = objectFileHolding(swift.dir, content, 3 * OBJECT + 4096);
   corrupt(file, [4096 + 100]);
   const out = path.join(tmp.dir, 'out.raw');
   // from another state directory: everything comes from Swift
@@ -132,7 +90,7 @@ test('an export of a volume with a corrupt object fails, naming it, and leaves n
 
 test('volume verify checks every block of every object, and names each bad one', () => {
   // Object 3 is bad since the export above (and Swift, which read it whole, may have quarantined it).
-  const { file } = objectFileHolding(2 * OBJECT + 4096);
+  const { file } = objectFileHolding(swift.dir, content, 2 * OBJECT + 4096);
   corrupt(file, [3 * 4096 + 1]);
   const v = swiftvolSync(['volume', 'verify', 'vol'], env);
   assert.equal(v.status, 1, v.stdout + v.stderr);

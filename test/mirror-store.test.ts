@@ -6,17 +6,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { MirrorStore } from '../src/store/mirror-store.js';
 import { resyncContainer } from '../src/store/mirror-resync.js';
-import { PassThroughStore } from '../src/store/pass-through-store.js';
-import { startClusters, stopClusters, freeze, thaw, listing, contentOf, type Cluster } from './fixtures/mirror.js';
+import { Borrowed, startClusters, stopClusters, freeze, thaw, listing, contentOf, type Cluster } from './fixtures/mirror.js';
 
 let clusters: Cluster[];
 
-/** A cluster's store lent to a mirror: closing the mirror leaves it open for the next test. */
-class Borrowed extends PassThroughStore {
-  override close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 const logs: string[] = [];
 
 function mirror(options: ConstructorParameters<typeof MirrorStore>[1] = {}): MirrorStore {

@@ -114,13 +114,14 @@ export class ChunkObjects {
       try {
         const data = await chunkObjectsOf(copy.store).readCopy(ref, chunk, chunkBytes, start, end, key);
         if (bad.length > 0) {
-          mirror.report(`${first.message}: served from store '${copy.name}' instead`);
+          mirror.report(`${first.message}: the copy on ${bad.map((b) => `'${b}'`).join(', ')} is bad, served from store '${copy.name}' instead`);
           void mirror.repair(ref.container, name, copy.name, bad).catch((err: Error) => mirror.report(`could not repair ${ref.container}/${name}: ${err.message}`));
         }
         return data;
       } catch (err) {
-        if (err instanceof IntegrityError) bad.push(copy.name);
-        // another error (the copy does not answer): try the next
+        // a copy that fails its check, or is gone (Swift quarantines an object whose whole read does not match its ETag), is repaired;
+        // one that does not answer is only passed over
+        if (err instanceof IntegrityError || isNotFound(err)) bad.push(copy.name);
       }
     }
     throw first;
@@ -154,7 +155,10 @@ export class ChunkObjects {
       if (isNotFound(err)) throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + first.bad, this.store.description, what, true);
       throw err;
     }
-    if (again.bad < 0) return again.data;
+    if (again.bad < 0) {
+      mirrorOf(this.store)?.report(`${ref.container}/${name}: block ${start / BLOCK_SIZE + first.bad} failed its ${what} (${this.store.description}); read again, it passed`);
+      return again.data;
+    }
     throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + again.bad, this.store.description, what);
   }
 

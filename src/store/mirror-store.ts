@@ -139,6 +139,7 @@ export class MirrorStore implements ObjectStore {
   private readonly states = new Map<string, Promise<ContainerState | null>>();
   private readonly placements = new Map<string, string[]>();
   private readonly log: (message: string) => void;
+  private readonly repairs = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
@@ -337,7 +338,7 @@ export class MirrorStore implements ObjectStore {
     for (const name of set) {
       const s = bySurvey.get(name);
       if (!s) {
-        const why = unreachable.get(name);
+        const why = unreachable.get(name) ?? (this.byName.has(name) ? undefined : 'the configuration here does not name it');
         if (why !== undefined) {
           status.push({ name, state: 'unreachable', reason: why });
           state.behind.set(name, `no answer: ${why}`);
@@ -376,8 +377,7 @@ export class MirrorStore implements ObjectStore {
       if (!Array.isArray(stores) || stores.length === 0 || !stores.every((n) => typeof n === 'string' && MEMBER_NAME.test(n))) {
         throw new StoreError('other', `${container}/${newest.name} on store '${newest.member}' is not a mirror set record`);
       }
-      const unknown = (stores as string[]).filter((n) => !this.byName.has(n));
-      if (unknown.length) throw new StoreError('invalid', `${container} lives on ${unknown.map((n) => `'${n}'`).join(', ')}, which the configuration does not name`);
+      // a store of the set that this configuration does not name counts as one that does not answer
       return stores as string[];
     }
     return surveys.map((s) => s.member).sort((a, b) => [...this.byName.keys()].indexOf(a) - [...this.byName.keys()].indexOf(b));
@@ -617,11 +617,20 @@ export class MirrorStore implements ObjectStore {
     const state = await this.required(container);
     const order = this.readable(state);
     if (order.length === 0) throw new StoreError('unreachable', `${container}/${name}: every store of its set (${state.set.join(', ')}) is routed around`);
-    return this.firstAnswer(order, what, fn);
+    const missing: string[] = [];
+    const value = await this.firstAnswer(order, what, fn, (member) => missing.push(member));
+    // An in-sync copy that lost a write-once object another copy holds (Swift quarantines a
+    // corrupt one) gets it back. Not commits: a table missing on one copy may be one being deleted.
+    const lost = missing.filter((m) => !state.behind.has(m));
+    if (lost.length > 0 && !name.startsWith(this.commitPrefix)) {
+      const from = order.find((m) => !missing.includes(m) && !this.isDown(m));
+      if (from) void this.repair(container, name, from, lost).catch((err: Error) => this.log(`could not restore ${container}/${name} on ${lost.join(', ')}: ${err.message}`));
+    }
+    return value;
   }
 
   /** Tries the members in order, hedging after the read deadline; the first success wins. */
-  firstAnswer<T>(order: readonly string[], what: string, fn: (store: ObjectStore) => Promise<T>): Promise<T> {
+  firstAnswer<T>(order: readonly string[], what: string, fn: (store: ObjectStore) => Promise<T>, onNotFound?: (member: string) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let next = 0;
       let pending = 0;
@@ -662,6 +671,7 @@ export class MirrorStore implements ObjectStore {
               reject(err);
               return;
             }
+            if (isNotFound(err)) onNotFound?.(member);
             errors.push(err instanceof StoreError ? err : new StoreError('other', (err as Error).message));
             if (!hedged) launch();
             else finish();
@@ -750,7 +760,15 @@ export class MirrorStore implements ObjectStore {
    * whose copy is bad (a checksum mismatch): the read is checked against its
    * ETag, the put against the same MD5.
    */
-  async repair(container: string, name: string, from: string, to: readonly string[]): Promise<void> {
+  repair(container: string, name: string, from: string, to: readonly string[]): Promise<void> {
+    // close() waits for repairs under way: a CLI command that read around a bad copy still fixes it
+    const run = this.copyOver(container, name, from, to);
+    this.repairs.add(run);
+    void run.catch(() => undefined).finally(() => this.repairs.delete(run));
+    return run;
+  }
+
+  private async copyOver(container: string, name: string, from: string, to: readonly string[]): Promise<void> {
     const data = await this.attempt(from, `a read of ${container}/${name}`, this.deadlineMs, (s) => s.get(container, name));
     const info = await this.attempt(from, `a head of ${container}/${name}`, this.deadlineMs, (s) => s.head(container, name));
     if (!info) throw new StoreError('not-found', `${container}/${name} is gone from store '${from}'`);
@@ -792,6 +810,7 @@ export class MirrorStore implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.repairs]);
     this.closed = true;
     for (const h of this.health.values()) {
       if (h.probe) clearInterval(h.probe);
