@@ -359,9 +359,12 @@ export class Engine {
   }
 
   /** Brings every reachable store of a mirrored volume up to date (see mirroring.ts). */
-  resync(name: string, options: ResyncOptions = {}): Promise<VolumeResync> {
+  async resync(name: string, options: ResyncOptions = {}): Promise<VolumeResync> {
     validateVolumeName(name);
-    return resyncVolume(this.store, this.catalog, name, options);
+    const result = await resyncVolume(this.store, this.catalog, name, options);
+    // a store that was away also missed the collections since: it is collected now that it is level
+    if (result.copied > 0 || result.deleted > 0) await this.collect(name);
+    return result;
   }
 
   mirrorAdd(name: string, store: string, options: ResyncOptions = {}): Promise<VolumeResync> {

@@ -533,6 +533,10 @@ export class MirrorStore implements ObjectStore {
       const r = results[i]!;
       if (r.status === 'rejected') await this.markBehind(container, state, targets[i]!, `${what} failed: ${(r.reason as Error).message}`);
     }
+    // members routed around missed it too
+    for (const name of state.set) {
+      if (!state.behind.has(name) && this.isDown(name)) await this.markBehind(container, state, name, `routed around when ${what} was written`);
+    }
     return first as T;
   }
 
