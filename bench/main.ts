@@ -11,6 +11,9 @@
 //   SWIFTVOL_BENCH_RAMP          ramp seconds per hot fio job (default 3)
 //   SWIFTVOL_BENCH_COLD_RUNTIME  seconds of cold 4k random reads (default 10)
 //   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
+//   SWIFTVOL_BENCH_ONLY=WORD,... only the rows whose names contain a word (import_mbps always: its
+//                                volume is what the serve rows read, its time what the mirror rows
+//                                are compared with), e.g. `mirror`; results go to only-WORD.* files
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -31,6 +34,10 @@ const HOT_REPEAT = Math.max(1, Math.round(envNumber('SWIFTVOL_BENCH_REPEAT', 2))
 const HOT_RAMP = envNumber('SWIFTVOL_BENCH_RAMP', 3);
 const COLD_RUNTIME = envNumber('SWIFTVOL_BENCH_COLD_RUNTIME', 10);
 const KEEP = process.env.SWIFTVOL_BENCH_KEEP === '1';
+const ONLY = (process.env.SWIFTVOL_BENCH_ONLY ?? '').split(',').map((w) => w.trim()).filter((w) => w !== '');
+/** File names of the results: a partial run does not overwrite the last full run's. */
+const STEM = ONLY.length === 0 ? 'latest' : `only-${ONLY.join('-')}`;
+const LOGS = STEM === 'latest' ? 'logs' : `${STEM}-logs`;
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -48,6 +55,15 @@ const RDWR_IQN = 'iqn.2026-11.org.swiftvol-bench:rdwr';
 const RDWR_TID = 100;
 const HOST = '127.0.0.1';
 const MB = 1e6; // MB/s are decimal, as fio's
+
+/** Whether this run measures a row (SWIFTVOL_BENCH_ONLY). */
+function selected(metric: string): boolean {
+  return ONLY.length === 0 || metric === 'import_mbps' || ONLY.some((w) => metric.includes(w));
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
 
 function envNumber(name: string, fallback: number): number {
   const v = process.env[name];
@@ -108,6 +124,7 @@ function watchRss(what: string): void {
 const diagnosticFailures: string[] = [];
 /** Runs a diagnostic step: its failure is reported loudly (and fails the run) but marks no metric failed. */
 async function diagnostic(metric: string, what: string, fn: () => Promise<void>): Promise<void> {
+  if (!selected(metric)) return;
   log(what);
   try {
     await fn();
@@ -121,17 +138,28 @@ async function diagnostic(metric: string, what: string, fn: () => Promise<void>)
   }
 }
 
-/** Runs a step; a failure marks its metrics failed and the run goes on. Returns whether it succeeded. */
+/** Runs a step; a failure marks its metrics failed and the run goes on. Returns whether it succeeded (false if SWIFTVOL_BENCH_ONLY leaves its metrics out). */
 async function step(metrics: string[], what: string, fn: () => Promise<void>): Promise<boolean> {
+  return (
+    (await attempt(metrics, what, async () => {
+      await fn();
+      return true;
+    })) ?? false
+  );
+}
+
+/** As step, giving what fn returns, or null if it failed or was left out. */
+async function attempt<T>(metrics: string[], what: string, fn: () => Promise<T>): Promise<T | null> {
+  if (!metrics.some(selected)) return null;
   log(what);
   try {
-    await fn();
+    const value = await fn();
     watchRss(what);
-    return true;
+    return value;
   } catch (err) {
     watchRss(what);
     fail(metrics, err);
-    return false;
+    return null;
   }
 }
 
@@ -232,8 +260,11 @@ class OwnTgtd {
 
 interface Ctx {
   tmp: string;
+  /** The store settings of swiftvol commands and serves: the ST_* of the bench's Swift, or SWIFTVOL_CONFIG naming both of the mirror's. */
   swiftEnv: Record<string, string>;
   raw: RawSwift;
+  /** The clusters a raw-PUT reference writes each chunk to, at once: [raw], or both of the mirror's. */
+  putTo: RawSwift[];
   cleanup: Cleanup;
   tgtd: OwnTgtd | null;
   rss: number[];
@@ -279,7 +310,7 @@ function md5MsPerMB(): number {
   return (performance.now() - started) / (data.length / MB);
 }
 
-/** The environment of a swiftvol command: the bench's Swift, one state dir, nothing else configured. */
+/** The environment of a swiftvol command: ctx.swiftEnv (the bench's Swift, or the mirror's config file), one state dir, nothing else configured. */
 function svEnv(ctx: Ctx, stateDir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -390,21 +421,32 @@ function noteColdCeiling(
 }
 
 /**
- * One of the two raw-PUT reference runs around an import or a snapshot (n of
- * 2): the first `bytes` of the image as 8 MiB PUTs; MB/s go into refs.
+ * fn (an import or a snapshot, timed) between two raw-PUT reference runs, so
+ * that drift over the run hits both alike: the first `bytes` of the image as
+ * 8 MiB PUTs at `concurrency`, each to every cluster of ctx.putTo at once.
+ * Their mean MB/s is the reference of each of metrics (the runs' notes go to
+ * the first). Returns what fn returns.
  */
-function rawPutStep(ctx: Ctx, image: string, metric: string, what: string, n: number, bytes: number, concurrency: number, refs: number[]): Promise<boolean> {
+async function betweenRawPuts<T>(ctx: Ctx, image: string, metrics: string[], bytes: number, concurrency: number, fn: () => Promise<T>): Promise<T> {
   const count = bytes / OBJECT_BYTES;
-  return step([metric], `raw Swift: ${count} PUTs of 8 MiB at concurrency ${concurrency} (${n} of 2)`, async () => {
-    const cpu = meter(ctx);
-    refs.push(await rawPuts(ctx, image, `bench-raw-${what}-${n}`, count, concurrency));
-    note(metric, `raw PUTs ${n}: ${refs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
-  });
+  const to = ctx.putTo.length > 1 ? `, each to ${ctx.putTo.length} clusters at once,` : '';
+  const refs: number[] = [];
+  const raw = (n: number): Promise<boolean> =>
+    step(metrics, `raw Swift: ${count} PUTs of 8 MiB${to} at concurrency ${concurrency} (${n} of 2)`, async () => {
+      const cpu = meter(ctx);
+      refs.push(await rawPuts(ctx, image, `bench-raw-${metrics[0]!.replace(/_mbps$/, '')}-${n}`, count, concurrency));
+      note(metrics[0]!, `raw PUTs ${n}: ${refs.at(-1)!.toFixed(0)} MB/s, CPU: ${cpu()}`);
+    });
+  await raw(1);
+  const out = await fn();
+  await raw(2);
+  if (refs.length > 0) for (const m of metrics.filter(selected)) setReference(m, mean(refs));
+  return out;
 }
 
-/** Raw 8 MiB PUTs of the image's chunks [0, count) at a concurrency; MB/s. */
+/** Raw 8 MiB PUTs of the image's chunks [0, count) at a concurrency, each to every cluster of ctx.putTo at once; MB/s of the image. */
 async function rawPuts(ctx: Ctx, image: string, container: string, count: number, concurrency: number): Promise<number> {
-  await ctx.raw.createContainer(container);
+  await Promise.all(ctx.putTo.map((raw) => raw.createContainer(container)));
   const fh = await fs.promises.open(image, 'r');
   try {
     const chunks = Array.from({ length: count }, (_, i) => i);
@@ -412,13 +454,89 @@ async function rawPuts(ctx: Ctx, image: string, container: string, count: number
     await pool(chunks, concurrency, async (i) => {
       const buf = Buffer.allocUnsafe(OBJECT_BYTES);
       await fh.read(buf, 0, OBJECT_BYTES, i * OBJECT_BYTES);
-      await ctx.raw.put(container, `data/${i.toString(16).padStart(12, '0')}`, buf);
+      await Promise.all(ctx.putTo.map((raw) => raw.put(container, `data/${i.toString(16).padStart(12, '0')}`, buf)));
     });
     const seconds = (performance.now() - started) / 1000;
     return (count * OBJECT_BYTES) / MB / seconds;
   } finally {
     await fh.close();
   }
+}
+
+/** `swiftvol ARGS --concurrency IMPORT_CONCURRENCY` (an import of the 1 GiB image), timed as metric's figure, its CPU noted. */
+async function timedImport(ctx: Ctx, stateDir: string, metric: string, label: string, args: string[]): Promise<void> {
+  const cpu = meter(ctx);
+  const r = await sv(ctx, stateDir, [...args, '--concurrency', String(IMPORT_CONCURRENCY)]);
+  setSwiftvol(metric, VOLUME_BYTES / MB / r.seconds);
+  note(metric, `${label}: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
+}
+
+/**
+ * A snapshot row (metrics[0]; the others need its snapshot too): 512 MiB
+ * written through iSCSI to a volume the running serve (state dir stateDir)
+ * serves, then `swiftvol snapshot create VOLUME s1` timed between raw-PUT
+ * references of as many bytes. Returns whether the snapshot was taken.
+ */
+async function snapshotRow(ctx: Ctx, image: string, stateDir: string, volume: string, metrics: string[]): Promise<boolean> {
+  const metric = metrics[0]!;
+  const written = await step(metrics, `write ${SNAPSHOT_BYTES / MiB} MiB to ${volume} through iSCSI`, async () => {
+    await runFio(FIO, lunOf(volume, ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(SNAPSHOT_BYTES) }, ctx.tmp, `swiftvol-${volume}-write`);
+  });
+  return betweenRawPuts(ctx, image, [metric], SNAPSHOT_BYTES, SNAPSHOT_CONCURRENCY, async () =>
+    written && step(metrics, `swiftvol snapshot create ${volume} s1`, async () => {
+      const cpu = meter(ctx);
+      const r = await sv(ctx, stateDir, ['snapshot', 'create', volume, 's1'], 180_000);
+      setSwiftvol(metric, SNAPSHOT_BYTES / MB / r.seconds);
+      note(metric, `swiftvol snapshot create: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: ${cpu()}, the CLI process ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%`);
+    }),
+  );
+}
+
+/**
+ * The mirror rows (issue 13: an import or a snapshot onto two stores takes
+ * at most 1.2x the time onto one): a second Swift and a config file naming
+ * both, [one] the bench's and [two] the new one; then `swiftvol import` of
+ * the image onto both, and a snapshot of a volume on both served by its own
+ * serve, each beside raw PUTs of each chunk to both clusters at once at the
+ * same concurrency.
+ */
+async function mirrorRows(ctx: Ctx, image: string): Promise<void> {
+  const m = await attempt(['import_mirror2_mbps', 'snapshot_mirror2_mbps'], 'a second Swift, and a mirror config file naming both', async (): Promise<Ctx> => {
+    const second = await startSwift(ctx.cleanup, path.join(ctx.tmp, 'swift2'));
+    const config = path.join(ctx.tmp, 'mirror.conf');
+    const section = (name: string, env: Record<string, string>): string => [`[${name}]`, ...['ST_AUTH', 'ST_USER', 'ST_KEY'].map((k) => `${k}=${env[k]}`), ''].join('\n');
+    fs.writeFileSync(config, section('one', ctx.swiftEnv) + section('two', second.env));
+    // svEnv drops the ST_* of the environment: the commands see the config file alone.
+    return { ...ctx, swiftEnv: { SWIFTVOL_CONFIG: config }, putTo: [ctx.raw, second.raw], swiftPids: [...ctx.swiftPids, ...second.pids], servePid: null };
+  });
+  if (!m) return;
+  const importState = path.join(ctx.tmp, 'state-import-mirror');
+  await betweenRawPuts(m, image, ['import_mirror2_mbps'], VOLUME_BYTES, IMPORT_CONCURRENCY, () =>
+    step(['import_mirror2_mbps'], `swiftvol import onto both Swifts (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
+      await timedImport(m, importState, 'import_mirror2_mbps', 'swiftvol import onto [one] and [two]', ['import', image, 'vol1gm']);
+      await sv(m, importState, ['volume', 'delete', 'vol1gm']);
+    }),
+  );
+  noteAgainstOneStore('import_mirror2_mbps', 'import_mbps');
+  const state = path.join(ctx.tmp, 'state-mirror');
+  const serve = await attempt(['snapshot_mirror2_mbps'], 'swiftvol serve (mirror) with snapm, a volume on both Swifts', async () => {
+    await sv(m, state, ['volume', 'create', 'snapm', '--size', '1G']);
+    await sv(m, state, ['target', 'add', 'snapm']);
+    return startServe(m, state, 'mirror');
+  });
+  if (!serve) return;
+  await snapshotRow(m, image, state, 'snapm', ['snapshot_mirror2_mbps']);
+  await serve.stop();
+  noteAgainstOneStore('snapshot_mirror2_mbps', 'snapshot_mbps');
+}
+
+/** Notes on a mirror row how its time, and its raw reference's, compare with the single-store row's of this run. */
+function noteAgainstOneStore(metric: string, single: string): void {
+  const two = entry(metric);
+  const one = entry(single);
+  const times = (a: number | null, b: number | null): string => (a !== null && b !== null ? `${(a / b).toFixed(2)}x` : '-');
+  if (one.swiftvol === null) note(metric, `${single} was not measured in this run: no single-store time to compare with`);
+  else note(metric, `time onto both stores = ${times(one.swiftvol, two.swiftvol)} the time of ${single} onto one (issue 13: at most 1.2x); raw PUTs to both = ${times(one.reference, two.reference)} the time of raw PUTs to one (both Swifts run on this machine's ${os.cpus().length} CPUs)`);
 }
 
 /** The data objects of a volume in Swift (its container's data/ objects: one generation after an import). */
@@ -468,7 +586,6 @@ async function hotJobs(ctx: Ctx): Promise<void> {
         note(metrics[0]!, `${side === 'rdwr' ? 'bs_rdwr ' : 'swiftvol'} run ${n}: ${shown}${j.job.iodepth === 1 ? ` (${r.iops.toFixed(0)} IOPS)` : ''}; CPU: ${cpu()}, fio ${r.cpu.toFixed(0)}%`);
       });
     }
-    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     for (const m of metrics) {
       const ref = got.rdwr.get(m);
       const mine = got.swiftvol.get(m);
@@ -476,6 +593,31 @@ async function hotJobs(ctx: Ctx): Promise<void> {
       if (mine?.length) setSwiftvol(m, mean(mine));
     }
   }
+}
+
+/** A one-node Swift (scripts/swift-dev) in dir, on a free port, stopped by its dir at cleanup: its ST_* settings, its processes and a raw client. */
+async function startSwift(cleanup: Cleanup, dir: string): Promise<{ env: Record<string, string>; pids: number[]; raw: RawSwift }> {
+  const swiftDev = path.join(ROOT, 'scripts', 'swift-dev');
+  cleanup.add(`Swift in ${dir}`, async () => {
+    await runOk(swiftDev, ['stop', dir], { timeoutMs: 60_000 });
+  });
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    log(`starting Swift in ${dir} on port ${port}`);
+    const r = await run(swiftDev, ['start', dir, String(port)], { timeoutMs: 120_000 });
+    if (r.code === 3) continue; // port taken meanwhile
+    if (r.code !== 0) throw new BenchError(`scripts/swift-dev start failed: ${r.stderr.trim().split('\n').slice(-8).join('\n')}`);
+    const env: Record<string, string> = {};
+    for (const m of r.stdout.matchAll(/^export (ST_AUTH|ST_USER|ST_KEY)=(.*)$/gm)) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
+    if (!env.ST_AUTH || !env.ST_USER || !env.ST_KEY) break;
+    const runDir = path.join(dir, 'run');
+    const pids = sessionMembers(fs.readdirSync(runDir).filter((f) => f.endsWith('.pid')).map((f) => Number(fs.readFileSync(path.join(runDir, f), 'utf8').trim())));
+    log(`Swift: ${pids.length} processes`);
+    const raw = await RawSwift.connect(env.ST_AUTH, env.ST_USER, env.ST_KEY, 64);
+    cleanup.add(`raw Swift client of ${dir}`, () => raw.close());
+    return { env, pids, raw };
+  }
+  throw new BenchError('could not start Swift');
 }
 
 // ---------------------------------------------------------------- main
@@ -497,10 +639,10 @@ async function main(): Promise<number> {
   let loadAtStart = os.loadavg();
   let fatal: Error | null = null;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'swiftvol-bench-'));
-  const ctx: Ctx = { tmp, swiftEnv: {}, raw: null as unknown as RawSwift, cleanup, tgtd: null, rss: [], servePid: null, swiftPids: [] };
+  const ctx: Ctx = { tmp, swiftEnv: {}, raw: null as unknown as RawSwift, putTo: [], cleanup, tgtd: null, rss: [], servePid: null, swiftPids: [] };
   cleanup.add(`temporary directory ${tmp}`, () => {
     // Keep the logs that explain a run.
-    const logs = path.join(RESULTS, 'logs');
+    const logs = path.join(RESULTS, LOGS);
     fs.rmSync(logs, { recursive: true, force: true });
     fs.mkdirSync(logs, { recursive: true });
     for (const f of fs.readdirSync(tmp)) if (f.endsWith('.log') || f.startsWith('fio-')) fs.copyFileSync(path.join(tmp, f), path.join(logs, f));
@@ -514,55 +656,33 @@ async function main(): Promise<number> {
     log(`checking components; temporary directory ${tmp}`);
     loadAtStart = os.loadavg();
     if (loadAtStart[0]! > 1) log(`!!! load average ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}: other work on this machine makes the figures noisier`);
+    const unknown = ONLY.filter((w) => !METRICS.some((m) => m.metric.includes(w)));
+    if (unknown.length > 0) throw new BenchError(`SWIFTVOL_BENCH_ONLY: no row's name contains ${unknown.join(', ')}`);
     await checkComponents();
 
-    // Swift, on a free port.
-    const swiftDir = path.join(tmp, 'swift');
-    let started = false;
-    cleanup.add(`Swift in ${swiftDir}`, async () => {
-      await runOk(path.join(ROOT, 'scripts', 'swift-dev'), ['stop', swiftDir], { timeoutMs: 60_000 });
-    });
-    for (let attempt = 0; attempt < 5 && !started; attempt++) {
-      const port = await freePort();
-      log(`starting Swift on port ${port}`);
-      const r = await run(path.join(ROOT, 'scripts', 'swift-dev'), ['start', swiftDir, String(port)], { timeoutMs: 120_000 });
-      if (r.code === 3) continue; // port taken meanwhile
-      if (r.code !== 0) throw new BenchError(`scripts/swift-dev start failed: ${r.stderr.trim().split('\n').slice(-8).join('\n')}`);
-      for (const m of r.stdout.matchAll(/^export (ST_AUTH|ST_USER|ST_KEY)=(.*)$/gm)) ctx.swiftEnv[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
-      started = true;
-    }
-    if (!started || !ctx.swiftEnv.ST_AUTH || !ctx.swiftEnv.ST_USER || !ctx.swiftEnv.ST_KEY) throw new BenchError('could not start Swift');
-    const swiftRun = path.join(swiftDir, 'run');
-    ctx.swiftPids = sessionMembers(fs.readdirSync(swiftRun).filter((f) => f.endsWith('.pid')).map((f) => Number(fs.readFileSync(path.join(swiftRun, f), 'utf8').trim())));
-    log(`Swift: ${ctx.swiftPids.length} processes`);
-    ctx.raw = await RawSwift.connect(ctx.swiftEnv.ST_AUTH, ctx.swiftEnv.ST_USER, ctx.swiftEnv.ST_KEY, 64);
-    cleanup.add('raw Swift client', () => ctx.raw.close());
+    const swift = await startSwift(cleanup, path.join(tmp, 'swift'));
+    ctx.swiftEnv = swift.env;
+    ctx.swiftPids = swift.pids;
+    ctx.raw = swift.raw;
+    ctx.putTo = [swift.raw];
 
     const image = path.join(tmp, 'image.raw');
     log('writing a 1 GiB random image');
     await makeImage(image);
 
     // Import vs raw PUTs.
-    // The reference runs before and after (the mean is taken), so drift over the run hits both alike.
-    const importRefs: number[] = [];
-    const rawImport = (n: number): Promise<boolean> => rawPutStep(ctx, image, 'import_mbps', 'import', n, VOLUME_BYTES, IMPORT_CONCURRENCY, importRefs);
-    await rawImport(1);
-    const imported = await step(['import_mbps'], `swiftvol import (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
-      const cpu = meter(ctx);
-      const r = await sv(ctx, path.join(tmp, 'state-import'), ['import', image, 'vol1g', '--concurrency', String(IMPORT_CONCURRENCY)]);
-      setSwiftvol('import_mbps', VOLUME_BYTES / MB / r.seconds);
-      note('import_mbps', `swiftvol import: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
+    const imported = await betweenRawPuts(ctx, image, ['import_mbps', 'import_encrypted_mbps'], VOLUME_BYTES, IMPORT_CONCURRENCY, async () => {
+      const ok = await step(['import_mbps'], `swiftvol import (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, () =>
+        timedImport(ctx, path.join(tmp, 'state-import'), 'import_mbps', 'swiftvol import', ['import', image, 'vol1g']),
+      );
+      await step(['import_encrypted_mbps'], `swiftvol import --encrypt (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
+        const keyFile = path.join(tmp, 'volume.key');
+        fs.writeFileSync(keyFile, crypto.randomBytes(32));
+        await timedImport(ctx, path.join(tmp, 'state-import-enc'), 'import_encrypted_mbps', 'swiftvol import --encrypt', ['--key-file', keyFile, 'import', image, 'vol1genc', '--encrypt']);
+        await sv(ctx, path.join(tmp, 'state-import-enc'), ['volume', 'delete', 'vol1genc']);
+      });
+      return ok;
     });
-    await step(['import_encrypted_mbps'], `swiftvol import --encrypt (1 GiB, --concurrency ${IMPORT_CONCURRENCY})`, async () => {
-      const keyFile = path.join(tmp, 'volume.key');
-      fs.writeFileSync(keyFile, crypto.randomBytes(32));
-      const cpu = meter(ctx);
-      const r = await sv(ctx, path.join(tmp, 'state-import-enc'), ['--key-file', keyFile, 'import', image, 'vol1genc', '--encrypt', '--concurrency', String(IMPORT_CONCURRENCY)]);
-      setSwiftvol('import_encrypted_mbps', VOLUME_BYTES / MB / r.seconds);
-      note('import_encrypted_mbps', `swiftvol import --encrypt: wall time ${r.seconds.toFixed(2)} s, CPU: swiftvol import ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%, ${cpu()}`);
-      await sv(ctx, path.join(tmp, 'state-import-enc'), ['volume', 'delete', 'vol1genc']);
-    });
-    await rawImport(2);
     if (imported) {
       await diagnostic('import_mbps', 'fixed cost of an import: swiftvol import of one 8 MiB object', async () => {
         const small = path.join(tmp, 'small.raw');
@@ -577,10 +697,6 @@ async function main(): Promise<number> {
         const r = await sv(ctx, path.join(tmp, 'state-import'), ['import', small, 'small8m', '--concurrency', String(IMPORT_CONCURRENCY)], 60_000);
         note('import_mbps', `an import of a single 8 MiB object takes ${r.seconds.toFixed(2)} s (Node start-up, auth, container, metadata, lease, table)`);
       });
-    }
-    if (importRefs.length > 0) {
-      setReference('import_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
-      setReference('import_encrypted_mbps', importRefs.reduce((a, b) => a + b, 0) / importRefs.length);
     }
     const hotMetrics = METRICS.map((m) => m.metric).filter((m) => m.startsWith('hot_'));
     if (!imported) throw new BenchError('swiftvol import failed: there is no volume to serve');
@@ -622,7 +738,7 @@ async function main(): Promise<number> {
       setReference('cold_randread_4k_p99_ms', percentile(samples, 99));
       note('cold_randread_4k_p50_ms', `raw: ${samples.length} GETs, CPU: ${cpu()}`);
     });
-    if (!coldRandOk) log('(continuing with the other measurements)');
+    if (!coldRandOk && selected('cold_randread_4k_p50_ms')) log('(continuing with the other measurements)');
 
     // The main serve: cold sequential read, then hot, snapshot and clones.
     const main = path.join(tmp, 'state-main');
@@ -678,22 +794,7 @@ async function main(): Promise<number> {
       }
 
       // Snapshot of 512 MiB of changed data.
-      const written = await step(['snapshot_mbps', 'clone_1g_s'], 'write 512 MiB to snap512 through iSCSI', async () => {
-        await runFio(FIO, lunOf('snap512', ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(SNAPSHOT_BYTES) }, tmp, 'swiftvol-snap512-write');
-      });
-      const snapRefs: number[] = [];
-      const rawSnap = (n: number): Promise<boolean> => rawPutStep(ctx, image, 'snapshot_mbps', 'snapshot', n, SNAPSHOT_BYTES, SNAPSHOT_CONCURRENCY, snapRefs);
-      await rawSnap(1);
-      let snapped = false;
-      if (written) {
-        snapped = await step(['snapshot_mbps', 'clone_1g_s'], 'swiftvol snapshot create snap512 s1', async () => {
-          const cpu = meter(ctx);
-          const r = await sv(ctx, main, ['snapshot', 'create', 'snap512', 's1'], 180_000);
-          setSwiftvol('snapshot_mbps', SNAPSHOT_BYTES / MB / r.seconds);
-          note('snapshot_mbps', `swiftvol snapshot create: wall time of the command ${r.seconds.toFixed(2)} s (Node start-up included), CPU: ${cpu()}, the CLI process ${((100 * r.cpuSeconds) / r.seconds).toFixed(0)}%`);
-        });
-      }
-      await rawSnap(2);
+      const snapped = await snapshotRow(ctx, image, main, 'snap512', ['snapshot_mbps', 'clone_1g_s']);
       if (snapped) {
         await diagnostic('snapshot_mbps', 'fixed cost of a snapshot: 8 MiB changed, swiftvol snapshot create snap512 s2', async () => {
           await runFio(FIO, lunOf('snap512', ctx), { rw: 'write', bs: '1M', iodepth: QD, size: String(OBJECT_BYTES) }, tmp, 'swiftvol-snap512-write8m');
@@ -701,7 +802,6 @@ async function main(): Promise<number> {
           note('snapshot_mbps', `a snapshot of a single changed 8 MiB object takes ${r.seconds.toFixed(2)} s`);
         });
       }
-      if (snapRefs.length > 0) setReference('snapshot_mbps', snapRefs.reduce((a, b) => a + b, 0) / snapRefs.length);
       if (snapped) {
         await step(['clone_1g_s'], 'swiftvol clone snap512@s1 clone1g', async () => {
           const r = await sv(ctx, main, ['clone', 'snap512@s1', 'clone1g'], 60_000);
@@ -720,10 +820,12 @@ async function main(): Promise<number> {
       if (serve) await (serve as Serve).stop();
     }
 
+    await mirrorRows(ctx, image);
+
     if (ctx.rss.length > 0) {
       setSwiftvol('daemon_rss_mib', Math.max(...ctx.rss));
       note('daemon_rss_mib', `VmHWM of each serve: ${ctx.rss.map((r) => r.toFixed(1)).join(', ')} MiB`);
-    } else {
+    } else if (selected('daemon_rss_mib')) {
       fail(['daemon_rss_mib'], new BenchError('no serve process was measured'));
     }
   } catch (err) {
@@ -759,22 +861,26 @@ function report(fatal: Error | null, wallSeconds: number, load: { start: number[
     if (e.errors.length > 0) d.error = e.errors.join('; ');
     else if (missing && fatal) d.error = `not measured: ${fatal.message}`;
     if (def.target === undefined) d.met = null;
+    if (e.swiftvol === null && !selected(def.metric)) {
+      d.met = null;
+      d.notes.push(`not run (SWIFTVOL_BENCH_ONLY=${ONLY.join(',')})`);
+    }
     return d;
   });
   fs.mkdirSync(RESULTS, { recursive: true });
   const figures = details.map(({ metric, unit, swiftvol, reference, ratio }) => ({ metric, unit, swiftvol, reference, ratio }));
-  fs.writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(figures, null, 2) + '\n');
+  fs.writeFileSync(path.join(RESULTS, `${STEM}.json`), JSON.stringify(figures, null, 2) + '\n');
   const when = new Date().toISOString();
   const rev = revisionAtStart;
   fs.writeFileSync(
-    path.join(RESULTS, 'latest-details.json'),
+    path.join(RESULTS, `${STEM}-details.json`),
     JSON.stringify(
       {
         when,
         revision: rev,
         wallSeconds,
         host: { cpus: os.cpus().length, kernel: os.release(), node: process.version, loadAverageAtStart: load.start, loadAverageAtEnd: load.end },
-        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
+        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, only: ONLY, volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
         fatal: fatal?.message ?? null,
         diagnosticFailures,
         figures: details,
@@ -787,9 +893,9 @@ function report(fatal: Error | null, wallSeconds: number, load: { start: number[
   const notes = details.flatMap((d) => [...d.notes.map((n) => `  ${d.metric}: ${n}`), ...(d.error ? [`  ${d.metric}: FAILED: ${d.error}`] : [])]);
   const loadText = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
   const full = `swiftvol benchmark, ${when}, revision ${rev}, wall time ${wallSeconds.toFixed(0)} s, load average ${loadText(load.start)} at start, ${loadText(load.end)} at end (${os.cpus().length} CPUs)\n\n${text}\n\nnotes (CPU figures are percent of one core over each measurement):\n${notes.join('\n')}\n`;
-  fs.writeFileSync(path.join(RESULTS, 'latest.txt'), full);
-  fs.writeFileSync(path.join(RESULTS, 'latest.svg'), chart(details, `swiftvol vs the limits, ${when}, revision ${rev}`));
-  process.stdout.write(`\n${full}\nwritten: ${path.relative(process.cwd(), path.join(RESULTS, 'latest.json'))}, latest-details.json, latest.txt, latest.svg (logs in bench/results/logs/)\n`);
+  fs.writeFileSync(path.join(RESULTS, `${STEM}.txt`), full);
+  fs.writeFileSync(path.join(RESULTS, `${STEM}.svg`), chart(details, `swiftvol vs the limits, ${when}, revision ${rev}`));
+  process.stdout.write(`\n${full}\nwritten: ${path.relative(process.cwd(), path.join(RESULTS, `${STEM}.json`))}, ${STEM}-details.json, ${STEM}.txt, ${STEM}.svg (logs in bench/results/${LOGS}/)\n`);
   const failed = details.filter((d) => d.error);
   if (fatal || failed.length > 0 || diagnosticFailures.length > 0) {
     if (failed.length > 0) process.stdout.write(`\n!!! ${failed.length} metric(s) FAILED or missing: ${failed.map((d) => d.metric).join(', ')}\n`);

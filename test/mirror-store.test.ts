@@ -6,6 +6,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { MirrorStore } from '../src/store/mirror-store.js';
 import { resyncContainer } from '../src/store/mirror-resync.js';
+import { SwiftStore } from '../src/store/swift-store.js';
+import { TempAuth } from '../src/store/swift-auth.js';
+import { storeContract } from './fixtures/store-contract.js';
 import { Borrowed, startClusters, stopClusters, freeze, thaw, listing, contentOf, type Cluster } from './fixtures/mirror.js';
 
 let clusters: Cluster[];
@@ -122,4 +125,15 @@ test('a write that does not answer within the deadline leaves its cluster out; t
   assert.equal(await clusters[0]!.store.head(C, 'mirror/behind/west'), null, 'record dropped once level');
   assert.deepEqual(contentOf(await listing(clusters[0]!.store, C)), contentOf(await listing(clusters[1]!.store, C)));
   await m.close();
+});
+
+// The ObjectStore contract holds for the mirror as for each of its members.
+storeContract('MirrorStore of two Swifts', {
+  pageSize: 3,
+  atomicIfNoneMatch: false,
+  async open() {
+    return new MirrorStore(
+      clusters.map((c) => ({ name: c.name, store: new SwiftStore({ auth: new TempAuth({ authUrl: c.swift.authUrl, user: c.swift.user, key: c.swift.key }), listPageSize: 3 }) })),
+    );
+  },
 });

@@ -234,4 +234,9 @@ test('a cluster killed for good: attach opens at the latest snapshot from the tw
   const refused = sv(['volume', 'attach', 'kill'], env('k3', withSouth));
   assert.equal(refused.status, 1);
   assert.match(refused.stderr, /only 2 of its 4 stores answer \('west', 'north' do not\): it would open at version 2/);
+  // nor is it deleted: the copies that do not answer would bring it back
+  const del = sv(['volume', 'delete', 'kill'], env('k2', withSouth));
+  assert.equal(del.status, 1);
+  assert.match(del.stderr, /^swiftvol: volume 'kill' cannot be deleted while 'west', 'north' of its stores do not answer: their copy would bring it back\n$/);
+  assert.ok(await spare.store.head('swiftvol-kill', 'volume.json'), 'nothing deleted');
 });

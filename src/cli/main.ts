@@ -120,7 +120,7 @@ async function servedVolumes(stateDir: string): Promise<Set<string> | null> {
 /** Runs fn with an engine on the configured store, closing the store after. */
 async function withEngine<T>(program: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
   const opts = program.opts<GlobalOptions>();
-  const { store } = await openStore(process.env, opts.stateDir, opts.config, undefined, { log: (m) => process.stderr.write(`swiftvol: ${m}\n`) });
+  const { store } = await openStore(process.env, opts.stateDir, opts.config, undefined, { log: (m, level) => level === 'warn' && process.stderr.write(`swiftvol: ${m}\n`) });
   try {
     return await fn(await newEngine(store, opts));
   } finally {

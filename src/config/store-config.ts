@@ -61,7 +61,7 @@ export async function openStore(
   stateDir: string,
   configFile?: string,
   layers: readonly StoreLayer[] = STORE_LAYERS,
-  mirror: Pick<MirrorOptions, 'log' | 'onMemberUp'> = {},
+  mirror: Pick<MirrorOptions, 'log'> = {},
 ): Promise<StoreChoice> {
   const leaf = await openLeaf(env, stateDir, configFile, mirror);
   const context: StoreContext = { settings: leaf.settings, stateDir, source: leaf.source };
@@ -86,7 +86,7 @@ async function openLeaf(
   env: NodeJS.ProcessEnv,
   stateDir: string,
   configFile: string | undefined,
-  mirror: Pick<MirrorOptions, 'log' | 'onMemberUp'>,
+  mirror: Pick<MirrorOptions, 'log'>,
 ): Promise<{ store: ObjectStore; source: string; settings: NodeJS.ProcessEnv }> {
   const fromEnv = await swiftFrom(env, 'environment');
   if (fromEnv) return { store: fromEnv, source: 'environment', settings: env };
@@ -155,15 +155,8 @@ export function readConfigFile(file: string): ConfigFile {
   return config;
 }
 
-/** The variables of a config file without sections. */
-export function readEnvFile(file: string): NodeJS.ProcessEnv {
-  const config = readConfigFile(file);
-  if (config.sections.size > 0) throw new ConfigError(`${file}: sections [${[...config.sections.keys()][0]}] are not allowed here`);
-  return config.global;
-}
-
 /** The mirror of the file's sections, each a Swift; settings from the environment, else the file's global lines. */
-async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log' | 'onMemberUp'>): Promise<MirrorStore> {
+async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log'>): Promise<MirrorStore> {
   const options: MirrorOptions = { ...extra };
   for (const [key, option] of Object.entries(MIRROR_SETTINGS)) {
     const text = env[key] ?? config.global[key];

@@ -529,6 +529,11 @@ export class Engine {
       const exists = (await this.catalog.readMetadata(name)) !== null;
       const containerLeft = (await this.store.listContainers(containerName(name))).includes(containerName(name));
       if (!exists && !containerLeft && !this.state.hasVolume(name)) throw new EngineError(`volume '${name}' does not exist`);
+      // a copy left on a store that does not answer would bring the volume back
+      const away = (await storeStates(this.store, name).catch(() => null))?.filter((s) => s.state === 'unreachable') ?? [];
+      if (away.length > 0) {
+        throw new EngineError(`volume '${name}' cannot be deleted while ${away.map((s) => `'${s.name}'`).join(', ')} of its stores do not answer: their copy would bring it back`);
+      }
       const borrowers = await this.catalog.borrowers(name);
       if (borrowers.length > 0) {
         throw new EngineError(`volume '${name}' cannot be deleted: clones ${borrowers.map((b) => `'${b}'`).join(', ')} still use its data (flatten or delete them first)`);

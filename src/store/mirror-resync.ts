@@ -78,7 +78,6 @@ export async function resyncContainer(mirror: MirrorStore, container: string, op
     const kept = status.stores.filter((s) => s.name !== discard && (s.state === 'in-sync' || s.state === 'split-brain'));
     if (kept.length === 0) throw new StoreError('invalid', `${container}: no other copy to keep if '${discard}' is discarded`);
     deleted += await discardCommits(mirror, container, discard, kept.map((k) => k.name));
-    mirror.forget(container);
     status = (await mirror.status(container))!;
   } else if (split.length > 0) {
     throw new StoreError(

@@ -52,9 +52,12 @@ export interface MirrorOptions {
   commitPrefix?: string;
   /** Where a new container lives when nothing else was asked for (default: every member). */
   defaultSet?: readonly string[];
-  log?: (message: string) => void;
-  /** Told when a routed-around member answers again (serve resyncs then). */
-  onMemberUp?: (member: string) => void;
+  /**
+   * Where the mirror says what it does: 'info' for a store's comings and
+   * goings (serve logs them), 'warn' for what an operator must know of (a
+   * store left out of writes, a copy repaired), which a CLI command shows.
+   */
+  log?: (message: string, level: 'info' | 'warn') => void;
 }
 
 export type MemberState = 'in-sync' | 'behind' | 'unreachable' | 'split-brain';
@@ -138,7 +141,7 @@ export class MirrorStore implements ObjectStore {
   private readonly health = new Map<string, Health>();
   private readonly states = new Map<string, Promise<ContainerState | null>>();
   private readonly placements = new Map<string, string[]>();
-  private readonly log: (message: string) => void;
+  private readonly log: (message: string, level?: 'info' | 'warn') => void;
   private readonly repairs = new Set<Promise<void>>();
   private closed = false;
 
@@ -155,7 +158,7 @@ export class MirrorStore implements ObjectStore {
     this.koCount = options.koCount ?? DEFAULT_KO_COUNT;
     this.probeMs = options.probeMs ?? DEFAULT_PROBE_MS;
     this.commitPrefix = options.commitPrefix ?? 'versions/';
-    this.log = options.log ?? (() => undefined);
+    this.log = (message, level = 'warn') => options.log?.(message, level);
     this.description = `mirror of ${members.map((m) => `${m.name} (${m.store.description})`).join(', ')}`;
     for (const name of options.defaultSet ?? []) this.member(name);
   }
@@ -225,7 +228,7 @@ export class MirrorStore implements ObjectStore {
     h.timeouts++;
     if (!h.down && h.timeouts >= this.koCount) {
       h.down = true;
-      this.log(`store '${name}' did not answer ${h.timeouts} times in a row: routed around, probed every ${this.probeMs} ms`);
+      this.log(`store '${name}' did not answer ${h.timeouts} times in a row: routed around, probed every ${this.probeMs} ms`, 'info');
       this.startProbe(name);
     }
   }
@@ -244,8 +247,7 @@ export class MirrorStore implements ObjectStore {
             h.probe = null;
             h.down = false;
             h.timeouts = 0;
-            this.log(`store '${name}' answers again`);
-            this.options.onMemberUp?.(name);
+            this.log(`store '${name}' answers again`, 'info');
           },
           () => undefined,
         )
@@ -399,8 +401,8 @@ export class MirrorStore implements ObjectStore {
   }
 
   private noteBehind(container: string, state: ContainerState): void {
-    for (const [name, why] of state.behind) if (!this.isDown(name) && !why.startsWith('no answer:')) this.log(`${container}: store '${name}' is behind (${why}); it is resynced by 'swiftvol volume resync' or a serve holding the volume`);
-    for (const [name, why] of state.split) this.log(`${container}: store '${name}' is in split brain (${why})`);
+    for (const [name, why] of state.behind) if (!this.isDown(name) && !why.startsWith('no answer:')) this.log(`${container}: store '${name}' is behind (${why}); it is resynced by 'swiftvol volume resync' or a serve holding the volume`, 'info');
+    for (const [name, why] of state.split) this.log(`${container}: store '${name}' is in split brain (${why})`, 'info');
   }
 
   /** Fresh states of a container's members, for `volume info` and before a resync. */
@@ -408,7 +410,15 @@ export class MirrorStore implements ObjectStore {
     checkContainerName(container);
     const { state, status } = await this.load(container, true);
     if (!state) return null;
-    this.states.set(container, Promise.resolve(state));
+    // what was found replaces what was known, in the same object: writes and commits in flight keep their lock
+    const known = await this.states.get(container)?.catch(() => null);
+    if (known) {
+      known.set = state.set;
+      known.behind = state.behind;
+      known.split = state.split;
+    } else {
+      this.states.set(container, Promise.resolve(state));
+    }
     return { container, set: state.set, stores: status };
   }
 
@@ -477,11 +487,6 @@ export class MirrorStore implements ObjectStore {
     );
   }
 
-  /** Forgets what this process knew of a container (after a change made elsewhere). */
-  forget(container: string): void {
-    this.states.delete(container);
-  }
-
   // ---- the ObjectStore operations ----
 
   async createContainer(container: string): Promise<void> {
@@ -506,8 +511,9 @@ export class MirrorStore implements ObjectStore {
    * behind. Resolves with the first success; rejects with the caller's
    * fault, or when no member succeeded.
    */
-  private async writeAll<T>(container: string, state: ContainerState, what: string, fn: (store: ObjectStore) => Promise<T>): Promise<T> {
-    const targets = this.writable(state);
+  private async writeAll<T>(container: string, state: ContainerState, what: string, fn: (store: ObjectStore) => Promise<T>, options: { alsoBehind?: boolean } = {}): Promise<T> {
+    // a delete reaches behind members too: what it removes must not come back from their copy
+    const targets = options.alsoBehind ? state.set.filter((n) => !this.isDown(n) && this.byName.has(n)) : this.writable(state);
     if (targets.length === 0) {
       throw new StoreError('unreachable', `${container}: no store of its set (${state.set.join(', ')}) can take ${what}: ${[...state.behind].map(([n, w]) => `${n}: ${w}`).join('; ') || 'all routed around'}`);
     }
@@ -531,7 +537,7 @@ export class MirrorStore implements ObjectStore {
     if (!ok) throw new StoreError('unreachable', `${container}: ${what} failed on every store of its set: ${failures.join('; ')}`);
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
-      if (r.status === 'rejected') await this.markBehind(container, state, targets[i]!, `${what} failed: ${(r.reason as Error).message}`);
+      if (r.status === 'rejected' && !state.behind.has(targets[i]!)) await this.markBehind(container, state, targets[i]!, `${what} failed: ${(r.reason as Error).message}`);
     }
     // members routed around missed it too
     for (const name of state.set) {
@@ -564,13 +570,13 @@ export class MirrorStore implements ObjectStore {
       }
       for (const name of own) await s.delete(container, name);
       await s.deleteContainer(container);
-    });
+    }, { alsoBehind: true });
     this.states.delete(container);
   }
 
   async listContainers(prefix: string): Promise<string[]> {
     const up = this.members.map((m) => m.name).filter((n) => !this.isDown(n));
-    const results = await Promise.allSettled(up.map((n) => this.attempt(n, 'a container listing', this.deadlineMs, (s) => s.listContainers(prefix))));
+    const results = await Promise.allSettled(up.map((n) => this.attempt(n, 'a container listing', this.readDeadlineMs * 5, (s) => s.listContainers(prefix))));
     const ok = results.filter((r): r is PromiseFulfilledResult<string[]> => r.status === 'fulfilled');
     if (ok.length === 0) {
       const why = results.map((r, i) => `${up[i]}: ${r.status === 'rejected' ? (r.reason as Error).message : ''}`).join('; ');
@@ -697,7 +703,7 @@ export class MirrorStore implements ObjectStore {
     checkObjectName(name);
     const state = await this.stateOf(container);
     if (!state) return;
-    await this.writeAll(container, state, `a delete of ${name}`, (s) => s.delete(container, name));
+    await this.writeAll(container, state, `a delete of ${name}`, (s) => s.delete(container, name), { alsoBehind: true });
   }
 
   async *list(container: string, prefix?: string): AsyncIterable<ObjectInfo> {
@@ -810,7 +816,7 @@ export class MirrorStore implements ObjectStore {
     if (!results.some((r, i) => r.status === 'fulfilled' && set.includes(everyone[i]!))) {
       throw new StoreError('unreachable', `${container}: no store of the new set took its record`);
     }
-    this.states.delete(container);
+    await this.status(container);
   }
 
   async close(): Promise<void> {
