@@ -13,7 +13,10 @@
 //   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
 //   SWIFTVOL_BENCH_ONLY=WORD,... only the rows whose names contain a word (import_mbps always: its
 //                                volume is what the serve rows read, its time what the mirror rows
-//                                are compared with), e.g. `mirror`; results go to only-WORD.* files
+//                                are compared with; and the rows another selected row is computed
+//                                from: cold_seqread_1m_mbps for cold_gateway_cpu_ms_per_mb,
+//                                boot_fetch_ratio for boot_storm_4_fetch_ratio), e.g. `mirror`;
+//                                results go to only-WORD.* files
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -22,6 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { THROUGHPUT_PARAMS } from '../src/daemon/tgtd.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
+import { bootGuest, type BootResult, type Guest } from './qemu.js';
 import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
@@ -53,12 +57,28 @@ const QD = 16;
 const IQN_PREFIX = 'iqn.2026-11.org.swiftvol';
 const RDWR_IQN = 'iqn.2026-11.org.swiftvol-bench:rdwr';
 const RDWR_TID = 100;
+/** The boot rows' bs_rdwr target: a copy of the guest disk. */
+const GUEST_RDWR_IQN = 'iqn.2026-11.org.swiftvol-bench:rdwr-guest';
+const GUEST_RDWR_TID = 101;
+const GUEST_VOLUME = 'guest';
+/** Clones of one snapshot of the guest volume booted at once (boot_storm_4_fetch_ratio). */
+const STORM = 4;
+/** Past these QEMU is killed by its PID (a boot takes 30-45 s under TCG on 2 cores, four at once a few minutes). */
+const BOOT_DEADLINE_MS = 240_000;
+const STORM_DEADLINE_MS = 480_000;
 const HOST = '127.0.0.1';
 const MB = 1e6; // MB/s are decimal, as fio's
 
+/** Rows measured whenever a row named here is: what the latter is computed from. */
+const NEEDED_BY: Record<string, string[]> = {
+  cold_seqread_1m_mbps: ['cold_gateway_cpu_ms_per_mb'], // the same cold run gives both
+  boot_fetch_ratio: ['boot_storm_4_fetch_ratio'], // one boot's fetch is the storm's reference
+};
+
 /** Whether this run measures a row (SWIFTVOL_BENCH_ONLY). */
 function selected(metric: string): boolean {
-  return ONLY.length === 0 || metric === 'import_mbps' || ONLY.some((w) => metric.includes(w));
+  const asked = (m: string): boolean => ONLY.some((w) => m.includes(w));
+  return ONLY.length === 0 || metric === 'import_mbps' || asked(metric) || (NEEDED_BY[metric] ?? []).some(asked);
 }
 
 function mean(xs: number[]): number {
@@ -106,7 +126,8 @@ function note(metric: string, text: string): void {
 }
 function fail(metrics: string[], err: unknown): void {
   const message = err instanceof Error ? err.message : String(err);
-  for (const m of metrics) entry(m).errors.push(message);
+  // A step's metrics that this run does not measure (SWIFTVOL_BENCH_ONLY) are not marked.
+  for (const m of metrics.filter(selected)) entry(m).errors.push(message);
   log(`!!! FAILED (${metrics.join(', ')}): ${message}`);
 }
 /** The serve whose peak RSS is watched: each step that raises it by more than 8 MiB is noted. */
@@ -229,13 +250,14 @@ class OwnTgtd {
     }
   }
 
-  async addRdwr(file: string): Promise<void> {
-    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(RDWR_TID), '--targetname', RDWR_IQN]);
+  /** A bs_rdwr target (tid, iqn; by default the hot rows' reference) with LUN 1 on file, set as serve sets its targets. */
+  async addRdwr(file: string, tid = RDWR_TID, iqn = RDWR_IQN): Promise<void> {
+    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(tid), '--targetname', iqn]);
     for (const [name, value] of THROUGHPUT_PARAMS) {
-      await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'update', '--tid', String(RDWR_TID), '--name', name, '--value', String(value)]);
+      await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'update', '--tid', String(tid), '--name', name, '--value', String(value)]);
     }
-    await this.adm(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(RDWR_TID), '--lun', '1', '--backing-store', file, '--bstype', 'rdwr']);
-    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(RDWR_TID), '--initiator-address', HOST]);
+    await this.adm(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(tid), '--lun', '1', '--backing-store', file, '--bstype', 'rdwr']);
+    await this.adm(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-address', HOST]);
   }
 
   /** Deletes the targets left (ours and any a killed serve left), asks tgtd to exit, kills it by PID if it does not. */
@@ -530,6 +552,209 @@ async function mirrorRows(ctx: Ctx, image: string): Promise<void> {
   noteAgainstOneStore('snapshot_mirror2_mbps', 'snapshot_mbps');
 }
 
+/**
+ * Bytes Swift's proxy sent for GETs of objects in swiftvol's containers
+ * (swiftvol-*, any account) logged after offset in its log (the access
+ * log lines of proxy_logging: a line is written when the response has been
+ * sent, and bytes_sent is what went out, ranged or whole). data: the part
+ * for data objects (data/...), the rest being metadata (volume.json,
+ * versions/..., leases).
+ */
+function swiftGets(logFile: string, offset: number): { bytes: number; data: number; requests: number } {
+  const fd = fs.openSync(logFile, 'r');
+  let text: string;
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.max(0, size - offset));
+    fs.readSync(fd, buf, 0, buf.length, offset);
+    text = buf.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+  // ... GET PATH PROTOCOL STATUS REFERER USER_AGENT AUTH_TOKEN BYTES_RECVD BYTES_SENT CLIENT_ETAG TXID HEADERS REQUEST_TIME SOURCE ...
+  const line = / GET (\/v1\/[^/\s]+\/swiftvol-[^/\s]+\/(\S+)) HTTP\/[\d.]+ (\d{3}) \S+ \S+ \S+ \S+ (\S+) \S+ \S+ \S+ \S+ (\S+) /;
+  let bytes = 0;
+  let data = 0;
+  let requests = 0;
+  for (const l of text.split('\n')) {
+    const m = line.exec(l);
+    // A source other than '-' is a subrequest of a middleware, logged besides its client request.
+    if (!m || !m[3]!.startsWith('2') || m[5] !== '-') continue;
+    const sent = Number(m[4]);
+    if (!Number.isFinite(sent)) continue;
+    requests++;
+    bytes += sent;
+    if (m[2]!.startsWith('data/')) data += sent;
+  }
+  return { bytes, data, requests };
+}
+
+function proxyLog(ctx: Ctx): string {
+  return path.join(ctx.tmp, 'swift', 'log', 'proxy.log');
+}
+
+function logSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+interface VolumeInfo {
+  dirtyBytes: number | null;
+  cachedBytes?: number | null;
+}
+
+async function volumeInfo(ctx: Ctx, stateDir: string, volume: string): Promise<VolumeInfo> {
+  const r = await sv(ctx, stateDir, ['volume', 'info', volume, '--json'], 60_000);
+  return JSON.parse(r.stdout) as VolumeInfo;
+}
+
+/** What one serve (from a fresh state dir) fetched from Swift while guests booted from its volumes. */
+interface Fetched {
+  /** GET bytes of objects in the proxy's log, serve's start to its stop; null if the log could not be read. */
+  logged: { bytes: number; data: number; requests: number } | null;
+  /** Sum of the volumes' cachedBytes once serve stopped (clean blocks fetched and kept). */
+  cached: number | null;
+  dirty: number;
+  boots: BootResult[];
+}
+
+/**
+ * Serves volumes from a fresh state dir (nothing cached: every block read
+ * comes from Swift), boots a guest from each at once, stops serve, and says
+ * what was fetched. A boot that fails fails the whole.
+ */
+async function coldBoots(ctx: Ctx, guest: Guest, label: string, volumes: string[], deadlineMs: number): Promise<Fetched> {
+  const state = path.join(ctx.tmp, `state-${label}`);
+  for (const v of volumes) await sv(ctx, state, ['target', 'add', v]);
+  const logFile = proxyLog(ctx);
+  const offset = logSize(logFile);
+  const serve = await startServe(ctx, state, label);
+  let boots: BootResult[];
+  try {
+    const settled = await Promise.allSettled(
+      volumes.map((v) => bootGuest(guest, `iscsi://${HOST}:${ctx.tgtd!.port}/${IQN_PREFIX}:${v}/1`, { dir: ctx.tmp, label: volumes.length > 1 ? `${label}-${v}` : label, deadlineMs, cleanup: ctx.cleanup })),
+    );
+    const failed = settled.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+    if (failed.length > 0) throw new BenchError(`${failed.length} of ${volumes.length} boot(s) failed: ${failed.join(' ||| ')}`);
+    boots = settled.map((r) => (r as PromiseFulfilledResult<BootResult>).value);
+  } finally {
+    await serve.stop();
+  }
+  await new Promise((r) => setTimeout(r, 500)); // the proxy's last log lines
+  let logged: Fetched['logged'] = null;
+  try {
+    if (fs.existsSync(logFile)) logged = swiftGets(logFile, offset);
+  } catch (err) {
+    log(`  cannot read ${logFile}: ${(err as Error).message}`);
+  }
+  if (logged && logged.requests === 0) logged = null; // no access log lines: the log says nothing
+  let cached: number | null = 0;
+  let dirty = 0;
+  for (const v of volumes) {
+    const info = await volumeInfo(ctx, state, v);
+    if (info.cachedBytes === undefined || info.cachedBytes === null) cached = null;
+    else if (cached !== null) cached += info.cachedBytes;
+    dirty += info.dirtyBytes ?? 0;
+  }
+  return { logged, cached, dirty, boots };
+}
+
+/** The figure of bytes fetched: the proxy log's GET bytes if it could be read, else cachedBytes. */
+function fetchedBytes(f: Fetched, byLog: boolean): number {
+  if (byLog) return f.logged!.bytes;
+  if (f.cached === null) throw new BenchError('neither the proxy log nor `swiftvol volume info --json` (cachedBytes) says what was fetched');
+  return f.cached;
+}
+
+function fetchedText(f: Fetched): string {
+  const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
+  const logged = f.logged ? `proxy log: ${f.logged.requests} object GETs, ${mib(f.logged.bytes)} sent (data objects ${mib(f.logged.data)})` : 'proxy log: unreadable';
+  return `${logged}; cachedBytes ${f.cached === null ? '-' : mib(f.cached)}, dirtyBytes ${mib(f.dirty)} after serve stopped`;
+}
+
+/**
+ * The boot rows (issue 14): the guest of test/fixtures/guest.ts (built once
+ * into build/guest/) imported into Swift, booted under QEMU TCG from a cold
+ * swiftvol volume (a serve on a fresh state dir) and from a bs_rdwr LUN on a
+ * copy of its disk in the same tgtd; then STORM clones of a snapshot of it
+ * booting at once from another fresh serve.
+ */
+async function bootRows(ctx: Ctx): Promise<void> {
+  const all = ['boot_fetch_ratio', 'boot_time_ratio', 'boot_storm_4_fetch_ratio'];
+  const g = await attempt(all, 'the guest image (test/fixtures/guest.ts; built once, cached in build/guest/)', async (): Promise<{ guest: Guest; disk: string }> => {
+    const fixture = await import('../test/fixtures/guest.js');
+    const image = await fixture.guestImage();
+    // Kernel and initramfs in the page cache before any boot times, so that neither side pays their first read.
+    for (const f of [image.kernel, image.initrd]) fs.readFileSync(f);
+    return { guest: { kernel: image.kernel, initrd: image.initrd, marker: fixture.BOOT_MARKER, checkSha256: image.checkSha256 }, disk: image.disk };
+  });
+  if (!g) return;
+  const importer = path.join(ctx.tmp, 'state-guest-import');
+  const clones = Array.from({ length: STORM }, (_, i) => `${GUEST_VOLUME}-c${i + 1}`);
+  const imported = await step(all, `swiftvol import of the guest disk as ${GUEST_VOLUME} (${(fs.statSync(g.disk).size / GiB).toFixed(0)} GiB raw, ${((fs.statSync(g.disk).blocks * 512) / MiB).toFixed(0)} MiB allocated)`, async () => {
+    const r = await sv(ctx, importer, ['import', g.disk, GUEST_VOLUME, '--concurrency', String(IMPORT_CONCURRENCY)], 600_000);
+    note('boot_fetch_ratio', `swiftvol import of the guest disk: ${r.seconds.toFixed(1)} s`);
+  });
+  if (!imported) return;
+  const cloned = await step(['boot_storm_4_fetch_ratio'], `swiftvol snapshot create ${GUEST_VOLUME} s1, clone ${GUEST_VOLUME}@s1 as ${clones.join(', ')}`, async () => {
+    await sv(ctx, importer, ['snapshot', 'create', GUEST_VOLUME, 's1'], 180_000);
+    for (const c of clones) await sv(ctx, importer, ['clone', `${GUEST_VOLUME}@s1`, c], 60_000);
+  });
+
+  // The reference boot: the same image on bs_rdwr, a sparse copy (its own: the guest writes to it), in our tgtd.
+  const rdwr = await attempt(['boot_time_ratio'], 'boot: the guest from bs_rdwr (a copy of its disk)', async () => {
+    const copy = path.join(ctx.tmp, 'guest-rdwr.raw');
+    await runOk('cp', ['--sparse=always', g.disk, copy], { timeoutMs: 300_000 });
+    await ctx.tgtd!.addRdwr(copy, GUEST_RDWR_TID, GUEST_RDWR_IQN);
+    try {
+      return await bootGuest(g.guest, `iscsi://${HOST}:${ctx.tgtd!.port}/${GUEST_RDWR_IQN}/1`, { dir: ctx.tmp, label: 'boot-rdwr', deadlineMs: BOOT_DEADLINE_MS, cleanup: ctx.cleanup });
+    } finally {
+      await ctx.tgtd!.deleteTarget(GUEST_RDWR_TID).catch(() => undefined);
+      fs.rmSync(copy, { force: true });
+    }
+  });
+  if (rdwr) {
+    setReference('boot_time_ratio', rdwr.markerMs / 1000);
+    note('boot_time_ratio', `bs_rdwr: marker at ${(rdwr.markerMs / 1000).toFixed(1)} s, power-off at ${(rdwr.stoppedMs / 1000).toFixed(1)} s; the guest read ${(rdwr.rdBytes / MiB).toFixed(1)} MiB (${rdwr.rdOps} reads), wrote ${(rdwr.wrBytes / MiB).toFixed(1)} MiB`);
+  }
+
+  // One cold swiftvol boot: time, and what it fetched.
+  const one = await attempt(all, `boot: the guest from a cold swiftvol volume (${GUEST_VOLUME}, fresh serve state)`, () => coldBoots(ctx, g.guest, 'boot', [GUEST_VOLUME], BOOT_DEADLINE_MS));
+  if (!one) return;
+  const b = one.boots[0]!;
+  const fetchLine = `one boot: ${fetchedText(one)}; the guest read ${(b.rdBytes / MiB).toFixed(1)} MiB (${b.rdOps} reads) and wrote ${(b.wrBytes / MiB).toFixed(1)} MiB`;
+  if (selected('boot_time_ratio')) {
+    setSwiftvol('boot_time_ratio', b.markerMs / 1000);
+    note('boot_time_ratio', `swiftvol (cold): marker at ${(b.markerMs / 1000).toFixed(1)} s, power-off at ${(b.stoppedMs / 1000).toFixed(1)} s (time from QEMU's start; one boot each, bs_rdwr first)`);
+  }
+  // The proxy log when it could be read for every boot counted, cachedBytes otherwise (the storm is counted the same way).
+  const byLog = one.logged !== null;
+  const how = byLog
+    ? 'fetched = bytes Swift\'s proxy sent for GETs of swiftvol\'s objects (its access log) from serve\'s start to its stop: every block fetched, also those the guest later overwrote'
+    : 'fetched = cachedBytes (the proxy log could not be read): clean blocks fetched and kept; blocks fetched and later written count as dirty, not here';
+  await step(['boot_fetch_ratio'], 'boot_fetch_ratio from the cold boot', async () => {
+    setSwiftvol('boot_fetch_ratio', fetchedBytes(one, byLog) / MiB);
+    setReference('boot_fetch_ratio', b.rdBytes / MiB);
+    note('boot_fetch_ratio', `${how}; reference = rd_bytes of the guest's virtio disk (QMP query-blockstats) in the same boot`);
+    note('boot_fetch_ratio', fetchLine);
+  });
+
+  if (!cloned) return;
+  await step(['boot_storm_4_fetch_ratio'], `boot storm: ${STORM} clones of ${GUEST_VOLUME}@s1 boot at once (fresh serve state, -m 512 each)`, async () => {
+    const started = performance.now();
+    const storm = await coldBoots(ctx, g.guest, 'storm', clones, STORM_DEADLINE_MS);
+    const byLogBoth = byLog && storm.logged !== null;
+    setSwiftvol('boot_storm_4_fetch_ratio', fetchedBytes(storm, byLogBoth) / MiB);
+    setReference('boot_storm_4_fetch_ratio', fetchedBytes(one, byLogBoth) / MiB);
+    note('boot_storm_4_fetch_ratio', `${byLogBoth ? how : 'fetched = the sum of the clones\' cachedBytes (clean blocks fetched and kept), reference the same of the one boot'}; reference = one boot's fetch (boot_fetch_ratio), an ideal storm fetches each shared block once`);
+    note('boot_storm_4_fetch_ratio', `storm: ${fetchedText(storm)}; the guests read ${storm.boots.map((x) => (x.rdBytes / MiB).toFixed(1)).join(', ')} MiB`);
+    note('boot_storm_4_fetch_ratio', `storm: markers at ${storm.boots.map((x) => (x.markerMs / 1000).toFixed(1)).join(', ')} s, all four in ${((performance.now() - started) / 1000).toFixed(0)} s with serve's start and stop`);
+  });
+}
+
 /** Notes on a mirror row how its time, and its raw reference's, compare with the single-store row's of this run. */
 function noteAgainstOneStore(metric: string, single: string): void {
   const two = entry(metric);
@@ -743,7 +968,7 @@ async function main(): Promise<number> {
     // The main serve: cold sequential read, then hot, snapshot and clones.
     const main = path.join(tmp, 'state-main');
     let serve: Serve | null = null;
-    const served = await step(['cold_seqread_1m_mbps', ...hotMetrics, 'snapshot_mbps', 'clone_1g_s', 'clone_1t_s'], 'swiftvol serve (fresh overlay) with vol1g and snap512', async () => {
+    const served = await step(['cold_seqread_1m_mbps', 'cold_gateway_cpu_ms_per_mb', ...hotMetrics, 'snapshot_mbps', 'clone_1g_s', 'clone_1t_s'], 'swiftvol serve (fresh overlay) with vol1g and snap512', async () => {
       await sv(ctx, main, ['target', 'add', 'vol1g']);
       await sv(ctx, main, ['volume', 'create', 'snap512', '--size', '1G']);
       await sv(ctx, main, ['target', 'add', 'snap512']);
@@ -753,23 +978,30 @@ async function main(): Promise<number> {
       // CPU per MB of each process in both runs, for the ceiling the machine sets (note below)
       let coldCost: { mbps: number; shares: Record<string, number>; fio: number } | null = null;
       let rawCost: { mbps: number; shares: Record<string, number> } | null = null;
-      await step(['cold_seqread_1m_mbps'], `cold 1M sequential read, QD${QD}, whole volume (fresh overlay)`, async () => {
+      await step(['cold_seqread_1m_mbps', 'cold_gateway_cpu_ms_per_mb'], `cold 1M sequential read, QD${QD}, whole volume (fresh overlay)`, async () => {
         const cpu = cpuShares(ctx);
         const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seqread1m');
         const shares = cpu();
         setSwiftvol('cold_seqread_1m_mbps', r.bw / MB);
         coldCost = { mbps: r.bw / MB, shares, fio: r.cpu };
         note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpuText(shares)}, fio ${r.cpu.toFixed(0)}%`);
+        const serveMs = msPerMB(shares['swiftvol serve'], r.bw / MB);
+        const tgtdMs = msPerMB(shares.tgtd, r.bw / MB);
+        if (selected('cold_gateway_cpu_ms_per_mb')) {
+          setSwiftvol('cold_gateway_cpu_ms_per_mb', serveMs + tgtdMs);
+          note('cold_gateway_cpu_ms_per_mb', `swiftvol: serve ${serveMs.toFixed(2)} + tgtd ${tgtdMs.toFixed(2)} ms per MB over the cold 1M sequential read of the whole volume at ${(r.bw / MB).toFixed(0)} MB/s (fio's own CPU not counted)`);
+        }
       });
-      await step(['cold_seqread_1m_mbps'], `raw Swift: GETs of the same ${objects.length} objects at concurrency ${QD}`, async () => {
+      await step(['cold_seqread_1m_mbps', 'cold_gateway_cpu_ms_per_mb'], `raw Swift: GETs of the same ${objects.length} objects at concurrency ${QD}`, async () => {
         const ranges: Array<{ name: string; start: number; end: number }> = [];
         for (const o of objects) for (let s = 0; s < o.bytes; s += MiB) ranges.push({ name: o.name, start: s, end: Math.min(o.bytes, s + MiB) });
         const total = objects.reduce((n, o) => n + o.bytes, 0);
         let t = performance.now();
-        let cpu = meter(ctx, false);
+        const rangedCpu = cpuShares(ctx, false);
         await pool(ranges, QD, async (r) => void (await ctx.raw.get(container, r.name, r)));
         const ranged = total / MB / ((performance.now() - t) / 1000);
-        note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs CPU: ${cpu()}`);
+        const rangedShares = rangedCpu();
+        note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs CPU: ${cpuText(rangedShares)}`);
         t = performance.now();
         const wholeCpu = cpuShares(ctx, false);
         await pool(objects, QD, async (o) => void (await ctx.raw.get(container, o.name)));
@@ -779,6 +1011,12 @@ async function main(): Promise<number> {
         note('cold_seqread_1m_mbps', `raw whole GETs CPU: ${cpuText(wholeShares)}`);
         setReference('cold_seqread_1m_mbps', Math.max(ranged, whole));
         note('cold_seqread_1m_mbps', `raw 1 MiB ranged GETs ${ranged.toFixed(0)} MB/s, raw whole 8 MiB GETs ${whole.toFixed(0)} MB/s; reference = the faster`);
+        if (selected('cold_gateway_cpu_ms_per_mb')) {
+          // The raw client's cost per MB of the whole-object GETs (as in the ceiling note of cold_seqread_1m_mbps).
+          const client = (shares: Record<string, number>, mbps: number): number => msPerMB(shares['bench (raw client)'], mbps);
+          setReference('cold_gateway_cpu_ms_per_mb', client(wholeShares, whole));
+          note('cold_gateway_cpu_ms_per_mb', `reference: the raw client (this bench process) ${client(wholeShares, whole).toFixed(2)} ms per MB over whole 8 MiB GETs of the same objects at concurrency ${QD} (${whole.toFixed(0)} MB/s); over 1 MiB ranged GETs it was ${client(rangedShares, ranged).toFixed(2)} ms per MB (${ranged.toFixed(0)} MB/s)`);
+        }
       });
       if (coldCost && rawCost) noteColdCeiling(coldCost, rawCost, entry('cold_seqread_1m_mbps').reference);
 
@@ -819,6 +1057,8 @@ async function main(): Promise<number> {
 
       if (serve) await (serve as Serve).stop();
     }
+
+    await bootRows(ctx);
 
     await mirrorRows(ctx, image);
 

@@ -59,7 +59,7 @@ test('an object corrupted on the object server: 512 B, 4 KiB and 1 MiB reads thr
   const reads: Array<[number, number]> = [
     [OBJECT + 99_840, 512], // the sector holding the first bad byte
     [OBJECT + 98_304, 4096], // its 4 KiB block
-    [OBJECT + 5 * MiB, MiB], // 1 MiB over the second place: a streaming read of the rest of the object
+    [OBJECT + 5 * MiB, MiB], // 1 MiB over the second place
   ];
   for (const [offset, length] of reads) {
     const r = await qemuIo(url, [`read -v ${offset} ${length}`]);

@@ -71,7 +71,7 @@ onEachStore((run) => {
     const volume = await engine.open('transit', 'integrity test', { lease: false });
     try {
       // [offset, length]: 512 B, 4 KiB, 1 MiB to a chunk's end, 1 MiB inside one, each in a chunk of its own
-      // that nothing has read yet (a streaming read reads ahead into the chunks after its own)
+      // that nothing has read yet (scattered: no stream, so nothing is read ahead into another chunk)
       const reads: Array<[number, number]> = [[OBJECT + 4096 * 3, 512], [2 * OBJECT + 8192, 4096], [5 * OBJECT - MiB, MiB], [3 * OBJECT + MiB, MiB]];
       for (const [offset, length] of reads) {
         faulty.corruptNextGets(1000);

@@ -37,7 +37,7 @@ test('PRE-FETCH fetches the range from the base into the cache; reads of it then
       assert.ok(store.calls('get') > gets, 'PRE-FETCH read from the store');
       assert.ok(volume.overlayBytes() - before >= length, `the range is in the overlay (${volume.overlayBytes() - before} bytes more)`);
       const afterPrefetch = store.calls('get');
-      // in reads below the streaming size, which would read ahead past the range
+      // in reads of 64 KiB (reads of the warmed range find their blocks local: no stream is seen, nothing read ahead)
       for (let at = offset; at < offset + length; at += 64 * 1024) {
         const r = await client.read(at, 64 * 1024);
         assert.equal(r.status, Status.GOOD);

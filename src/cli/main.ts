@@ -226,6 +226,7 @@ function printInfo(v: VolumeInfo): void {
     ['children', v.children.length ? v.children.join(', ') : '-'],
   ];
   if (v.dirtyBytes !== null) lines.push(['local changes', `${formatSize(v.dirtyBytes)} (as of the last flush)`]);
+  if (v.cachedBytes !== null) lines.push(['cached', `${formatSize(v.cachedBytes)} fetched from the store and kept here`]);
   for (const [k, val] of lines) console.log(`${(k + ':').padEnd(16)}${val}`);
   if (v.stores) {
     console.log('stores:');

@@ -1,7 +1,7 @@
 // What a volume reads from its base version in the store: ranged GETs of
 // write-once data objects, shared by concurrent readers of the same blocks;
 // the fetched blocks kept in the overlay as clean cache (installed in the
-// background); and read-ahead for streaming readers.
+// background); and read-ahead of the sequential streams StreamDetector finds.
 //
 // "Install before write" lives here: fetched data is written into the
 // overlay file after the GET, so a write to those blocks must wait until the
@@ -12,10 +12,9 @@ import type { Overlay } from '../overlay/overlay.js';
 import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../format/volume-format.js';
 import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
 import type { VolumeKey } from './volume-key.js';
+import { StreamDetector } from './read-ahead.js';
 
-/** Reads at least this long are taken as sequential streaming (read-ahead on). */
-const READ_AHEAD_MIN_LENGTH = 128 * 1024;
-/** Objects fetched ahead of a streaming reader (8 measured no faster here, and held ~40 MiB more in memory). */
+/** Objects' worth a stream is read ahead of at most (8 measured no faster here, and held ~40 MiB more in memory). */
 const READ_AHEAD_CHUNKS = 4;
 /** PRE-FETCH warms at most this much per command (a hint: the rest of a larger range is left alone). */
 const PREFETCH_MAX = 32 * 1024 * 1024;
@@ -44,7 +43,6 @@ export interface BaseFetcherOptions {
 export class BaseFetcher {
   private readonly objectSize: number;
   private readonly size: number;
-  private readonly blocksPerChunk: number;
   private readonly cacheReads: boolean;
   private readonly objects: ChunkObjects;
   private readonly key: VolumeKey | undefined;
@@ -52,6 +50,8 @@ export class BaseFetcher {
   private readonly fetches = new Map<number, Fetch[]>();
   /** Fetched blocks being written to the overlay in the background: writes to them wait. */
   private readonly installs = new Set<Install>();
+  /** The sequential streams of cold reads (none for a one-pass reader, which fetches what it reads). */
+  private readonly streams: StreamDetector | null;
   private closed = false;
 
   constructor(
@@ -63,15 +63,10 @@ export class BaseFetcher {
   ) {
     this.size = overlay.size;
     this.objectSize = overlay.objectSize;
-    this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
     this.cacheReads = options.cacheReads;
     this.objects = chunkObjectsOf(store);
     this.key = options.key;
-  }
-
-  /** Whether a read of this length streams: it fetches the rest of its object and reads ahead. */
-  isStreaming(length: number): boolean {
-    return this.cacheReads && length >= READ_AHEAD_MIN_LENGTH;
+    this.streams = this.cacheReads ? new StreamDetector(READ_AHEAD_CHUNKS * this.objectSize, this.size, this.objectSize) : null;
   }
 
   /** Installs that land after this do not mark blocks valid (the overlay is going away). */
@@ -82,11 +77,28 @@ export class BaseFetcher {
   /**
    * Bytes of base blocks [first, end) of a chunk (the caller has checked
    * they come from the base). The result starts at block `first` and may be
-   * shorter than the blocks at the volume's end. A streaming reader's GET
-   * runs to the end of the object, for the reads that follow.
+   * shorter than the blocks at the volume's end.
    */
-  fetch(chunk: number, ref: ChunkRef, first: number, end: number, streaming = false): Promise<Buffer> {
-    return this.fetchBlocks(chunk, ref, first, streaming ? this.chunkEndBlock(chunk) : end);
+  fetch(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
+    const inFlight = this.fetches.get(chunk) ?? [];
+    if (inFlight.length === 0 || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end);
+    // Parts of the range are being fetched already (read ahead): those are shared, the gaps fetched.
+    const parts: Promise<Buffer>[] = [];
+    for (let b = first; b < end; ) {
+      const f = inFlight.find((x) => x.first <= b && b < x.end);
+      if (f) {
+        const stop = Math.min(end, f.end);
+        const from = b;
+        parts.push(f.data.then((data) => data.subarray((from - f.first) * BLOCK_SIZE, (stop - f.first) * BLOCK_SIZE)));
+        b = stop;
+      } else {
+        let e = b + 1;
+        while (e < end && !inFlight.some((x) => x.first <= e && e < x.end)) e++;
+        parts.push(this.fetchBlocks(chunk, ref, b, e));
+        b = e;
+      }
+    }
+    return parts.length === 1 ? parts[0]! : Promise.all(parts).then((bufs) => Buffer.concat(bufs));
   }
 
   /**
@@ -94,7 +106,7 @@ export class BaseFetcher {
    * the fetched data (or of data being installed), saving a copy; null for
    * any other read.
    */
-  fetchedView(offset: number, length: number, streaming: boolean): Promise<Buffer> | null {
+  fetchedView(offset: number, length: number): Promise<Buffer> | null {
     const chunk = Math.floor(offset / this.objectSize);
     const ref = this.base()?.lookup(chunk);
     if (!ref || length === 0 || Math.floor((offset + length - 1) / this.objectSize) !== chunk) return null;
@@ -109,18 +121,22 @@ export class BaseFetcher {
     };
     const install = this.installing(first, end);
     if (install) return Promise.resolve(view(install.data, offset - install.first * BLOCK_SIZE));
-    return this.fetch(chunk, ref, first, end, streaming).then((data) => view(data, offset - first * BLOCK_SIZE));
+    return this.fetch(chunk, ref, first, end).then((data) => view(data, offset - first * BLOCK_SIZE));
   }
 
   /**
-   * After a streaming read that ended in `chunk`: starts fetching the next
-   * chunks that are not local yet, so that the reader finds them arriving
-   * (or arrived) in the overlay.
+   * After a read that went to the store: if it continues a sequential
+   * stream, starts fetching what the stream reads next (StreamDetector), so
+   * that the reader finds it arriving, or arrived, in the overlay.
    */
-  readAhead(chunk: number): void {
-    const last = Math.min(chunk + READ_AHEAD_CHUNKS, Math.ceil(this.size / this.objectSize) - 1);
-    for (let c = chunk + 1; c <= last; c++) {
-      if (!this.fetches.has(c)) this.warm(c, c * this.blocksPerChunk, this.chunkEndBlock(c))?.catch(() => undefined); // a reader will retry
+  noteRead(offset: number, length: number): void {
+    const ahead = this.streams?.onRead(offset, length);
+    if (!ahead) return;
+    for (let pos = ahead.start; pos < ahead.end; ) {
+      const chunk = Math.floor(pos / this.objectSize);
+      const stop = Math.min(ahead.end, (chunk + 1) * this.objectSize);
+      this.warm(chunk, Math.floor(pos / BLOCK_SIZE), Math.ceil(stop / BLOCK_SIZE))?.catch(() => undefined); // a reader will retry
+      pos = stop;
     }
   }
 
@@ -132,7 +148,7 @@ export class BaseFetcher {
   async prefetch(offset: number, length: number): Promise<void> {
     if (!this.cacheReads) return;
     const endByte = Math.min(offset + length, offset + PREFETCH_MAX, this.size);
-    const warming: Promise<Buffer>[] = [];
+    const warming: Promise<unknown>[] = [];
     for (let pos = offset; pos < endByte; ) {
       const chunk = Math.floor(pos / this.objectSize);
       const stop = Math.min(endByte, (chunk + 1) * this.objectSize);
@@ -148,15 +164,26 @@ export class BaseFetcher {
   }
 
   /**
-   * Fetches, as cache, blocks [first, end) of a chunk from the first one that
-   * is neither local nor being installed; null if there is nothing to fetch.
+   * Fetches, as cache, the blocks of [first, end) of a chunk that are
+   * neither local, nor being installed, nor in a fetch already under way
+   * (one GET per run of such blocks); null if there is nothing to fetch.
    */
-  private warm(chunk: number, first: number, end: number): Promise<Buffer> | null {
+  private warm(chunk: number, first: number, end: number): Promise<unknown> | null {
     const ref = this.base()?.lookup(chunk);
     if (!ref) return null;
-    let missing = first;
-    while (missing < end && (this.overlay.blockSource(missing) !== 'base' || this.installing(missing, missing + 1))) missing++;
-    return missing < end ? this.fetchBlocks(chunk, ref, missing, end) : null;
+    const inFlight = this.fetches.get(chunk) ?? [];
+    const taken = (b: number): boolean =>
+      this.overlay.blockSource(b) !== 'base' || this.installing(b, b + 1) !== undefined || inFlight.some((f) => f.first <= b && b < f.end);
+    const started: Promise<Buffer>[] = [];
+    for (let b = first; b < end; ) {
+      while (b < end && taken(b)) b++;
+      if (b >= end) break;
+      let e = b + 1;
+      while (e < end && !taken(e)) e++;
+      started.push(this.fetchBlocks(chunk, ref, b, e));
+      b = e;
+    }
+    return started.length === 0 ? null : Promise.all(started);
   }
 
   /** The whole chunk from its data object, checked, not cached (a snapshot composing the chunk's frozen content). */
@@ -188,11 +215,6 @@ export class BaseFetcher {
   installedBefore(first: number, end: number): Promise<void> | null {
     const landing = [...this.installs].filter((i) => i.first < end && first < i.end);
     return landing.length === 0 ? null : Promise.allSettled(landing.map((i) => i.done)).then(() => undefined);
-  }
-
-  /** The block after a chunk's last one (the volume's end cuts the last chunk short). */
-  private chunkEndBlock(chunk: number): number {
-    return Math.ceil(Math.min((chunk + 1) * this.objectSize, this.size) / BLOCK_SIZE);
   }
 
   /** One GET for blocks [first, end) of a chunk, or a share of one in flight that covers them. */

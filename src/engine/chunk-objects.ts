@@ -53,6 +53,8 @@ export class ChunkObjects {
   /** Block sums or tags by "container/object", least recently used first. */
   private readonly sums = new Map<string, Buffer>();
   private sumsBytes = 0;
+  /** Trailer GETs in flight, by "container/object". */
+  private readonly trailerGets = new Map<string, Promise<Buffer>>();
 
   constructor(private readonly store: ObjectStore) {}
 
@@ -192,10 +194,7 @@ export class ChunkObjects {
       entries = got.subarray(end - start + firstEntry);
       if (start === 0 && !cached) this.remember(key, got.subarray(chunkBytes));
     } else {
-      const [got, all] = await Promise.all([
-        this.store.get(container, name, { start, end }),
-        cached ?? this.store.get(container, name, { start: chunkBytes, end: chunkBytes + trailerBytes }),
-      ]);
+      const [got, all] = await Promise.all([this.store.get(container, name, { start, end }), cached ?? this.trailer(container, name, chunkBytes, trailerBytes, refetch)]);
       if (all.length !== trailerBytes) throw new StoreError('checksum', `object ${key} returned ${all.length} bytes of its block trailer, not ${trailerBytes} (${this.store.description})`);
       data = got;
       entries = all.subarray(firstEntry, endEntry);
@@ -206,6 +205,22 @@ export class ChunkObjects {
     if (result.bad >= 0) this.forget(key); // the trailer may be what is bad: fetch it again
     else if (this.sums.has(key)) this.touch(key);
     return result;
+  }
+
+  /** An object's trailer: one GET shared by the readers of that object that miss the cache at once (a fresh one when `refetch`). */
+  private trailer(container: string, name: string, chunkBytes: number, trailerBytes: number, refetch: boolean): Promise<Buffer> {
+    const key = `${container}/${name}`;
+    const shared = refetch ? undefined : this.trailerGets.get(key);
+    if (shared) return shared;
+    const get = this.store.get(container, name, { start: chunkBytes, end: chunkBytes + trailerBytes });
+    if (!refetch) {
+      this.trailerGets.set(key, get);
+      const done = (): void => {
+        if (this.trailerGets.get(key) === get) this.trailerGets.delete(key);
+      };
+      get.then(done, done);
+    }
+    return get;
   }
 
   private remember(key: string, sums: Buffer): void {

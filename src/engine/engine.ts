@@ -90,6 +90,8 @@ export interface VolumeInfo extends Omit<VolumeSummary, 'parent'> {
   /** Base version of the local overlay, when attached. */
   baseVersion: number | null;
   dirtyBytes: number | null;
+  /** Bytes fetched from the store and kept here as clean cache (as of the last flush). */
+  cachedBytes: number | null;
 }
 
 export class Engine {
@@ -605,8 +607,8 @@ export class Engine {
   /** Adds what the local state says (as last committed), without taking the volume's lock. */
   private withLocal(summary: VolumeSummary, all: VolumeSummary[]): VolumeInfo {
     const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
-    if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null };
+    if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null, cachedBytes: null };
     const local = Overlay.inspect(this.state.volumeDir(summary.name));
-    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE };
+    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE, cachedBytes: local.cachedBlocks * BLOCK_SIZE };
   }
 }

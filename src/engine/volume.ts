@@ -59,18 +59,16 @@ export class Volume implements BlockDevice, DirectAccess {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
-    // Large reads are streaming reads: fetch whole objects and the next few ahead.
-    const streaming = this.fetcher.isStreaming(length);
-    const lastChunk = Math.floor((offset + length - 1) / this.objectSize);
-    const fetched = this.fetcher.fetchedView(offset, length, streaming);
+    const fetched = this.fetcher.fetchedView(offset, length);
     if (fetched) {
-      if (streaming) this.fetcher.readAhead(lastChunk);
+      this.fetcher.noteRead(offset, length); // read-ahead, if it continues a stream
       return fetched;
     }
     const out = Buffer.allocUnsafe(length);
     const pending: Promise<void>[] = [];
-    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending, streaming);
-    if (streaming) this.fetcher.readAhead(lastChunk);
+    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending);
+    // streams are made of the reads that go to the store (bs_swift reads local blocks itself, unseen here)
+    if (pending.length > 0) this.fetcher.noteRead(offset, length);
     await Promise.all(pending);
     return out;
   }
@@ -229,7 +227,7 @@ export class Volume implements BlockDevice, DirectAccess {
   }
 
   /** Fills out[outOffset..] with bytes [pos, pos+length) of one chunk; async parts go to pending. */
-  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[], streaming: boolean): void {
+  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[]): void {
     const chunk = Math.floor(pos / this.objectSize);
     const ref = this.base?.lookup(chunk);
     const endPos = pos + length;
@@ -252,7 +250,7 @@ export class Volume implements BlockDevice, DirectAccess {
       } else {
         const runStart = block * BLOCK_SIZE;
         pending.push(
-          this.fetcher.fetch(chunk, ref, block, next, streaming).then((data) => {
+          this.fetcher.fetch(chunk, ref, block, next).then((data) => {
             copyPadded(data, start - runStart, stop - start, out, into);
           }),
         );

@@ -16,3 +16,10 @@ export function countBits(bits: Uint8Array): number {
   for (const byte of bits) count += popcount8(byte);
   return count;
 }
+
+/** Bits set in `a` and clear in `b` (blocks valid but not dirty: clean cache). */
+export function countAndNot(a: Uint8Array, b: Uint8Array): number {
+  let count = 0;
+  for (let i = 0; i < a.length; i++) count += popcount8(a[i]! & ~(b[i] ?? 0) & 0xff);
+  return count;
+}

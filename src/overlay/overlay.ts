@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { overlayIo } from '../native/addons.js';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE, VersionTable } from '../format/volume-format.js';
-import { countBits, popcount8, testBit } from './bitmap.js';
+import { countAndNot, countBits, popcount8, testBit } from './bitmap.js';
 import { DirectMap } from './direct-map.js';
 
 const fdatasync = promisify(fs.fdatasync);
@@ -58,6 +58,8 @@ export interface OverlaySummary {
   /** Sequence number of the base version, if one is recorded. */
   baseSeq: number | null;
   dirtyBlocks: number;
+  /** Blocks fetched from the base and kept (valid, not dirty): clean cache, as of the last commit. */
+  cachedBlocks: number;
 }
 
 /** O_DIRECT writes must start and end on this boundary. */
@@ -204,10 +206,12 @@ export class Overlay {
     try {
       const row = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_SEQ}'`).get() as { value: string } | undefined;
       let dirtyBlocks = 0;
-      for (const chunk of db.prepare('SELECT dirty FROM chunks').iterate() as Iterable<{ dirty: Buffer }>) {
+      let cachedBlocks = 0;
+      for (const chunk of db.prepare('SELECT valid, dirty FROM chunks').iterate() as Iterable<{ valid: Buffer; dirty: Buffer }>) {
         dirtyBlocks += countBits(chunk.dirty);
+        cachedBlocks += countAndNot(chunk.valid, chunk.dirty);
       }
-      return { baseSeq: row === undefined ? null : Number(row.value), dirtyBlocks };
+      return { baseSeq: row === undefined ? null : Number(row.value), dirtyBlocks, cachedBlocks };
     } finally {
       db.close();
     }
