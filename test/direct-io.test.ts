@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
+import { startSwift, freePort, pauseSwiftProxy, type DevSwift } from './fixtures/swift.js';
 import { repoRoot, tempDir } from './fixtures/files.js';
 import { qemuIo, qemuIoOk, runOk } from './fixtures/initiators.js';
 import { ProtocolClient } from './fixtures/protocol-client.js';
@@ -62,10 +62,10 @@ function importStriped(volume: string, withEnv: NodeJS.ProcessEnv = env): void {
 /** Reads of a striped volume's 16 MiB in order, each checking its stripe: a sequential stream, so it is read ahead of. */
 const READ_ALL_STRIPES = Array.from({ length: 16 }, (_, m) => `read -P 0x${(0x60 + m).toString(16)} ${m}M 1M`);
 
-/** The cache is written in the background once the data is returned: waits until the overlay file holds `bytes`. */
+/** Waits until the overlay file holds `bytes` (and the valid bits have followed). */
 async function waitUntilCached(overlay: string, bytes: number): Promise<void> {
   for (let i = 0; fs.statSync(overlay).blocks * 512 < bytes; i++) {
-    assert.ok(i < 100, `the overlay file holds ${fs.statSync(overlay).blocks * 512} bytes, not the ${bytes} fetched`);
+    assert.ok(i < 100, `the overlay file holds ${fs.statSync(overlay).blocks * 512} bytes, not the ${bytes} expected`);
     await new Promise((r) => setTimeout(r, 100));
   }
   await new Promise((r) => setTimeout(r, 200)); // the valid bits follow each write's completion
@@ -151,16 +151,25 @@ test('a write to blocks that are not local, and an unmap, still go through the d
   await qemuIoOk(url, [`write -P 0x44 ${7 * MiB} 64k`, `read -P 0x44 ${7 * MiB} 64k`, 'flush']);
 });
 
-test('blocks fetched from Swift are kept in the overlay (written with O_DIRECT) and then read without the daemon', async () => {
+test('blocks fetched from Swift are kept in the gateway cache, not the overlay: they read without Swift, through the daemon', async () => {
   importStriped('fetched');
   const url = serve!.url('fetched');
-  // Through the daemon: a sequential reader is read ahead of; both 8 MiB objects are fetched and kept as cache.
+  // a sequential reader is read ahead of; both 8 MiB objects are fetched and kept in serve's cache
   await qemuIoOk(url, READ_ALL_STRIPES, { flags: ['-r'] });
-  await waitUntilCached(path.join(stateDir, 'volumes', 'fetched', 'overlay'), 16 * MiB);
-  // serve stopped: only direct I/O from the overlay file can answer, with what was fetched.
-  await whileStopped(() =>
-    qemuIoOk(url, ['read -P 0x63 3M 1M', 'read -P 0x67 7M 1M', 'read -P 0x69 9M 64k', 'read -P 0x6f 15M 1M'], { flags: ['-r'], timeoutMs: 60_000 }),
-  );
+  const overlay = path.join(stateDir, 'volumes', 'fetched', 'overlay');
+  assert.equal(fs.statSync(overlay).blocks, 0, 'clean data is not kept in the overlay (only what is written is)');
+  // Swift frozen: only the cache can answer
+  const resume = pauseSwiftProxy(swift);
+  try {
+    await qemuIoOk(url, ['read -P 0x63 3M 1M', 'read -P 0x67 7M 1M', 'read -P 0x69 9M 64k', 'read -P 0x6f 15M 1M'], { flags: ['-r'], timeoutMs: 60_000 });
+  } finally {
+    resume();
+  }
+  // and not without the daemon: clean blocks are not local to bs_swift
+  await whileStopped(async () => {
+    const r = await qemuIo(url, ['read -P 0x63 3M 4k'], { flags: ['-r'], timeoutMs: 8_000 });
+    assert.ok(r.timedOut || r.code !== 0 || /failed|error/i.test(r.stdout + r.stderr), 'a clean block waits for the daemon');
+  });
 });
 
 test('direct writes not yet collected when the daemon is killed are in the next snapshot; without the daemon they fail', async () => {
@@ -196,9 +205,9 @@ test('tgtd killed right after a direct write, serve still up: the written blocks
   const own = await startServe({ ...cliEnv, LD_PRELOAD: shim, SWIFTVOL_TEST_KILL_AFTER_PWRITE_TO: overlay }, killedPort);
   try {
     const url = own.url('k');
-    // Blocks fetched from Swift become clean local blocks: the ones bs_swift may overwrite directly.
-    await qemuIoOk(url, READ_ALL_STRIPES, { flags: ['-r'] });
-    await waitUntilCached(overlay, 16 * MiB);
+    // Blocks written through the daemon become local blocks: the ones bs_swift may overwrite directly.
+    await qemuIoOk(url, [`write -P 0x66 ${2 * MiB} 64k`, 'flush']);
+    await waitUntilCached(overlay, 64 * 1024);
     const tgtdPid = (JSON.parse(fs.readFileSync(path.join(dir, 'run', 'tgtd.json'), 'utf8')) as { pid: number }).pid;
     await qemuIo(url, [`write -P 0x77 ${2 * MiB} 64k`], { flags: ['-t', 'unsafe'], timeoutMs: 20_000 });
     assert.throws(() => process.kill(tgtdPid, 0), 'tgtd was killed by the shim');

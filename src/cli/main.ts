@@ -3,7 +3,9 @@
 // one line on stderr; a stack trace only with SWIFTVOL_DEBUG=1.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
+import fs from 'node:fs';
 import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
+import type { GatewayCache } from '../engine/gateway-cache.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { SnapshotStatus } from '../engine/snapshot.js';
 import type { ScrubReport } from '../engine/scrub.js';
@@ -80,6 +82,12 @@ function storesArg(text: string): string[] {
   return names;
 }
 
+const cacheSizeArg = argument((text) => {
+  const n = parseSize(text);
+  if (n < 0 || n % 4096 !== 0) throw new Error(`cache size '${text}' is not a multiple of 4K`);
+  return n;
+});
+
 function countArg(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError(`'${text}' is not a number from 1 to 64`);
@@ -88,13 +96,21 @@ function countArg(text: string): number {
 
 // The engine, the daemon and the HTTP client are loaded by the commands that
 // use them: a command answered by a running serve starts in a third of the time.
-async function newEngine(store: ObjectStore, opts: GlobalOptions): Promise<Engine> {
+async function newEngine(store: ObjectStore, opts: GlobalOptions, cache?: GatewayCache): Promise<Engine> {
   const [{ Engine }, { VolumeKey }] = await Promise.all([import('../engine/engine.js'), import('../engine/volume-key.js')]);
   const seconds = Number(process.env.SWIFTVOL_LEASE_SECONDS);
   return new Engine(store, opts.stateDir, {
     ...(Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {}),
     ...(opts.keyFile ? { key: VolumeKey.fromFile(opts.keyFile) } : {}),
+    ...(cache ? { cache } : {}),
   });
+}
+
+/** The clean cache's budget when --cache-size is not given: a tenth of the state dir's filesystem. */
+function defaultCacheSize(stateDir: string): number {
+  fs.mkdirSync(stateDir, { recursive: true });
+  const st = fs.statfsSync(stateDir);
+  return Math.floor((st.bsize * st.blocks) / 10 / 4096) * 4096;
 }
 
 /** VOLUME@SNAPSHOT. */
@@ -583,13 +599,20 @@ function buildProgram(): Command {
     .option('--portal <addr:port>', 'iSCSI portal of the tgtd started here', portalArg, { host: '127.0.0.1', port: 3260 })
     .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
-    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean }) => {
+    .option('--cache-size <size>', "bound of the clean cache of all served volumes (default: a tenth of the state dir's filesystem)", cacheSizeArg)
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number }) => {
       const global = program.opts<GlobalOptions>();
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
+      // before the cache opens: opening it tidies its files, which must not happen under a running serve
+      if ((await sendControl(global.stateDir, { op: 'status' }, 5000).catch(() => null)) !== null) {
+        throw new EngineError(`swiftvol serve is already running on ${global.stateDir}`);
+      }
+      const { GatewayCache } = await import('../engine/gateway-cache.js');
+      const cache = GatewayCache.open(global.stateDir, opts.cacheSize ?? defaultCacheSize(global.stateDir));
       const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log });
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
-        engine: await newEngine(store, global),
+        engine: await newEngine(store, global, cache),
         stateDir: global.stateDir,
         host: opts.portal.host,
         port: opts.portal.port,
@@ -597,7 +620,7 @@ function buildProgram(): Command {
         noTgtd: !opts.tgtd,
         log,
       });
-      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}`);
+      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, clean cache up to ${formatSize(cache.blocks.budget)} (${formatSize(cache.blocks.stats().bytes)} held)`);
       // Signals are handled from the start: one during start-up stops cleanly once started.
       const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
@@ -613,12 +636,14 @@ function buildProgram(): Command {
         await daemon.start();
       } catch (err) {
         await store.close();
+        cache.close();
         throw err;
       }
       log(opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only');
       await stopped;
       await daemon.stop();
       await store.close();
+      cache.close();
       log('stopped');
     });
 

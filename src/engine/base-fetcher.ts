@@ -13,6 +13,7 @@ import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../fo
 import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
 import type { VolumeKey } from './volume-key.js';
 import { StreamDetector } from './read-ahead.js';
+import { objectKey, type Fetch, type GatewayCache } from './gateway-cache.js';
 
 /** Objects' worth a stream is read ahead of at most (8 measured no faster here, and held ~40 MiB more in memory). */
 const READ_AHEAD_CHUNKS = 4;
@@ -27,17 +28,13 @@ export interface Install {
   done: Promise<void>;
 }
 
-interface Fetch {
-  first: number;
-  end: number;
-  data: Promise<Buffer>;
-}
-
 export interface BaseFetcherOptions {
   /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
   cacheReads: boolean;
   /** The key of an encrypted volume. */
   key?: VolumeKey;
+  /** The gateway's cache: fetched blocks are kept there (shared with other volumes), not in the overlay. */
+  cache?: GatewayCache;
 }
 
 export class BaseFetcher {
@@ -46,8 +43,9 @@ export class BaseFetcher {
   private readonly cacheReads: boolean;
   private readonly objects: ChunkObjects;
   private readonly key: VolumeKey | undefined;
-  /** In-flight fetches per chunk, so overlapping readers share one GET. */
-  private readonly fetches = new Map<number, Fetch[]>();
+  /** In-flight fetches per object, so overlapping readers share one GET (the gateway's readers, with a cache). */
+  private readonly fetches: Map<string, Fetch[]>;
+  private readonly cache: GatewayCache | undefined;
   /** Fetched blocks being written to the overlay in the background: writes to them wait. */
   private readonly installs = new Set<Install>();
   /** The sequential streams of cold reads (none for a one-pass reader, which fetches what it reads). */
@@ -66,6 +64,8 @@ export class BaseFetcher {
     this.cacheReads = options.cacheReads;
     this.objects = chunkObjectsOf(store);
     this.key = options.key;
+    this.cache = options.cacheReads ? options.cache : undefined;
+    this.fetches = this.cache?.fetches ?? new Map();
     this.streams = this.cacheReads ? new StreamDetector(READ_AHEAD_CHUNKS * this.objectSize, this.size, this.objectSize) : null;
   }
 
@@ -80,7 +80,7 @@ export class BaseFetcher {
    * shorter than the blocks at the volume's end.
    */
   fetch(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
-    const inFlight = this.fetches.get(chunk) ?? [];
+    const inFlight = this.fetches.get(objectKey(ref, chunk)) ?? [];
     if (inFlight.length === 0 || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end);
     // Parts of the range are being fetched already (read ahead): those are shared, the gaps fetched.
     const parts: Promise<Buffer>[] = [];
@@ -171,9 +171,14 @@ export class BaseFetcher {
   private warm(chunk: number, first: number, end: number): Promise<unknown> | null {
     const ref = this.base()?.lookup(chunk);
     if (!ref) return null;
-    const inFlight = this.fetches.get(chunk) ?? [];
+    const key = objectKey(ref, chunk);
+    const inFlight = this.fetches.get(key) ?? [];
+    const base = chunk * (this.objectSize / BLOCK_SIZE);
     const taken = (b: number): boolean =>
-      this.overlay.blockSource(b) !== 'base' || this.installing(b, b + 1) !== undefined || inFlight.some((f) => f.first <= b && b < f.end);
+      this.overlay.blockSource(b) !== 'base' ||
+      this.installing(b, b + 1) !== undefined ||
+      inFlight.some((f) => f.first <= b && b < f.end) ||
+      (this.cache?.blocks.has(key, b - base, b - base + 1) ?? false);
     const started: Promise<Buffer>[] = [];
     for (let b = first; b < end; ) {
       while (b < end && taken(b)) b++;
@@ -219,7 +224,8 @@ export class BaseFetcher {
 
   /** One GET for blocks [first, end) of a chunk, or a share of one in flight that covers them. */
   private fetchBlocks(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
-    const list = this.fetches.get(chunk);
+    const key = objectKey(ref, chunk);
+    const list = this.fetches.get(key);
     const shared = list?.find((f) => f.first <= first && f.end >= end);
     if (shared) return shared.data.then((data) => data.subarray((first - shared.first) * BLOCK_SIZE));
 
@@ -227,6 +233,10 @@ export class BaseFetcher {
     const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
     const start = first * BLOCK_SIZE - chunkStart;
     const stop = Math.min(end * BLOCK_SIZE - chunkStart, chunkBytes);
+    const cache = this.cache?.blocks;
+    const base = chunkStart / BLOCK_SIZE;
+    const cached = cache?.read(key, first - base, end - base, stop - start);
+    if (cached) return Promise.resolve(cached);
     const entry: Fetch = {
       first,
       end,
@@ -234,17 +244,18 @@ export class BaseFetcher {
         if (data.length !== stop - start) {
           throw new Error(`chunk ${chunk} of ${ref.container} returned ${data.length} bytes for a ${stop - start}-byte range`);
         }
-        if (this.cacheReads) this.installClean(first, data);
+        if (cache) cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data);
+        else if (this.cacheReads) this.installClean(first, data);
         return data;
       }),
     };
     const entries = list ?? [];
     entries.push(entry);
-    this.fetches.set(chunk, entries);
+    this.fetches.set(key, entries);
     const forget = (): void => {
       const i = entries.indexOf(entry);
       if (i >= 0) entries.splice(i, 1);
-      if (entries.length === 0) this.fetches.delete(chunk);
+      if (entries.length === 0 && this.fetches.get(key) === entries) this.fetches.delete(key);
     };
     entry.data.then(forget, forget);
     return entry.data;

@@ -18,6 +18,7 @@ import {
   type VolumeMetadata,
   type VolumeEncryption,
   type ParentRef,
+  type ChunkRef,
 } from '../format/volume-format.js';
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
 import { DEFAULT_LEASE_MS, Lease } from './lease.js';
@@ -35,6 +36,8 @@ import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import { mirrorOf } from '../store/mirror-store.js';
+import { BlockCache } from '../cache/block-cache.js';
+import { GatewayCache, objectKey } from './gateway-cache.js';
 import type { ResyncOptions } from '../store/mirror-resync.js';
 import { addMirror, checkAttach, collectionStores, placeVolume, removeMirror, resyncVolume, storeStates, type StoreState, type VolumeResync } from './mirroring.js';
 
@@ -108,9 +111,13 @@ export class Engine {
   /** The key of encrypted volumes, if one was given (--key-file, SWIFTVOL_KEY_FILE). */
   private readonly key: VolumeKey | undefined;
 
-  constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number; key?: VolumeKey } = {}) {
+  /** The gateway's cache, when this engine serves (shared by the volumes it opens). */
+  private readonly cache: GatewayCache | undefined;
+
+  constructor(readonly store: ObjectStore, stateDir: string, options: { leaseMs?: number; key?: VolumeKey; cache?: GatewayCache } = {}) {
     this.catalog = new VolumeCatalog(store);
     this.state = new StateDir(stateDir);
+    this.cache = options.cache;
     // A lease renewal may wait a mirror's deadline for a store that stalls: it must outlast that.
     this.leaseMs = options.leaseMs ?? Math.max(DEFAULT_LEASE_MS, 3 * (mirrorOf(store)?.deadlineMs ?? 0));
     this.key = options.key;
@@ -242,7 +249,7 @@ export class Engine {
       const overlay = Overlay.open(this.state.volumeDir(name), meta);
       try {
         const base = this.localBase(overlay, meta.uuid, name);
-        const volume = new Volume(name, this.store, overlay, base, { cacheReads: options.cacheReads, onClose: done, onAbandon, key });
+        const volume = new Volume(name, this.store, overlay, base, { cacheReads: options.cacheReads, onClose: done, onAbandon, key, cache: this.cache });
         this.metadataOf.set(volume, meta);
         return volume;
       } catch (err) {
@@ -609,6 +616,9 @@ export class Engine {
     const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
     if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null, cachedBytes: null };
     const local = Overlay.inspect(this.state.volumeDir(summary.name));
-    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE, cachedBytes: local.cachedBlocks * BLOCK_SIZE };
+    // clean cache: in the overlay (an engine without a gateway cache), and in the gateway's cache of this state dir
+    const keys = new Set([...(local.base?.chunks ?? new Map<number, ChunkRef>())].map(([chunk, ref]) => objectKey(ref, chunk)));
+    const gateway = keys.size > 0 ? BlockCache.committedBytes(GatewayCache.dir(this.state.root), keys) : 0;
+    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE, cachedBytes: local.cachedBlocks * BLOCK_SIZE + gateway };
   }
 }

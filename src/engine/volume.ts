@@ -6,6 +6,7 @@
 // not local yet, which must read the rest of that block first. While a
 // snapshot is being uploaded, every change goes through its freeze first
 // (SnapshotFreeze: copy before change).
+import type { GatewayCache } from './gateway-cache.js';
 import type { BlockDevice, DirectAccess, DirectSession } from './block-device.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { Overlay } from '../overlay/overlay.js';
@@ -15,8 +16,10 @@ import { SnapshotFreeze } from './snapshot-freeze.js';
 import type { VolumeKey } from './volume-key.js';
 
 export interface VolumeOptions {
-  /** Keep fetched blocks in the overlay as clean cache (off for one-pass readers such as export). */
+  /** Keep fetched blocks as clean cache (off for one-pass readers such as export). */
   cacheReads?: boolean;
+  /** The gateway's cache, shared by the volumes of one serve: fetched blocks are kept there instead of in the overlay. */
+  cache?: GatewayCache;
   /** Runs after close() has flushed and released the overlay (to drop a lease, a lock, a temp dir). */
   onClose?: () => void | Promise<void>;
   /** Runs on abandon(), at once: what a crash would release (a lock), not what it would leave (a lease). */
@@ -52,7 +55,7 @@ export class Volume implements BlockDevice, DirectAccess {
     this.size = overlay.size;
     this.objectSize = overlay.objectSize;
     this.blocksPerChunk = this.objectSize / BLOCK_SIZE;
-    this.fetcher = new BaseFetcher(store, overlay, () => this.base, { cacheReads: options.cacheReads ?? true, key: options.key });
+    this.fetcher = new BaseFetcher(store, overlay, () => this.base, { cacheReads: options.cacheReads ?? true, key: options.key, cache: options.cache });
     this.onClose = options.onClose;
     this.onAbandon = options.onAbandon ?? options.onClose;
   }

@@ -57,6 +57,8 @@ export type BlockSource = 'overlay' | 'zero' | 'base';
 export interface OverlaySummary {
   /** Sequence number of the base version, if one is recorded. */
   baseSeq: number | null;
+  /** The base version's table, if one is recorded. */
+  base: VersionTable | null;
   dirtyBlocks: number;
   /** Blocks fetched from the base and kept (valid, not dirty): clean cache, as of the last commit. */
   cachedBlocks: number;
@@ -205,13 +207,15 @@ export class Overlay {
     const db = new Database(path.join(dir, 'state.db'), { readonly: true, fileMustExist: true });
     try {
       const row = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_SEQ}'`).get() as { value: string } | undefined;
+      const table = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_TABLE}'`).get() as { value: string } | undefined;
       let dirtyBlocks = 0;
       let cachedBlocks = 0;
       for (const chunk of db.prepare('SELECT valid, dirty FROM chunks').iterate() as Iterable<{ valid: Buffer; dirty: Buffer }>) {
         dirtyBlocks += countBits(chunk.dirty);
         cachedBlocks += countAndNot(chunk.valid, chunk.dirty);
       }
-      return { baseSeq: row === undefined ? null : Number(row.value), dirtyBlocks, cachedBlocks };
+      const base = table === undefined ? null : VersionTable.decode(Buffer.from(table.value), path.join(dir, 'state.db'));
+      return { baseSeq: row === undefined ? null : Number(row.value), base, dirtyBlocks, cachedBlocks };
     } finally {
       db.close();
     }

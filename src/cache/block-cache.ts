@@ -1,0 +1,286 @@
+// The gateway's clean cache (issue 14): blocks of data objects fetched from
+// the store, shared by every volume one serve has open, keyed by object
+// ("container/name"). Data objects are write-once and uniquely named, so a
+// cached block is valid for every volume whose table names its object: a
+// clone's, a snapshot's, its parent's. Dirty data never comes here; it stays
+// in each volume's overlay.
+//
+// Bounded: the blocks it holds never exceed its budget; when a write would
+// pass it, the objects used least recently are evicted and their files
+// deleted. Crash-safe: every block has a CRC32C beside it, checked on every
+// read, so a block whose write did not land (a crash, a torn write) reads as
+// absent, never as wrong bytes; on open, what the database does not vouch
+// for is punched out of the files, so the bound holds after a crash too.
+//
+// Layout under dir: cache.db (SQLite, WAL): one row per object (its file,
+// a bitmap of the 4 KiB blocks present, their CRC32Cs, bytes, last use);
+// objects/<sha1 of the key>: the object's bytes at their offsets, sparse.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { crc32c, overlayIo } from '../native/addons.js';
+
+export const CACHE_BLOCK = 4096;
+/** How often the in-memory state is committed (what a crash can lose is cache, never correctness). */
+const COMMIT_MS = 1000;
+
+interface Entry {
+  key: string;
+  file: string;
+  /** One bit per block present. */
+  bits: Uint8Array;
+  /** CRC32C of each present block (4 bytes, little-endian). */
+  sums: Buffer;
+  blocks: number;
+  used: number;
+  dirty: boolean;
+}
+
+function hasBit(bits: Uint8Array, i: number): boolean {
+  return (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+}
+
+function setBit(bits: Uint8Array, i: number): void {
+  bits[i >> 3]! |= 1 << (i & 7);
+}
+
+export interface CacheStats {
+  bytes: number;
+  budget: number;
+  objects: number;
+  evicted: number;
+}
+
+export class BlockCache {
+  private readonly db: Database.Database;
+  private readonly entries = new Map<string, Entry>();
+  private blocksHeld = 0;
+  private tick = 0;
+  private evicted = 0;
+  private readonly timer: NodeJS.Timeout;
+  private readonly objectsDir: string;
+
+  private constructor(
+    readonly dir: string,
+    /** Bytes of blocks it may hold. */
+    readonly budget: number,
+  ) {
+    this.objectsDir = path.join(dir, 'objects');
+    fs.mkdirSync(this.objectsDir, { recursive: true });
+    this.db = new Database(path.join(dir, 'cache.db'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.exec('CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, file TEXT NOT NULL, bits BLOB NOT NULL, sums BLOB NOT NULL, used INTEGER NOT NULL)');
+    this.load();
+    this.timer = setInterval(() => this.commit(), COMMIT_MS);
+    this.timer.unref();
+  }
+
+  /** Opens (or creates) the cache in dir with a budget in bytes. */
+  static open(dir: string, budget: number): BlockCache {
+    return new BlockCache(dir, budget);
+  }
+
+  /** Reads what the database holds; drops files it does not know and punches out blocks it does not vouch for. */
+  private load(): void {
+    const rows = this.db.prepare('SELECT key, file, bits, sums, used FROM entries').all() as Array<{ key: string; file: string; bits: Buffer; sums: Buffer; used: number }>;
+    const known = new Set<string>();
+    for (const row of rows) {
+      const file = path.join(this.objectsDir, row.file);
+      if (!fs.existsSync(file)) {
+        this.db.prepare('DELETE FROM entries WHERE key = ?').run(row.key);
+        continue;
+      }
+      const bits = new Uint8Array(row.bits);
+      let blocks = 0;
+      for (let i = 0; i < bits.length * 8; i++) if (hasBit(bits, i)) blocks++;
+      const entry: Entry = { key: row.key, file: row.file, bits, sums: Buffer.from(row.sums), blocks, used: row.used, dirty: false };
+      this.punchAbsent(entry);
+      this.entries.set(row.key, entry);
+      this.blocksHeld += blocks;
+      this.tick = Math.max(this.tick, row.used);
+      known.add(row.file);
+    }
+    for (const f of fs.readdirSync(this.objectsDir)) if (!known.has(f)) fs.rmSync(path.join(this.objectsDir, f), { force: true });
+    this.evictOver(0);
+  }
+
+  /** Frees the space of blocks written but not vouched for (a crash between the write and the commit). */
+  private punchAbsent(entry: Entry): void {
+    const file = path.join(this.objectsDir, entry.file);
+    const size = fs.statSync(file).size;
+    const fd = fs.openSync(file, 'r+');
+    try {
+      const blocks = Math.ceil(size / CACHE_BLOCK);
+      for (let i = 0; i < blocks; ) {
+        if (hasBit(entry.bits, i)) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < blocks && !hasBit(entry.bits, j)) j++;
+        overlayIo().punchHole(fd, i * CACHE_BLOCK, (j - i) * CACHE_BLOCK);
+        i = j;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Bytes held of these objects as of the last commit, read without opening
+   * the cache (a serve may have it open): for `volume info`. 0 without a cache.
+   */
+  static committedBytes(dir: string, keys: ReadonlySet<string>): number {
+    const file = path.join(dir, 'cache.db');
+    if (!fs.existsSync(file)) return 0;
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      let blocks = 0;
+      for (const row of db.prepare('SELECT key, bits FROM entries').iterate() as Iterable<{ key: string; bits: Buffer }>) {
+        if (!keys.has(row.key)) continue;
+        for (const byte of row.bits) for (let x = byte; x; x &= x - 1) blocks++;
+      }
+      return blocks * CACHE_BLOCK;
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Bytes held, the budget, objects, evictions so far. */
+  stats(): CacheStats {
+    return { bytes: this.blocksHeld * CACHE_BLOCK, budget: this.budget, objects: this.entries.size, evicted: this.evicted };
+  }
+
+  /** Bytes held of these objects (a volume's, for `volume info`). */
+  bytesOf(keys: Iterable<string>): number {
+    let blocks = 0;
+    for (const k of keys) blocks += this.entries.get(k)?.blocks ?? 0;
+    return blocks * CACHE_BLOCK;
+  }
+
+  /** Whether every block of [first, end) of the object is held. */
+  has(key: string, first: number, end: number): boolean {
+    const e = this.entries.get(key);
+    if (!e) return false;
+    for (let b = first; b < end; b++) if (!hasBit(e.bits, b)) return false;
+    return true;
+  }
+
+  /**
+   * Blocks [first, end) of the object, `length` bytes from block first (the
+   * last block of an object may be short), checked; null if any of them is
+   * not held or fails its check (it is then dropped: a miss, fetched again).
+   */
+  read(key: string, first: number, end: number, length: number): Buffer | null {
+    const e = this.entries.get(key);
+    if (!e || !this.has(key, first, end)) return null;
+    const out = Buffer.allocUnsafe(length);
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(this.objectsDir, e.file), 'r');
+    } catch {
+      this.drop(e);
+      return null;
+    }
+    try {
+      const got = fs.readSync(fd, out, 0, length, first * CACHE_BLOCK);
+      if (got !== length) {
+        this.drop(e);
+        return null;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (crc32c().verifyBlocks(out, CACHE_BLOCK, e.sums.subarray(first * 4, end * 4)) >= 0) {
+      this.drop(e); // a block that did not land as it was written: the object is fetched again
+      return null;
+    }
+    e.used = ++this.tick;
+    e.dirty = true;
+    return out;
+  }
+
+  /**
+   * Keeps bytes of an object from block `first` on (data.length bytes; the
+   * object's last block may be short), `blocksInObject` its block count.
+   * Evicts the least recently used objects first if the budget needs it;
+   * keeps nothing if the data alone is over budget.
+   */
+  write(key: string, blocksInObject: number, first: number, data: Uint8Array): void {
+    const blocks = Math.ceil(data.length / CACHE_BLOCK);
+    let e = this.entries.get(key);
+    const adding = e ? [...Array(blocks).keys()].filter((i) => !hasBit(e!.bits, first + i)).length : blocks;
+    if (adding * CACHE_BLOCK > this.budget) return;
+    this.evictOver(adding * CACHE_BLOCK, key);
+    if (!e) {
+      e = {
+        key,
+        file: createHash('sha1').update(key).digest('hex'),
+        bits: new Uint8Array(Math.ceil(blocksInObject / 8)),
+        sums: Buffer.alloc(blocksInObject * 4),
+        blocks: 0,
+        used: 0,
+        dirty: true,
+      };
+      this.entries.set(key, e);
+    }
+    // data first, then the bits that vouch for it (committed later, with the sums)
+    const fd = fs.openSync(path.join(this.objectsDir, e.file), fs.existsSync(path.join(this.objectsDir, e.file)) ? 'r+' : 'w+');
+    try {
+      let done = 0;
+      while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, first * CACHE_BLOCK + done);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const sums = crc32c().blockSums(data, CACHE_BLOCK);
+    for (let i = 0; i < blocks; i++) {
+      const b = first + i;
+      sums.copy(e.sums, b * 4, i * 4, i * 4 + 4);
+      if (!hasBit(e.bits, b)) {
+        setBit(e.bits, b);
+        e.blocks++;
+        this.blocksHeld++;
+      }
+    }
+    e.used = ++this.tick;
+    e.dirty = true;
+  }
+
+  /** Evicts least recently used objects (not `keep`) until `more` bytes fit in the budget. */
+  private evictOver(more: number, keep?: string): void {
+    if ((this.blocksHeld * CACHE_BLOCK) + more <= this.budget) return;
+    const byUse = [...this.entries.values()].filter((e) => e.key !== keep).sort((a, b) => a.used - b.used);
+    for (const e of byUse) {
+      if (this.blocksHeld * CACHE_BLOCK + more <= this.budget) break;
+      this.drop(e);
+      this.evicted++;
+    }
+  }
+
+  private drop(e: Entry): void {
+    this.entries.delete(e.key);
+    this.blocksHeld -= e.blocks;
+    fs.rmSync(path.join(this.objectsDir, e.file), { force: true });
+    this.db.prepare('DELETE FROM entries WHERE key = ?').run(e.key);
+  }
+
+  /** Commits what changed since the last commit. */
+  commit(): void {
+    const changed = [...this.entries.values()].filter((e) => e.dirty);
+    if (changed.length === 0) return;
+    const put = this.db.prepare('INSERT INTO entries (key, file, bits, sums, used) VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET bits = excluded.bits, sums = excluded.sums, used = excluded.used');
+    this.db.transaction(() => {
+      for (const e of changed) {
+        put.run(e.key, e.file, Buffer.from(e.bits), e.sums, e.used);
+        e.dirty = false;
+      }
+    })();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.commit();
+    this.db.close();
+  }
+}
