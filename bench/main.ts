@@ -696,7 +696,7 @@ async function bootRows(ctx: Ctx): Promise<void> {
   const clones = Array.from({ length: STORM }, (_, i) => `${GUEST_VOLUME}-c${i + 1}`);
   const imported = await step(all, `swiftvol import of the guest disk as ${GUEST_VOLUME} (${(fs.statSync(g.disk).size / GiB).toFixed(0)} GiB raw, ${((fs.statSync(g.disk).blocks * 512) / MiB).toFixed(0)} MiB allocated)`, async () => {
     const r = await sv(ctx, importer, ['import', g.disk, GUEST_VOLUME, '--concurrency', String(IMPORT_CONCURRENCY)], 600_000);
-    note('boot_fetch_ratio', `swiftvol import of the guest disk: ${r.seconds.toFixed(1)} s`);
+    note(all.find(selected)!, `swiftvol import of the guest disk: ${r.seconds.toFixed(1)} s`);
   });
   if (!imported) return;
   const cloned = await step(['boot_storm_4_fetch_ratio'], `swiftvol snapshot create ${GUEST_VOLUME} s1, clone ${GUEST_VOLUME}@s1 as ${clones.join(', ')}`, async () => {

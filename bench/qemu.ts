@@ -176,7 +176,9 @@ export async function bootGuest(guest: Guest, url: string, options: { dir: strin
       exited = true;
       resolve(`cannot run qemu-system-x86_64: ${err.message}`);
     });
-    qemu.once('exit', (code, signal) => {
+    qemu.once('exit', () => (exited = true));
+    // 'close': once its output is read to the end too (for the console's tail)
+    qemu.once('close', (code, signal) => {
       exited = true;
       resolve(`QEMU exited (${code ?? signal})`);
     });

@@ -20,18 +20,18 @@ function allocated(dir: string): number {
   return bytes;
 }
 
-test('blocks read back as written; what is not held is a miss', () => {
+test('blocks read back as written; what is not held is a miss', async () => {
   const tmp = tempDir('swiftvol-cache-');
   try {
     const cache = BlockCache.open(tmp.dir, 8 * 1024 * KiB);
     const data = randomBytes(64 * KiB);
-    cache.write('c/a', OBJECT_BLOCKS, 16, data);
+    await cache.write('c/a', OBJECT_BLOCKS, 16, data);
     assert.deepEqual(cache.read('c/a', 16, 32, 64 * KiB), data);
     assert.deepEqual(cache.read('c/a', 20, 24, 16 * KiB), data.subarray(16 * KiB, 32 * KiB));
     assert.equal(cache.read('c/a', 15, 17, 8 * KiB), null, 'block 15 was never written');
     assert.equal(cache.read('c/b', 0, 1, CACHE_BLOCK), null);
     // an object's short last block
-    cache.write('c/short', 3, 2, Buffer.from('tail'));
+    await cache.write('c/short', 3, 2, Buffer.from('tail'));
     assert.equal(cache.read('c/short', 2, 3, 4)!.toString(), 'tail');
     assert.equal(cache.stats().bytes, 17 * CACHE_BLOCK);
     assert.equal(cache.bytesOf(['c/a', 'c/none']), 16 * CACHE_BLOCK);
@@ -41,22 +41,22 @@ test('blocks read back as written; what is not held is a miss', () => {
   }
 });
 
-test('the budget is never passed: the least recently used objects go, and their space with them', () => {
+test('the budget is never passed: the least recently used objects go, and their space with them', async () => {
   const tmp = tempDir('swiftvol-cache-');
   try {
     const budget = 1024 * KiB; // four 256 KiB pieces
     const cache = BlockCache.open(tmp.dir, budget);
     const piece = (k: string): Buffer => Buffer.alloc(256 * KiB, k.charCodeAt(0));
-    for (const k of ['a', 'b', 'c', 'd']) cache.write(`c/${k}`, OBJECT_BLOCKS, 0, piece(k));
+    for (const k of ['a', 'b', 'c', 'd']) await cache.write(`c/${k}`, OBJECT_BLOCKS, 0, piece(k));
     assert.ok(cache.read('c/a', 0, 64, 256 * KiB), 'a is used again: b is now the least recently used');
-    cache.write('c/e', OBJECT_BLOCKS, 0, piece('e'));
+    await cache.write('c/e', OBJECT_BLOCKS, 0, piece('e'));
     assert.equal(cache.read('c/b', 0, 1, CACHE_BLOCK), null, 'b was evicted');
     for (const k of ['a', 'c', 'd', 'e']) assert.ok(cache.read(`c/${k}`, 0, 64, 256 * KiB)?.equals(piece(k)), `${k} is held`);
     assert.ok(cache.stats().bytes <= budget);
     assert.ok(allocated(tmp.dir) <= budget, `files hold ${allocated(tmp.dir)} bytes, the budget is ${budget}`);
     assert.equal(cache.stats().evicted, 1);
     // more than the budget at once is not kept at all
-    cache.write('c/huge', 1024, 0, Buffer.alloc(2 * budget));
+    await cache.write('c/huge', 1024, 0, Buffer.alloc(2 * budget));
     assert.equal(cache.read('c/huge', 0, 1, CACHE_BLOCK), null);
     assert.ok(cache.stats().bytes <= budget);
     cache.close();
@@ -65,18 +65,18 @@ test('the budget is never passed: the least recently used objects go, and their 
   }
 });
 
-test('a restart keeps what was committed; a crash leaves nothing the database does not vouch for', () => {
+test('a restart keeps what was committed; a crash leaves nothing the database does not vouch for', async () => {
   const tmp = tempDir('swiftvol-cache-');
   try {
     const kept = randomBytes(128 * KiB);
     const first = BlockCache.open(tmp.dir, 4 * 1024 * KiB);
-    first.write('c/kept', OBJECT_BLOCKS, 0, kept);
+    await first.write('c/kept', OBJECT_BLOCKS, 0, kept);
     first.close();
     const second = BlockCache.open(tmp.dir, 4 * 1024 * KiB);
     assert.deepEqual(second.read('c/kept', 0, 32, 128 * KiB), kept, 'held across a restart');
     // written, never committed: as if serve was killed before its next commit
-    second.write('c/lost', OBJECT_BLOCKS, 0, randomBytes(512 * KiB));
-    second.write('c/kept', OBJECT_BLOCKS, 64, randomBytes(256 * KiB));
+    await second.write('c/lost', OBJECT_BLOCKS, 0, randomBytes(512 * KiB));
+    await second.write('c/kept', OBJECT_BLOCKS, 64, randomBytes(256 * KiB));
     const third = BlockCache.open(tmp.dir, 4 * 1024 * KiB); // `second` never closes: it crashed
     assert.equal(third.read('c/lost', 0, 1, CACHE_BLOCK), null);
     assert.equal(third.read('c/kept', 64, 65, CACHE_BLOCK), null, 'blocks not vouched for are misses');
@@ -90,11 +90,11 @@ test('a restart keeps what was committed; a crash leaves nothing the database do
   }
 });
 
-test('a block changed on the disk is a miss, not wrong bytes', () => {
+test('a block changed on the disk is a miss, not wrong bytes', async () => {
   const tmp = tempDir('swiftvol-cache-');
   try {
     const cache = BlockCache.open(tmp.dir, 4 * 1024 * KiB);
-    cache.write('c/x', OBJECT_BLOCKS, 0, Buffer.alloc(64 * KiB, 1));
+    await cache.write('c/x', OBJECT_BLOCKS, 0, Buffer.alloc(64 * KiB, 1));
     const file = path.join(tmp.dir, 'objects', fs.readdirSync(path.join(tmp.dir, 'objects'))[0]!);
     const fd = fs.openSync(file, 'r+');
     fs.writeSync(fd, Buffer.from([2]), 0, 1, 5000);

@@ -8,24 +8,12 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { onEachStore } from './fixtures/stores.js';
 import { writeImage } from './fixtures/files.js';
-import { PassThroughStore, type StoreOp } from '../src/store/pass-through-store.js';
+import { CountingStore } from './fixtures/counting-store.js';
 import { Engine } from '../src/engine/engine.js';
 import { GatewayCache } from '../src/engine/gateway-cache.js';
 
 const MiB = 1024 * 1024;
 
-/** Counts the bytes GETs return; closing it leaves the store below open (the run owns it). */
-class CountingStore extends PassThroughStore {
-  bytes = 0;
-  protected override async call<T>(op: StoreOp, next: () => Promise<T>): Promise<T> {
-    const result = await next();
-    if (op === 'get' && Buffer.isBuffer(result)) this.bytes += result.length;
-    return result;
-  }
-  override close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 onEachStore((run) => {
   test('four clones of one snapshot reading the same blocks at once fetch them once', async () => {
@@ -59,7 +47,7 @@ onEachStore((run) => {
     } finally {
       for (const v of volumes) await v.close();
     }
-    cache.blocks.commit(); // (serve commits every second; info reads what was committed)
+    await cache.blocks.flush(); // (serve commits every second; info reads what was committed)
     const info = await engine.info('c2');
     assert.ok(info.cachedBytes! >= 8 * 128 * 1024, `volume info counts the cache a clone reads from (${info.cachedBytes})`);
     assert.equal(info.dirtyBytes, 0);

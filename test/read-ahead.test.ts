@@ -10,7 +10,7 @@ import path from 'node:path';
 import { StreamDetector } from '../src/engine/read-ahead.js';
 import { tempDir, writeImage } from './fixtures/files.js';
 import { FileStore } from '../src/store/file-store.js';
-import { PassThroughStore, type StoreOp } from '../src/store/pass-through-store.js';
+import { CountingStore } from './fixtures/counting-store.js';
 import { Engine } from '../src/engine/engine.js';
 
 const KiB = 1024;
@@ -60,15 +60,6 @@ test('the detector: reads in flight that arrive out of order still make a stream
   assert.ok(a > 0 && b > 0, `both interleaved streams read ahead of (${a}, ${b})`);
 });
 
-/** Counts the bytes GETs return. */
-class CountingStore extends PassThroughStore {
-  bytes = 0;
-  protected override async call<T>(op: StoreOp, next: () => Promise<T>): Promise<T> {
-    const result = await next();
-    if (op === 'get' && Buffer.isBuffer(result)) this.bytes += result.length;
-    return result;
-  }
-}
 
 test('a volume fetches what scattered reads read, and streams ahead of a sequential reader', async () => {
   const tmp = tempDir('swiftvol-read-ahead-');

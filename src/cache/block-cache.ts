@@ -58,6 +58,10 @@ export class BlockCache {
   private blocksHeld = 0;
   private tick = 0;
   private evicted = 0;
+  private closed = false;
+  /** Whether O_DIRECT writes work here (they do not on tmpfs). */
+  private direct = true;
+  private readonly writing = new Set<Promise<void>>();
   private readonly timer: NodeJS.Timeout;
   private readonly objectsDir: string;
 
@@ -205,35 +209,40 @@ export class BlockCache {
    * Keeps bytes of an object from block `first` on (data.length bytes; the
    * object's last block may be short), `blocksInObject` its block count.
    * Evicts the least recently used objects first if the budget needs it;
-   * keeps nothing if the data alone is over budget.
+   * keeps nothing if the data alone is over budget. The file write runs on
+   * libuv's pool; the blocks count as held once it is done (data before
+   * bits), and `data` must not change until then.
    */
-  write(key: string, blocksInObject: number, first: number, data: Uint8Array): void {
+  write(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
+    const run = this.store(key, blocksInObject, first, data);
+    this.writing.add(run);
+    const done = (): void => void this.writing.delete(run);
+    run.then(done, done);
+    return run;
+  }
+
+  /** Waits for the writes under way, then commits: what is held is then in the database (for `volume info`, tests). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.writing]);
+    this.commit();
+  }
+
+  private async store(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
     const blocks = Math.ceil(data.length / CACHE_BLOCK);
+    if (blocks * CACHE_BLOCK > this.budget) return;
+    const sums = crc32c().blockSums(data, CACHE_BLOCK);
+    const file = path.join(this.objectsDir, createHash('sha1').update(key).digest('hex'));
+    await this.writeFile(file, data, first * CACHE_BLOCK);
+    if (this.closed) return;
     let e = this.entries.get(key);
     const adding = e ? [...Array(blocks).keys()].filter((i) => !hasBit(e!.bits, first + i)).length : blocks;
-    if (adding * CACHE_BLOCK > this.budget) return;
     this.evictOver(adding * CACHE_BLOCK, key);
+    e = this.entries.get(key);
     if (!e) {
-      e = {
-        key,
-        file: createHash('sha1').update(key).digest('hex'),
-        bits: new Uint8Array(Math.ceil(blocksInObject / 8)),
-        sums: Buffer.alloc(blocksInObject * 4),
-        blocks: 0,
-        used: 0,
-        dirty: true,
-      };
+      if (!fs.existsSync(file)) return; // evicted (its file deleted) while this write ran: keep nothing
+      e = { key, file: path.basename(file), bits: new Uint8Array(Math.ceil(blocksInObject / 8)), sums: Buffer.alloc(blocksInObject * 4), blocks: 0, used: 0, dirty: true };
       this.entries.set(key, e);
     }
-    // data first, then the bits that vouch for it (committed later, with the sums)
-    const fd = fs.openSync(path.join(this.objectsDir, e.file), fs.existsSync(path.join(this.objectsDir, e.file)) ? 'r+' : 'w+');
-    try {
-      let done = 0;
-      while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, first * CACHE_BLOCK + done);
-    } finally {
-      fs.closeSync(fd);
-    }
-    const sums = crc32c().blockSums(data, CACHE_BLOCK);
     for (let i = 0; i < blocks; i++) {
       const b = first + i;
       sums.copy(e.sums, b * 4, i * 4, i * 4 + 4);
@@ -245,6 +254,40 @@ export class BlockCache {
     }
     e.used = ++this.tick;
     e.dirty = true;
+  }
+
+  /**
+   * Writes data at position, on libuv's pool: with O_DIRECT when it is
+   * whole blocks (a cache written through the page cache costs the serve its
+   * CPU twice and crowds out what the page cache is for), else buffered.
+   */
+  private async writeFile(file: string, data: Uint8Array, position: number): Promise<void> {
+    const fd =
+      this.direct && data.length % CACHE_BLOCK === 0
+        ? await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_DIRECT, 0o600).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EINVAL') throw err;
+            this.direct = false; // no O_DIRECT on this filesystem (tmpfs): buffered from now on
+            return null;
+          })
+        : null;
+    if (fd) {
+      try {
+        const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
+        const failed = await new Promise<Error | null>((resolve) => overlayIo().writeAligned(fd.fd, buffer, position, resolve));
+        if (!failed) return;
+        if ((failed as Error & { errno?: number }).errno !== 22) throw failed;
+        this.direct = false; // EINVAL: no O_DIRECT here (tmpfs, or a larger alignment): buffered from now on
+      } finally {
+        await fd.close();
+      }
+    }
+    const handle = await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    try {
+      let done = 0;
+      while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Evicts least recently used objects (not `keep`) until `more` bytes fit in the budget. */
@@ -279,6 +322,7 @@ export class BlockCache {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
     this.commit();
     this.db.close();

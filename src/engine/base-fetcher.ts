@@ -244,8 +244,10 @@ export class BaseFetcher {
         if (data.length !== stop - start) {
           throw new Error(`chunk ${chunk} of ${ref.container} returned ${data.length} bytes for a ${stop - start}-byte range`);
         }
-        if (cache) cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data);
-        else if (this.cacheReads) this.installClean(first, data);
+        if (cache) {
+          // the fetch stays shared until its blocks are in the cache: a reader meanwhile would fetch them again
+          entry.kept = cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data).catch(() => undefined);
+        } else if (this.cacheReads) this.installClean(first, data);
         return data;
       }),
     };
@@ -257,7 +259,7 @@ export class BaseFetcher {
       if (i >= 0) entries.splice(i, 1);
       if (entries.length === 0 && this.fetches.get(key) === entries) this.fetches.delete(key);
     };
-    entry.data.then(forget, forget);
+    entry.data.then(() => (entry.kept ?? Promise.resolve()).then(forget), forget);
     return entry.data;
   }
 

@@ -12,6 +12,8 @@ export interface Fetch {
   first: number;
   end: number;
   data: Promise<Buffer>;
+  /** Settles once the fetched blocks are in the gateway cache. */
+  kept?: Promise<void>;
 }
 
 export class GatewayCache {

@@ -87,7 +87,9 @@ export class StreamDetector {
     // Asked for in large steps, as the kernel does: again once half the window is used up, then
     // up to a whole unit's boundary: large GETs (whole objects) cost the store less per byte.
     if (s.aheadEnd - s.next >= window / 2) return null;
-    const target = Math.min(this.size, Math.ceil((s.next + window) / this.unit) * this.unit);
+    // (to a unit's boundary only once the window spans a unit: a short stream must not fetch a whole object)
+    const reach = s.next + window;
+    const target = Math.min(this.size, window >= this.unit ? Math.ceil(reach / this.unit) * this.unit : reach);
     const from = Math.max(s.aheadEnd, end);
     if (target <= from) return null;
     s.aheadEnd = target;
