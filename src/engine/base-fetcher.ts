@@ -259,7 +259,11 @@ export class BaseFetcher {
       if (i >= 0) entries.splice(i, 1);
       if (entries.length === 0 && this.fetches.get(key) === entries) this.fetches.delete(key);
     };
-    entry.data.then(() => (entry.kept ?? Promise.resolve()).then(forget), forget);
+    const gateway = this.cache;
+    entry.data.then(
+      (data) => (entry.kept ?? Promise.resolve()).then(() => (gateway ? gateway.keep(key, entry, data.length) : forget())),
+      forget,
+    );
     return entry.data;
   }
 

@@ -16,11 +16,35 @@ export interface Fetch {
   kept?: Promise<void>;
 }
 
+/** Bytes of fetched data kept in memory after it reached the cache, for the readers right behind a read-ahead. */
+const RECENT_BYTES = 32 * 1024 * 1024;
+
 export class GatewayCache {
-  /** Fetches in flight by object key, for every volume of the gateway. */
+  /** Fetches in flight by object key, for every volume of the gateway (and the most recent done ones: `keep`). */
   readonly fetches = new Map<string, Fetch[]>();
+  /** Done fetches still in `fetches`, oldest first, with their bytes. */
+  private readonly recent: Array<{ key: string; fetch: Fetch; bytes: number }> = [];
+  private recentBytes = 0;
 
   constructor(readonly blocks: BlockCache) {}
+
+  /**
+   * A fetch whose data reached the cache stays shared a little longer, from
+   * memory: a stream's reader follows right behind its read-ahead, and would
+   * otherwise read back from the cache file what was just written there.
+   */
+  keep(key: string, fetch: Fetch, bytes: number): void {
+    this.recent.push({ key, fetch, bytes });
+    this.recentBytes += bytes;
+    while (this.recentBytes > RECENT_BYTES && this.recent.length > 0) {
+      const old = this.recent.shift()!;
+      this.recentBytes -= old.bytes;
+      const list = this.fetches.get(old.key);
+      const i = list?.indexOf(old.fetch) ?? -1;
+      if (list && i >= 0) list.splice(i, 1);
+      if (list && list.length === 0) this.fetches.delete(old.key);
+    }
+  }
 
   /** The cache of a state dir (under <stateDir>/cache) with a budget in bytes. */
   static open(stateDir: string, budget: number): GatewayCache {
