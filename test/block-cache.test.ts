@@ -26,13 +26,13 @@ test('blocks read back as written; what is not held is a miss', async () => {
     const cache = BlockCache.open(tmp.dir, 8 * 1024 * KiB);
     const data = randomBytes(64 * KiB);
     await cache.write('c/a', OBJECT_BLOCKS, 16, data);
-    assert.deepEqual(cache.read('c/a', 16, 32, 64 * KiB), data);
-    assert.deepEqual(cache.read('c/a', 20, 24, 16 * KiB), data.subarray(16 * KiB, 32 * KiB));
-    assert.equal(cache.read('c/a', 15, 17, 8 * KiB), null, 'block 15 was never written');
-    assert.equal(cache.read('c/b', 0, 1, CACHE_BLOCK), null);
+    assert.deepEqual(await cache.read('c/a', 16, 32, 64 * KiB), data);
+    assert.deepEqual(await cache.read('c/a', 20, 24, 16 * KiB), data.subarray(16 * KiB, 32 * KiB));
+    assert.equal(await cache.read('c/a', 15, 17, 8 * KiB), null, 'block 15 was never written');
+    assert.equal(await cache.read('c/b', 0, 1, CACHE_BLOCK), null);
     // an object's short last block
     await cache.write('c/short', 3, 2, Buffer.from('tail'));
-    assert.equal(cache.read('c/short', 2, 3, 4)!.toString(), 'tail');
+    assert.equal((await cache.read('c/short', 2, 3, 4))!.toString(), 'tail');
     assert.equal(cache.stats().bytes, 17 * CACHE_BLOCK);
     assert.equal(cache.bytesOf(['c/a', 'c/none']), 16 * CACHE_BLOCK);
     cache.close();
@@ -48,16 +48,16 @@ test('the budget is never passed: the least recently used objects go, and their 
     const cache = BlockCache.open(tmp.dir, budget);
     const piece = (k: string): Buffer => Buffer.alloc(256 * KiB, k.charCodeAt(0));
     for (const k of ['a', 'b', 'c', 'd']) await cache.write(`c/${k}`, OBJECT_BLOCKS, 0, piece(k));
-    assert.ok(cache.read('c/a', 0, 64, 256 * KiB), 'a is used again: b is now the least recently used');
+    assert.ok(await cache.read('c/a', 0, 64, 256 * KiB), 'a is used again: b is now the least recently used');
     await cache.write('c/e', OBJECT_BLOCKS, 0, piece('e'));
-    assert.equal(cache.read('c/b', 0, 1, CACHE_BLOCK), null, 'b was evicted');
-    for (const k of ['a', 'c', 'd', 'e']) assert.ok(cache.read(`c/${k}`, 0, 64, 256 * KiB)?.equals(piece(k)), `${k} is held`);
+    assert.equal(await cache.read('c/b', 0, 1, CACHE_BLOCK), null, 'b was evicted');
+    for (const k of ['a', 'c', 'd', 'e']) assert.ok((await cache.read(`c/${k}`, 0, 64, 256 * KiB))?.equals(piece(k)), `${k} is held`);
     assert.ok(cache.stats().bytes <= budget);
     assert.ok(allocated(tmp.dir) <= budget, `files hold ${allocated(tmp.dir)} bytes, the budget is ${budget}`);
     assert.equal(cache.stats().evicted, 1);
     // more than the budget at once is not kept at all
     await cache.write('c/huge', 1024, 0, Buffer.alloc(2 * budget));
-    assert.equal(cache.read('c/huge', 0, 1, CACHE_BLOCK), null);
+    assert.equal(await cache.read('c/huge', 0, 1, CACHE_BLOCK), null);
     assert.ok(cache.stats().bytes <= budget);
     cache.close();
   } finally {
@@ -73,14 +73,14 @@ test('a restart keeps what was committed; a crash leaves nothing the database do
     await first.write('c/kept', OBJECT_BLOCKS, 0, kept);
     first.close();
     const second = BlockCache.open(tmp.dir, 4 * 1024 * KiB);
-    assert.deepEqual(second.read('c/kept', 0, 32, 128 * KiB), kept, 'held across a restart');
+    assert.deepEqual(await second.read('c/kept', 0, 32, 128 * KiB), kept, 'held across a restart');
     // written, never committed: as if serve was killed before its next commit
     await second.write('c/lost', OBJECT_BLOCKS, 0, randomBytes(512 * KiB));
     await second.write('c/kept', OBJECT_BLOCKS, 64, randomBytes(256 * KiB));
     const third = BlockCache.open(tmp.dir, 4 * 1024 * KiB); // `second` never closes: it crashed
-    assert.equal(third.read('c/lost', 0, 1, CACHE_BLOCK), null);
-    assert.equal(third.read('c/kept', 64, 65, CACHE_BLOCK), null, 'blocks not vouched for are misses');
-    assert.deepEqual(third.read('c/kept', 0, 32, 128 * KiB), kept);
+    assert.equal(await third.read('c/lost', 0, 1, CACHE_BLOCK), null);
+    assert.equal(await third.read('c/kept', 64, 65, CACHE_BLOCK), null, 'blocks not vouched for are misses');
+    assert.deepEqual(await third.read('c/kept', 0, 32, 128 * KiB), kept);
     assert.equal(third.stats().bytes, 128 * KiB);
     assert.ok(allocated(tmp.dir) <= 128 * KiB + 64 * KiB, `after the crash the files hold ${allocated(tmp.dir)} bytes (${128 * KiB} vouched for)`);
     third.close();
@@ -99,8 +99,8 @@ test('a block changed on the disk is a miss, not wrong bytes', async () => {
     const fd = fs.openSync(file, 'r+');
     fs.writeSync(fd, Buffer.from([2]), 0, 1, 5000);
     fs.closeSync(fd);
-    assert.equal(cache.read('c/x', 0, 16, 64 * KiB), null);
-    assert.equal(cache.read('c/x', 0, 1, CACHE_BLOCK), null, 'the object was dropped');
+    assert.equal(await cache.read('c/x', 0, 16, 64 * KiB), null);
+    assert.equal(await cache.read('c/x', 0, 1, CACHE_BLOCK), null, 'the object was dropped');
     assert.equal(cache.stats().bytes, 0);
     cache.close();
   } finally {

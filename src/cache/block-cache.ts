@@ -175,28 +175,25 @@ export class BlockCache {
    * Blocks [first, end) of the object, `length` bytes from block first (the
    * last block of an object may be short), checked; null if any of them is
    * not held or fails its check (it is then dropped: a miss, fetched again).
+   * The file is read on libuv's pool.
    */
-  read(key: string, first: number, end: number, length: number): Buffer | null {
+  async read(key: string, first: number, end: number, length: number): Promise<Buffer | null> {
     const e = this.entries.get(key);
     if (!e || !this.has(key, first, end)) return null;
     const out = Buffer.allocUnsafe(length);
-    let fd: number;
+    let got: number;
     try {
-      fd = fs.openSync(path.join(this.objectsDir, e.file), 'r');
-    } catch {
-      this.drop(e);
-      return null;
-    }
-    try {
-      const got = fs.readSync(fd, out, 0, length, first * CACHE_BLOCK);
-      if (got !== length) {
-        this.drop(e);
-        return null;
+      const handle = await fs.promises.open(path.join(this.objectsDir, e.file), 'r');
+      try {
+        got = (await handle.read(out, 0, length, first * CACHE_BLOCK)).bytesRead;
+      } finally {
+        await handle.close();
       }
-    } finally {
-      fs.closeSync(fd);
+    } catch {
+      got = -1;
     }
-    if (crc32c().verifyBlocks(out, CACHE_BLOCK, e.sums.subarray(first * 4, end * 4)) >= 0) {
+    if (this.entries.get(key) !== e) return null; // evicted meanwhile
+    if (got !== length || crc32c().verifyBlocks(out, CACHE_BLOCK, e.sums.subarray(first * 4, end * 4)) >= 0) {
       this.drop(e); // a block that did not land as it was written: the object is fetched again
       return null;
     }

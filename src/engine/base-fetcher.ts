@@ -235,8 +235,10 @@ export class BaseFetcher {
     const stop = Math.min(end * BLOCK_SIZE - chunkStart, chunkBytes);
     const cache = this.cache?.blocks;
     const base = chunkStart / BLOCK_SIZE;
-    const cached = cache?.read(key, first - base, end - base, stop - start);
-    if (cached) return Promise.resolve(cached);
+    // held in the gateway cache: read from there (a block that fails its check is dropped, and then fetched)
+    if (cache?.has(key, first - base, end - base)) {
+      return cache.read(key, first - base, end - base, stop - start).then((hit) => hit ?? this.fetchBlocks(chunk, ref, first, end));
+    }
     const entry: Fetch = {
       first,
       end,
