@@ -132,23 +132,25 @@ export class BlockCache {
   }
 
   /**
-   * Bytes held of these objects as of the last commit, read without opening
-   * the cache (a serve may have it open): for `volume info`. 0 without a cache.
+   * Blocks held of each object as of the last commit, read without opening
+   * the cache (a serve may have it open): for `volume info` and `volume
+   * list`, read once for all the volumes they show. Empty without a cache.
    */
-  static committedBytes(dir: string, keys: ReadonlySet<string>): number {
+  static committedBlocks(dir: string): Map<string, number> {
+    const held = new Map<string, number>();
     const file = path.join(dir, 'cache.db');
-    if (!fs.existsSync(file)) return 0;
+    if (!fs.existsSync(file)) return held;
     const db = new Database(file, { readonly: true, fileMustExist: true });
     try {
-      let blocks = 0;
       for (const row of db.prepare('SELECT key, bits FROM entries').iterate() as Iterable<{ key: string; bits: Buffer }>) {
-        if (!keys.has(row.key)) continue;
+        let blocks = 0;
         for (const byte of row.bits) for (let x = byte; x; x &= x - 1) blocks++;
+        held.set(row.key, blocks);
       }
-      return blocks * CACHE_BLOCK;
     } finally {
       db.close();
     }
+    return held;
   }
 
   /** Bytes held, the budget, objects, evictions so far. */

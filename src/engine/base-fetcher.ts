@@ -13,7 +13,7 @@ import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../fo
 import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
 import type { VolumeKey } from './volume-key.js';
 import { StreamDetector } from './read-ahead.js';
-import { objectKey, type Fetch, type GatewayCache } from './gateway-cache.js';
+import { objectKey, removeFetch, type Fetch, type GatewayCache } from './gateway-cache.js';
 
 /** Objects' worth a stream is read ahead of at most (8 measured no faster here, and held ~40 MiB more in memory). */
 const READ_AHEAD_CHUNKS = 4;
@@ -256,11 +256,7 @@ export class BaseFetcher {
     const entries = list ?? [];
     entries.push(entry);
     this.fetches.set(key, entries);
-    const forget = (): void => {
-      const i = entries.indexOf(entry);
-      if (i >= 0) entries.splice(i, 1);
-      if (entries.length === 0 && this.fetches.get(key) === entries) this.fetches.delete(key);
-    };
+    const forget = (): void => removeFetch(this.fetches, key, entry);
     const gateway = this.cache;
     entry.data.then(
       (data) => (entry.kept ?? Promise.resolve()).then(() => (gateway ? gateway.keep(key, entry, data.length) : forget())),

@@ -18,7 +18,6 @@ import {
   type VolumeMetadata,
   type VolumeEncryption,
   type ParentRef,
-  type ChunkRef,
 } from '../format/volume-format.js';
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
 import { DEFAULT_LEASE_MS, Lease } from './lease.js';
@@ -27,7 +26,7 @@ import { EngineError } from './engine-error.js';
 import { StateDir } from './state-dir.js';
 import { Volume } from './volume.js';
 import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
-import { runPool } from './run-pool.js';
+import { runPool } from '../store/run-pool.js';
 import { VersionWriter } from './version-writer.js';
 import { chunkObjectsOf } from './chunk-objects.js';
 import { scrubVersion, type ScrubOptions, type ScrubReport } from './scrub.js';
@@ -297,7 +296,8 @@ export class Engine {
 
   async list(): Promise<VolumeInfo[]> {
     const summaries = await this.catalog.list();
-    return summaries.map((s) => this.withLocal(s, summaries));
+    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
+    return summaries.map((s) => this.withLocal(s, summaries, held));
   }
 
   async info(name: string): Promise<VolumeInfo> {
@@ -306,7 +306,8 @@ export class Engine {
     const summary = summaries.find((s) => s.name === name);
     if (!summary) throw new EngineError(`volume '${name}' does not exist`);
     const stores = await storeStates(this.store, name, { count: true });
-    return { ...this.withLocal(summary, summaries), ...(stores ? { stores } : {}) };
+    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
+    return { ...this.withLocal(summary, summaries, held), ...(stores ? { stores } : {}) };
   }
 
   /**
@@ -612,13 +613,14 @@ export class Engine {
   }
 
   /** Adds what the local state says (as last committed), without taking the volume's lock. */
-  private withLocal(summary: VolumeSummary, all: VolumeSummary[]): VolumeInfo {
+  /** `held`: blocks the gateway cache of this state dir holds, by object (BlockCache.committedBlocks). */
+  private withLocal(summary: VolumeSummary, all: VolumeSummary[], held: ReadonlyMap<string, number>): VolumeInfo {
     const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
     if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null, cachedBytes: null };
-    const local = Overlay.inspect(this.state.volumeDir(summary.name));
     // clean cache: in the overlay (an engine without a gateway cache), and in the gateway's cache of this state dir
-    const keys = new Set([...(local.base?.chunks ?? new Map<number, ChunkRef>())].map(([chunk, ref]) => objectKey(ref, chunk)));
-    const gateway = keys.size > 0 ? BlockCache.committedBytes(GatewayCache.dir(this.state.root), keys) : 0;
-    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE, cachedBytes: local.cachedBlocks * BLOCK_SIZE + gateway };
+    const local = Overlay.inspect(this.state.volumeDir(summary.name), { withBase: held.size > 0 });
+    let gatewayBlocks = 0;
+    for (const [chunk, ref] of local.base?.chunks ?? []) gatewayBlocks += held.get(objectKey(ref, chunk)) ?? 0;
+    return { ...summary, ...lineage, attached: true, baseVersion: local.baseSeq, dirtyBytes: local.dirtyBlocks * BLOCK_SIZE, cachedBytes: (local.cachedBlocks + gatewayBlocks) * BLOCK_SIZE };
   }
 }

@@ -39,10 +39,7 @@ export class GatewayCache {
     while (this.recentBytes > RECENT_BYTES && this.recent.length > 0) {
       const old = this.recent.shift()!;
       this.recentBytes -= old.bytes;
-      const list = this.fetches.get(old.key);
-      const i = list?.indexOf(old.fetch) ?? -1;
-      if (list && i >= 0) list.splice(i, 1);
-      if (list && list.length === 0) this.fetches.delete(old.key);
+      removeFetch(this.fetches, old.key, old.fetch);
     }
   }
 
@@ -58,6 +55,15 @@ export class GatewayCache {
   close(): void {
     this.blocks.close();
   }
+}
+
+/** Takes a fetch out of the fetches of its object (the object's entry goes with its last fetch). */
+export function removeFetch(fetches: Map<string, Fetch[]>, key: string, fetch: Fetch): void {
+  const list = fetches.get(key);
+  const i = list?.indexOf(fetch) ?? -1;
+  if (!list || i < 0) return;
+  list.splice(i, 1);
+  if (list.length === 0) fetches.delete(key);
 }
 
 /** The key an object is cached and fetched under: its container and name. */

@@ -151,8 +151,7 @@ export async function removeMirror(store: ObjectStore, name: string, member: str
   // the copy on the store dropped: everything of the container, as a volume delete does it
   let deleted = 0;
   try {
-    for await (const _ of mirror.storeOf(member).list(container)) deleted++;
-    await new VolumeCatalog(mirror.storeOf(member)).delete(name);
+    deleted = await new VolumeCatalog(mirror.storeOf(member)).delete(name);
   } catch (err) {
     if (!(err instanceof StoreError && err.kind === 'not-found')) {
       throw new EngineError(`volume '${name}' no longer lives on '${member}', but its copy there could not be deleted: ${(err as Error).message}`);

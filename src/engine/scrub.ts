@@ -6,7 +6,7 @@
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { chunkLength, dataObjectName, type VersionTable } from '../format/volume-format.js';
 import { chunkObjectsOf } from './chunk-objects.js';
-import { runPool } from './run-pool.js';
+import { runPool } from '../store/run-pool.js';
 import type { VolumeKey } from './volume-key.js';
 
 export type ObjectProblem = 'corrupt' | 'missing' | 'unreadable';

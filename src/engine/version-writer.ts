@@ -14,7 +14,7 @@ import { ChunkObjects } from './chunk-objects.js';
 import { EngineError } from './engine-error.js';
 import type { VolumeKey } from './volume-key.js';
 import { BufferPool } from './buffer-pool.js';
-import { runPool } from './run-pool.js';
+import { runPool } from '../store/run-pool.js';
 import type { VolumeCatalog } from './volume-catalog.js';
 
 /** A chunk's new content: bytes (with the MD5 of the object they make, if known), or null for all zeros, which is stored as nothing. */

@@ -29,7 +29,7 @@ import {
   seqOfDeletedMarker,
 } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
-import { runPool } from './run-pool.js';
+import { runPool } from '../store/run-pool.js';
 
 export type VolumeState = 'ready' | 'incomplete';
 
@@ -328,15 +328,16 @@ export class VolumeCatalog {
   /**
    * Deletes everything in the volume's container: version tables first, so an
    * interrupted delete leaves a volume that shows as incomplete, never one
-   * that looks whole with data missing; the metadata last.
+   * that looks whole with data missing; the metadata last. Returns how many
+   * objects it deleted.
    */
-  async delete(name: string, concurrency = 8): Promise<void> {
+  async delete(name: string, concurrency = 8): Promise<number> {
     const container = containerName(name);
     const names: string[] = [];
     try {
       for await (const obj of this.store.list(container)) names.push(obj.name);
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (isNotFound(err)) return 0;
       throw err;
     }
     const rank = (n: string): number => (n.startsWith(VERSIONS_PREFIX) ? 0 : n === METADATA_OBJECT ? 2 : 1);
@@ -344,5 +345,6 @@ export class VolumeCatalog {
       await runPool(names.filter((n) => rank(n) === stage), concurrency, (n) => this.store.delete(container, n));
     }
     await this.store.deleteContainer(container);
+    return names.length;
   }
 }

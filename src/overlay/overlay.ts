@@ -57,7 +57,7 @@ export type BlockSource = 'overlay' | 'zero' | 'base';
 export interface OverlaySummary {
   /** Sequence number of the base version, if one is recorded. */
   baseSeq: number | null;
-  /** The base version's table, if one is recorded. */
+  /** The base version's table, if one is recorded and was asked for. */
   base: VersionTable | null;
   dirtyBlocks: number;
   /** Blocks fetched from the base and kept (valid, not dirty): clean cache, as of the last commit. */
@@ -202,12 +202,15 @@ export class Overlay {
     }
   }
 
-  /** Reads committed state without opening for I/O (safe while another process has it open). */
-  static inspect(dir: string): OverlaySummary {
+  /**
+   * Reads committed state without opening for I/O (safe while another
+   * process has it open); the base table, which costs a decode, only `withBase`.
+   */
+  static inspect(dir: string, options: { withBase?: boolean } = {}): OverlaySummary {
     const db = new Database(path.join(dir, 'state.db'), { readonly: true, fileMustExist: true });
     try {
       const row = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_SEQ}'`).get() as { value: string } | undefined;
-      const table = db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_TABLE}'`).get() as { value: string } | undefined;
+      const table = options.withBase ? (db.prepare(`SELECT value FROM info WHERE key = '${INFO_BASE_TABLE}'`).get() as { value: string } | undefined) : undefined;
       let dirtyBlocks = 0;
       let cachedBlocks = 0;
       for (const chunk of db.prepare('SELECT valid, dirty FROM chunks').iterate() as Iterable<{ valid: Buffer; dirty: Buffer }>) {

@@ -15,6 +15,7 @@
 import { StoreError, isNotFound, type ObjectInfo, type ObjectStore } from './object-store.js';
 import { MIRROR_PREFIX, type MirrorStatus, type MirrorStore } from './mirror-store.js';
 import { compareNames } from './names.js';
+import { runPool } from './run-pool.js';
 
 export interface ResyncOptions {
   /** Give up this member's divergent commits (split brain) and copy the others' over them. */
@@ -47,17 +48,6 @@ async function listAll(store: ObjectStore, container: string): Promise<Map<strin
     throw err;
   }
   return out;
-}
-
-async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      if (signal?.aborted) throw signal.reason;
-      await fn(items[next++]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
 }
 
 /** How many objects `target` lacks (or holds with other bytes) of what `source` holds of the container. */
@@ -135,7 +125,7 @@ async function copyMissing(
     await dest.put(container, name, data, { md5: have.get(name)!.etag });
     onCopied();
   };
-  await pool(rest, options.concurrency ?? 8, copy, options.signal);
+  await runPool(rest, options.concurrency ?? 8, copy, options.signal);
   for (const name of commits) {
     if (options.signal?.aborted) throw options.signal.reason;
     await copy(name);

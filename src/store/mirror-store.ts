@@ -448,8 +448,8 @@ export class MirrorStore implements ObjectStore {
     );
   }
 
-  /** Runs fn with the container's commits held off (a resync's last pass). */
-  async exclusive<T>(container: string, fn: () => Promise<T>): Promise<T> {
+  /** Runs fn with the container's commits held off (commits, and a resync's last pass). */
+  private async exclusive<T>(container: string, fn: () => Promise<T>): Promise<T> {
     const state = await this.stateOf(container);
     if (!state) return fn();
     const run = state.lock.then(fn);

@@ -1,3 +1,5 @@
+// A helper of the store layer and the layers above it (the mirror's resync,
+// the engine's uploads, collection and scrub).
 // Runs fn over items with at most `concurrency` in flight, keeping order in
 // the results. The first failure stops new work from starting and is thrown
 // once the work in flight has settled, so no request outlives the call.
