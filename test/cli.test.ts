@@ -134,8 +134,10 @@ test('failures exit 1 with a clear message and change nothing', () => {
   assertFails(swiftvol(['import', path.join(tmp.dir, 'no-such.raw'), 'fresh'], env), 1, /image file '.*no-such\.raw' does not exist/);
   const odd = path.join(tmp.dir, 'odd.raw');
   fs.writeFileSync(odd, Buffer.alloc(1000, 1));
-  assertFails(swiftvol(['import', odd, 'fresh'], env), 1, /not a multiple of 512/);
-  assertFails(swiftvol(['import', odd, 'keep'], env), 1, /not a multiple of 512|already exists/);
+  assertFails(swiftvol(['import', odd, 'keep'], env), 1, /volume 'keep' already exists/);
+  const empty = path.join(tmp.dir, 'empty.raw');
+  fs.writeFileSync(empty, '');
+  assertFails(swiftvol(['import', empty, 'fresh'], env), 1, /image '.*empty\.raw' is empty/);
 
   const names = (JSON.parse(swiftvol(['volume', 'list', '--json'], env).stdout) as Array<{ name: string }>).map((v) => v.name);
   assert.deepEqual(names, ['keep']);

@@ -4,6 +4,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
 import type { GatewayCache } from '../engine/gateway-cache.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -20,6 +21,7 @@ import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
 import { NativeAddonError } from '../native/addons.js';
+import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
 
@@ -72,6 +74,26 @@ function controlPortArg(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 0 || n > 32767) throw new InvalidArgumentError(`'${text}' is not a tgtd control port (0 to 32767)`);
   return n;
+}
+
+/** One of the image formats listed. */
+function formatArg(formats: readonly string[]): (text: string) => string {
+  return (text) => {
+    if (!formats.includes(text)) throw new InvalidArgumentError(`'${text}' is not an image format swiftvol reads or writes (${formats.join(', ')})`);
+    return text;
+  };
+}
+
+/** Worker threads for serve's GETs: 0 (on the main thread) to 64. */
+function fetchThreadsArg(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 64) throw new InvalidArgumentError(`'${text}' is not a number of threads (0 to 64)`);
+  return n;
+}
+
+/** One fewer than the CPUs (the main thread is one), at least 1, at most 4. */
+function defaultFetchThreads(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism() - 1));
 }
 
 /** a,b,c: store names of the config file's sections (checked against the file when the store opens). */
@@ -316,23 +338,32 @@ function buildProgram(): Command {
 
   program
     .command('import')
-    .description('create a volume from a raw image file')
-    .argument('<file>', 'raw image file')
+    .description('create a volume from an image: a file (raw, qcow2, vmdk, vhdx, vdi, vpc; detected by qemu-img) or an object in Swift')
+    .argument('<image>', 'image file, or swift://CONTAINER/OBJECT of the configured Swift account (an object or a large-object manifest)')
     .argument('<name>', 'new volume name', volumeArg)
+    .option('--format <format>', `the image's format, instead of detecting it (${IMAGE_FORMATS.join(', ')})`, formatArg(IMAGE_FORMATS))
     .option('--object-size <size>', 'bytes per object: a power of two from 1M to 64M', objectSizeArg, 8 * 2 ** 20)
     .option('--size <size>', 'volume size, if larger than the image', volumeSizeArg)
     .option('--concurrency <n>', 'parallel uploads', countArg, 4)
     .option('--encrypt', 'encrypt its data with the key of --key-file (AES-256-GCM per block)')
     .option('--stores <a,b>', 'the stores (config file sections) it lives on; default all', storesArg)
-    .action(async (file: string, name: string, opts: { objectSize: number; size?: number; concurrency: number; encrypt?: boolean; stores?: string[] }) => {
+    .action(async (file: string, name: string, opts: { format?: string; objectSize: number; size?: number; concurrency: number; encrypt?: boolean; stores?: string[] }) => {
       const bar = progressBar('import');
       const abort = abortOnSignals();
       try {
-        const info = await withEngine(program, (engine) =>
-          engine.importImage(file, name, { ...opts, onProgress: bar.onProgress, signal: abort.signal }),
-        );
+        const { openImage } = await import('../image/open-image.js');
+        const { info, format, read, imageSize } = await withEngine(program, async (engine) => {
+          validateVolumeName(name); // before an image is opened (qemu-nbd started) for nothing
+          const { source, format } = await openImage(file, { format: opts.format, store: engine.store });
+          let read = 0;
+          const info = await engine.importImage(source, name, { ...opts, onProgress: bar.onProgress, onRead: (n) => (read += n), signal: abort.signal });
+          return { info, format, read, imageSize: source.size };
+        });
         bar.stop();
-        console.log(`imported ${file} as volume ${info.name}: ${formatSize(info.size)}, ${formatSize(info.storedBytes)} stored (zero chunks skipped)`);
+        if (imageSize % 512 !== 0 && opts.size === undefined) {
+          process.stderr.write(`swiftvol: image ${file} is ${imageSize} bytes, not a multiple of 512: volume ${name} is ${info.size} bytes, the rest zeros\n`);
+        }
+        console.log(`imported ${file} (${format}) as volume ${info.name}: ${formatSize(info.size)}, ${formatSize(read)} read from the image, ${formatSize(info.storedBytes)} stored (zero chunks skipped)`);
       } finally {
         bar.stop();
         abort.dispose();
@@ -341,23 +372,37 @@ function buildProgram(): Command {
 
   program
     .command('export')
-    .description("write a sparse raw image of a volume's current content")
+    .description("write an image of a volume's current content (sparse: zero chunks stay unallocated)")
     .argument('<volume[@snapshot]>', 'volume, or one of its snapshots', volumeOrSnapshotArg)
     .argument('<file>', 'output file')
+    .option('--format <format>', `the image format to write (${EXPORT_FORMATS.join(', ')}; default raw)`, formatArg(EXPORT_FORMATS), 'raw')
     .option('--force', 'replace the output file if it exists')
     .option('--concurrency <n>', 'parallel reads', countArg, 4)
-    .action(async (ref: { volume: string; snapshot?: string }, file: string, opts: { force?: boolean; concurrency: number }) => {
+    .action(async (ref: { volume: string; snapshot?: string }, file: string, opts: { format: string; force?: boolean; concurrency: number }) => {
       const bar = progressBar('export');
       const abort = abortOnSignals();
+      if (!opts.force && fs.existsSync(file)) throw new EngineError(`'${file}' exists; use --force to replace it`);
+      // another format: a sparse raw image first (beside the target), converted by qemu-img
+      const raw = opts.format === 'raw' ? file : `${file}.swiftvol-${process.pid}.raw`;
+      const converted = `${file}.swiftvol-${process.pid}.${opts.format}`;
       try {
         await withEngine(program, (engine) =>
-          engine.exportVolume(ref.volume, file, { ...opts, snapshot: ref.snapshot, onProgress: bar.onProgress, signal: abort.signal }),
+          engine.exportVolume(ref.volume, raw, { ...opts, force: true, snapshot: ref.snapshot, onProgress: bar.onProgress, signal: abort.signal }),
         );
         bar.stop();
-        console.log(`exported ${ref.snapshot ? `snapshot ${ref.volume}@${ref.snapshot}` : `volume ${ref.volume}`} to ${file}`);
+        if (raw !== file) {
+          const { convertImage } = await import('../image/qemu-image.js');
+          await convertImage(raw, converted, opts.format);
+          fs.renameSync(converted, file);
+        }
+        console.log(`exported ${ref.snapshot ? `snapshot ${ref.volume}@${ref.snapshot}` : `volume ${ref.volume}`} to ${file}${opts.format === 'raw' ? '' : ` (${opts.format})`}`);
       } finally {
         bar.stop();
         abort.dispose();
+        if (raw !== file) {
+          fs.rmSync(raw, { force: true });
+          fs.rmSync(converted, { force: true });
+        }
       }
     });
 
@@ -600,7 +645,8 @@ function buildProgram(): Command {
     .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
     .option('--cache-size <size>', "bound of the clean cache of all served volumes (default: a tenth of the state dir's filesystem)", cacheSizeArg)
-    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number }) => {
+    .option('--fetch-threads <n>', 'worker threads that receive large GETs from Swift (0: all on the main thread; default: one fewer than the CPUs, 1 to 4)', fetchThreadsArg)
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number }) => {
       const global = program.opts<GlobalOptions>();
       const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
       // before the cache opens: opening it tidies its files, which must not happen under a running serve
@@ -609,7 +655,10 @@ function buildProgram(): Command {
       }
       const { GatewayCache } = await import('../engine/gateway-cache.js');
       const cache = GatewayCache.open(global.stateDir, opts.cacheSize ?? defaultCacheSize(global.stateDir));
-      const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log });
+      const threadCount = opts.fetchThreads ?? defaultFetchThreads();
+      const { FetchThreads } = await import('../store/threaded-store.js');
+      const threads = threadCount > 0 ? new FetchThreads(threadCount) : undefined;
+      const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log }, threads);
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
         engine: await newEngine(store, global, cache),
@@ -620,7 +669,7 @@ function buildProgram(): Command {
         noTgtd: !opts.tgtd,
         log,
       });
-      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, clean cache up to ${formatSize(cache.blocks.budget)} (${formatSize(cache.blocks.stats().bytes)} held)`);
+      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, clean cache up to ${formatSize(cache.blocks.budget)} (${formatSize(cache.blocks.stats().bytes)} held), ${threads && threads.stores > 0 ? `${threadCount} fetch thread(s)` : 'GETs on the main thread'}`);
       // Signals are handled from the start: one during start-up stops cleanly once started.
       const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
@@ -636,6 +685,7 @@ function buildProgram(): Command {
         await daemon.start();
       } catch (err) {
         await store.close();
+        await threads?.close();
         cache.close();
         throw err;
       }
@@ -643,6 +693,7 @@ function buildProgram(): Command {
       await stopped;
       await daemon.stop();
       await store.close();
+      await threads?.close();
       cache.close();
       log('stopped');
     });

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { ObjectStore } from '../store/object-store.js';
 import { FileStore } from '../store/file-store.js';
 import { MEMBER_NAME, MirrorStore, type MirrorOptions } from '../store/mirror-store.js';
+import type { FetchThreads } from '../store/threaded-store.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/swiftvol/swift.env';
 
@@ -62,8 +63,10 @@ export async function openStore(
   configFile?: string,
   layers: readonly StoreLayer[] = STORE_LAYERS,
   mirror: Pick<MirrorOptions, 'log'> = {},
+  /** Run each Swift leaf's large GETs on these threads (serve); none: on the calling thread. */
+  threads?: FetchThreads,
 ): Promise<StoreChoice> {
-  const leaf = await openLeaf(env, stateDir, configFile, mirror);
+  const leaf = await openLeaf(env, stateDir, configFile, mirror, threads);
   const context: StoreContext = { settings: leaf.settings, stateDir, source: leaf.source };
   return { store: await stackStores(leaf.store, layers, context), source: leaf.source };
 }
@@ -87,30 +90,37 @@ async function openLeaf(
   stateDir: string,
   configFile: string | undefined,
   mirror: Pick<MirrorOptions, 'log'>,
+  threads: FetchThreads | undefined,
 ): Promise<{ store: ObjectStore; source: string; settings: NodeJS.ProcessEnv }> {
-  const fromEnv = await swiftFrom(env, 'environment');
+  const fromEnv = await swiftFrom(env, 'environment', threads);
   if (fromEnv) return { store: fromEnv, source: 'environment', settings: env };
   const file = configFile ?? env.SWIFTVOL_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
     const config = readConfigFile(file);
-    if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror), source: file, settings: config.global };
+    if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror, threads), source: file, settings: config.global };
     const vars = config.global;
-    const fromFile = await swiftFrom(vars, file);
+    const fromFile = await swiftFrom(vars, file, threads);
     if (!fromFile) throw new ConfigError(`config file ${file} sets neither ST_AUTH nor OS_AUTH_URL`);
     return { store: fromFile, source: file, settings: vars };
   }
   return { store: new FileStore(path.join(stateDir, 'store')), source: 'embedded file store', settings: env };
 }
 
-async function swiftFrom(vars: NodeJS.ProcessEnv, source: string): Promise<ObjectStore | null> {
+async function swiftFrom(vars: NodeJS.ProcessEnv, source: string, threads?: FetchThreads): Promise<ObjectStore | null> {
   // Loaded on demand: the HTTP client is most of the CLI's start-up time, and
   // commands answered by a running serve do not need it.
   const { swiftStoreFromEnv } = await import('../store/swift-store.js');
+  let store;
   try {
-    return swiftStoreFromEnv(vars);
+    store = swiftStoreFromEnv(vars);
   } catch (err) {
     throw new ConfigError(`${source}: ${(err as Error).message}`);
   }
+  if (!store || !threads) return store;
+  const { ThreadedStore } = await import('../store/threaded-store.js');
+  // the threads build their copies from the credentials alone
+  const settings = Object.fromEntries(Object.entries(vars).filter((e): e is [string, string] => /^(ST|OS)_/.test(e[0]) && e[1] !== undefined));
+  return new ThreadedStore(store, { settings, options: {} }, threads);
 }
 
 /** A config file: the settings before any section, and each section's. */
@@ -156,7 +166,7 @@ export function readConfigFile(file: string): ConfigFile {
 }
 
 /** The mirror of the file's sections, each a Swift; settings from the environment, else the file's global lines. */
-async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log'>): Promise<MirrorStore> {
+async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log'>, threads?: FetchThreads): Promise<MirrorStore> {
   const options: MirrorOptions = { ...extra };
   for (const [key, option] of Object.entries(MIRROR_SETTINGS)) {
     const text = env[key] ?? config.global[key];
@@ -168,7 +178,7 @@ async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessE
   const members = [];
   try {
     for (const [name, vars] of config.sections) {
-      const store = await swiftFrom(vars, `${file} [${name}]`);
+      const store = await swiftFrom(vars, `${file} [${name}]`, threads);
       if (!store) throw new ConfigError(`${file} [${name}] sets neither ST_AUTH nor OS_AUTH_URL`);
       members.push({ name, store });
     }

@@ -31,7 +31,7 @@ import { VersionWriter } from './version-writer.js';
 import { chunkObjectsOf } from './chunk-objects.js';
 import { scrubVersion, type ScrubOptions, type ScrubReport } from './scrub.js';
 import type { VolumeKey } from './volume-key.js';
-import { ImageReader, SparseImageWriter, imageFileSize } from './image-file.js';
+import { RawImageFile, SparseImageWriter, type ImageSource } from './image-file.js';
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import { mirrorOf } from '../store/mirror-store.js';
@@ -68,6 +68,8 @@ export interface ImportOptions {
   encrypt?: boolean;
   /** The stores of the mirror it lives on (default: every store configured). */
   stores?: string[];
+  /** Called with the bytes of each piece read from the image (pieces that hold no data are not read). */
+  onRead?: (bytes: number) => void;
 }
 
 export interface ExportOptions {
@@ -157,32 +159,33 @@ export class Engine {
   }
 
   /**
-   * Imports a raw image as a new volume. Chunks upload in parallel under a
-   * fresh generation; all-zero chunks are skipped; the version table is
-   * written last. On failure or abort, what was uploaded is deleted again, and
-   * if even that is cut short the volume has no table: it shows as incomplete.
+   * Imports an image as a new volume: a raw file by its path, or any
+   * ImageSource (src/image/: other formats through QEMU, objects in Swift).
+   * Chunks upload in parallel under a fresh generation; chunks the source
+   * says hold no data are not read, all-zero chunks are not stored; the
+   * version table is written last. The volume's size is the image's, rounded
+   * up to a multiple of 512. On failure or abort, what was uploaded is deleted
+   * again, and if even that is cut short the volume has no table: it shows as
+   * incomplete.
    */
-  async importImage(file: string, name: string, options: ImportOptions = {}): Promise<VolumeInfo> {
-    validateVolumeName(name);
-    const objectSize = options.objectSize ?? DEFAULT_OBJECT_SIZE;
-    validateObjectSize(objectSize);
-    const imageSize = imageFileSize(file);
-    if (imageSize === 0) throw new EngineError(`image file '${file}' is empty`);
-    if (imageSize % 512 !== 0) throw new EngineError(`image file '${file}' is ${imageSize} bytes, not a multiple of 512`);
-    const size = options.size ?? imageSize;
-    validateVolumeSize(size);
-    const encryption = this.newEncryption(options.encrypt);
-    if (size < imageSize) throw new EngineError(`volume size ${size} is smaller than the image (${imageSize} bytes)`);
-    if (options.stores) placeVolume(this.store, name, options.stores);
-
-    await this.refuseExisting(name);
-    const release = this.state.lock(name, 'import');
-    let image: ImageReader | null = null;
+  async importImage(image: string | ImageSource, name: string, options: ImportOptions = {}): Promise<VolumeInfo> {
+    const source = typeof image === 'string' ? new RawImageFile(image) : image;
     let begun = false;
+    let release: (() => void) | undefined;
     try {
+      validateVolumeName(name);
+      const objectSize = options.objectSize ?? DEFAULT_OBJECT_SIZE;
+      validateObjectSize(objectSize);
+      const imageSize = source.size;
+      if (imageSize === 0) throw new EngineError(`image '${source.name}' is empty`);
+      const size = options.size ?? Math.ceil(imageSize / 512) * 512;
+      validateVolumeSize(size);
+      const encryption = this.newEncryption(options.encrypt);
+      if (size < imageSize) throw new EngineError(`volume size ${size} is smaller than the image (${imageSize} bytes)`);
+      if (options.stores) placeVolume(this.store, name, options.stores);
       await this.refuseExisting(name);
-      image = new ImageReader(file);
-      const reader = image;
+      release = this.state.lock(name, 'import');
+      await this.refuseExisting(name);
       const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
       begun = true;
       let done = 0;
@@ -192,8 +195,16 @@ export class Engine {
         from: new Map(),
         chunks: Array.from({ length: chunkCount(imageSize, objectSize) }, (_, i) => i),
         read: async (chunk, buffer) => {
-          const data = buffer.subarray(0, chunkLength(imageSize, objectSize, chunk));
-          await reader.readFully(data, chunk * objectSize);
+          const start = chunk * objectSize;
+          // an object holds the chunk of the volume (the image's last bytes padded with zeros to 512)
+          const data = buffer.subarray(0, chunkLength(size, objectSize, chunk));
+          const parts = source.dataIn(start, Math.min(start + data.length, imageSize));
+          if (parts.length === 0) return null;
+          data.fill(0);
+          for (const part of parts) {
+            await source.readFully(data.subarray(part.start - start, part.end - start), part.start);
+            options.onRead?.(part.end - part.start);
+          }
           return isAllZero(data) ? null : { data };
         },
         concurrency: options.concurrency,
@@ -209,8 +220,8 @@ export class Engine {
       if (begun) await this.catalog.delete(name).catch(() => undefined);
       throw err;
     } finally {
-      image?.close();
-      release();
+      await source.close();
+      release?.();
     }
   }
 

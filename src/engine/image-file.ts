@@ -1,5 +1,5 @@
-// Raw image files on the local disk: the source of an import and the
-// output of an export.
+// Raw image files on the local disk: the source of an import (an
+// ImageSource; src/image/ has the others) and the output of an export.
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { EngineError } from './engine-error.js';
@@ -25,12 +25,39 @@ export function imageFileSize(file: string): number {
   throw new EngineError(`'${file}' is not a regular file`);
 }
 
-/** An image file open for reading. */
-export class ImageReader {
-  private readonly fd: number;
+/**
+ * What an import reads: the bytes of an image, whatever holds it (a raw file
+ * here; an image of another format, or an object in Swift, through
+ * src/image/). The engine asks only for ranges and which ones hold data.
+ */
+export interface ImageSource {
+  /** The file or URL, for messages. */
+  readonly name: string;
+  /** Bytes of content; the volume is this rounded up to a multiple of 512. */
+  readonly size: number;
+  /**
+   * The parts of [start, end) that may hold data, in order; the rest surely
+   * reads as zeros and need not be read.
+   */
+  dataIn(start: number, end: number): Array<{ start: number; end: number }>;
+  /** Fills buffer with the bytes from position (the caller keeps within size); may run concurrently. */
+  readFully(buffer: Buffer, position: number): Promise<void>;
+  close(): Promise<void>;
+}
 
-  constructor(readonly file: string) {
-    this.fd = fs.openSync(file, 'r');
+/** A raw image file open for reading. */
+export class RawImageFile implements ImageSource {
+  private readonly fd: number;
+  readonly size: number;
+
+  constructor(readonly name: string) {
+    this.size = imageFileSize(name);
+    this.fd = fs.openSync(name, 'r');
+  }
+
+  /** Raw files are read whole (all-zero chunks are found as they are read). */
+  dataIn(start: number, end: number): Array<{ start: number; end: number }> {
+    return [{ start, end }];
   }
 
   /** Fills buffer from position, on libuv's pool: the uploads in flight go on meanwhile. */
@@ -43,7 +70,7 @@ export class ImageReader {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     fs.closeSync(this.fd);
   }
 }

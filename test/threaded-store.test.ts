@@ -1,0 +1,81 @@
+// ThreadedStore: a SwiftStore whose large GETs run on worker threads, on a
+// real one-node Swift (scripts/swift-dev).
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import { SwiftStore, TempAuth } from '../src/store/swift-store.js';
+import { FetchThreads, THREADED_GET_MIN, ThreadedStore } from '../src/store/threaded-store.js';
+import { startSwift, type DevSwift } from './fixtures/swift.js';
+import { rejectsKind, storeContract } from './fixtures/store-contract.js';
+
+let swiftP: Promise<DevSwift> | undefined;
+const swift = (): Promise<DevSwift> => (swiftP ??= startSwift());
+after(async () => {
+  if (swiftP) await (await swiftP).stop();
+});
+
+async function threaded(threads: FetchThreads, listPageSize?: number): Promise<ThreadedStore> {
+  const s = await swift();
+  const settings = { ST_AUTH: s.authUrl, ST_USER: s.user, ST_KEY: s.key };
+  const inner = new SwiftStore({ auth: new TempAuth({ authUrl: s.authUrl, user: s.user, key: s.key }), listPageSize });
+  return new ThreadedStore(inner, { settings, options: { listPageSize } }, threads);
+}
+
+storeContract('ThreadedStore over SwiftStore', {
+  pageSize: 3,
+  atomicIfNoneMatch: false,
+  async open() {
+    return threaded(new FetchThreads(2), 3);
+  },
+});
+
+describe('ThreadedStore', () => {
+  it('runs large GETs on its threads, in parallel, and returns the bytes stored; small ranges stay on the calling thread', async () => {
+    const threads = new FetchThreads(2);
+    const store = await threaded(threads);
+    try {
+      const c = `threaded-${randomBytes(4).toString('hex')}`;
+      await store.createContainer(c);
+      const objects = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const data = randomBytes(3 * 1024 * 1024 + 512 * i);
+          await store.put(c, `o${i}`, data);
+          return data;
+        }),
+      );
+      const whole = await Promise.all(objects.map((_, i) => store.get(c, `o${i}`)));
+      whole.forEach((got, i) => assert.ok(got.equals(objects[i]!), `object o${i} read back whole`));
+      const ranged = await store.get(c, 'o3', { start: 1000, end: 1000 + THREADED_GET_MIN });
+      assert.ok(ranged.equals(objects[3]!.subarray(1000, 1000 + THREADED_GET_MIN)));
+      const counts = threads.stats();
+      assert.equal(counts.reduce((a, b) => a + b, 0), 9, `GETs answered by the threads: ${counts.join(', ')}`);
+      assert.ok(counts.every((n) => n > 0), `both threads took GETs: ${counts.join(', ')}`);
+      const small = await store.get(c, 'o5', { start: 4096, end: 8192 });
+      assert.ok(small.equals(objects[5]!.subarray(4096, 8192)));
+      assert.deepEqual(threads.stats(), counts, 'a 4 KiB range is read on the calling thread');
+      for (let i = 0; i < objects.length; i++) await store.delete(c, `o${i}`);
+      await store.deleteContainer(c);
+    } finally {
+      await store.close();
+    }
+    await rejectsKind(threads.get(0, 'x', 'y', undefined), 'other', /closed/);
+  });
+
+  it('keeps the kind and message of an error raised on a thread', async () => {
+    const threads = new FetchThreads(1);
+    const store = await threaded(threads);
+    try {
+      const c = `threaded-${randomBytes(4).toString('hex')}`;
+      await store.createContainer(c);
+      await rejectsKind(store.get(c, 'absent'), 'not-found', new RegExp(`object ${c}/absent does not exist`));
+      await store.put(c, 'short', randomBytes(1024 * 1024));
+      await rejectsKind(store.get(c, 'short', { start: 0, end: 2 * 1024 * 1024 }), 'invalid', /past the end/);
+      await rejectsKind(store.get(c, '', { start: 0, end: THREADED_GET_MIN }), 'invalid');
+      assert.equal(threads.stats()[0], 3, 'all three were answered by the thread');
+      await store.delete(c, 'short');
+      await store.deleteContainer(c);
+    } finally {
+      await store.close();
+    }
+  });
+});
