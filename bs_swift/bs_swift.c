@@ -100,6 +100,7 @@ struct swift_direct {
 	uint8_t *map;
 	size_t map_len;
 	uint32_t *inflight;
+	uint64_t *read_ops, *read_bytes, *write_ops, *write_bytes;
 	uint8_t *allow;		/* per chunk: direct writes allowed */
 	uint8_t *touched;	/* per chunk: dirty bits set since collected */
 	uint8_t *valid;		/* per block: the overlay file holds it */
@@ -681,6 +682,10 @@ static int swift_direct_map(struct swift_lu *s, struct swift_direct *d,
 		return -1;
 	}
 	d->inflight = (uint32_t *)(d->map + SWM_OFF_INFLIGHT);
+	d->read_ops = (uint64_t *)(d->map + SWM_OFF_READ_OPS);
+	d->read_bytes = (uint64_t *)(d->map + SWM_OFF_READ_BYTES);
+	d->write_ops = (uint64_t *)(d->map + SWM_OFF_WRITE_OPS);
+	d->write_bytes = (uint64_t *)(d->map + SWM_OFF_WRITE_BYTES);
 	d->allow = d->map + allow;
 	d->touched = d->map + touched;
 	d->valid = d->map + valid;
@@ -954,6 +959,13 @@ static int swift_direct_io(struct swift_lu *s, uint64_t offset, char *buf,
 	}
 	__atomic_fetch_sub(d->inflight, 1, __ATOMIC_SEQ_CST);
 out:
+	if (done) {
+		/* for the daemon's metrics: it never sees these requests */
+		__atomic_fetch_add(write ? d->write_ops : d->read_ops, 1,
+				   __ATOMIC_RELAXED);
+		__atomic_fetch_add(write ? d->write_bytes : d->read_bytes,
+				   length, __ATOMIC_RELAXED);
+	}
 	swift_rwunlock(s);
 	if (dead)
 		swift_direct_stop(s, "the daemon closed the session");

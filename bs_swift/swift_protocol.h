@@ -79,5 +79,11 @@
 #define SWM_OFF_VALID		56	/* u64: offset of valid, 1 bit a block */
 #define SWM_OFF_DIRTY		64	/* u64: offset of dirty, 1 bit a block */
 #define SWM_OFF_LENGTH		72	/* u64: length of the map file */
+/* counters of bs_swift's direct I/O, u64 each, atomic adds (in the header's
+ * page after SWM_HDR_LEN: a daemon that does not read them leaves them 0) */
+#define SWM_OFF_READ_OPS	80
+#define SWM_OFF_READ_BYTES	88
+#define SWM_OFF_WRITE_OPS	96
+#define SWM_OFF_WRITE_BYTES	104
 
 #endif /* SWIFT_PROTOCOL_H */

@@ -12,6 +12,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import { FileStore } from '../store/file-store.js';
 import { MEMBER_NAME, MirrorStore, type MirrorOptions } from '../store/mirror-store.js';
 import type { FetchThreads } from '../store/threaded-store.js';
+import { MeteredStore, type StoreMeter } from '../store/metered-store.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/swiftvol/swift.env';
 
@@ -52,6 +53,14 @@ export type StoreLayer = (inner: ObjectStore, context: StoreContext) => ObjectSt
  */
 export const STORE_LAYERS: readonly StoreLayer[] = [];
 
+/** What serve adds to each leaf store (a Swift cluster, a mirror's member, the file store). */
+export interface LeafOptions {
+  /** Run each Swift leaf's large GETs on these threads; none: on the calling thread. */
+  threads?: FetchThreads;
+  /** Count each leaf's requests (named by its config section, 'swift' or 'file'). */
+  meter?: (store: string) => StoreMeter;
+}
+
 /**
  * The store the configuration names: first the leaf (SwiftStore from the
  * environment or a config file, else the embedded FileStore), then each of
@@ -63,10 +72,9 @@ export async function openStore(
   configFile?: string,
   layers: readonly StoreLayer[] = STORE_LAYERS,
   mirror: Pick<MirrorOptions, 'log'> = {},
-  /** Run each Swift leaf's large GETs on these threads (serve); none: on the calling thread. */
-  threads?: FetchThreads,
+  leafOptions: LeafOptions = {},
 ): Promise<StoreChoice> {
-  const leaf = await openLeaf(env, stateDir, configFile, mirror, threads);
+  const leaf = await openLeaf(env, stateDir, configFile, mirror, leafOptions);
   const context: StoreContext = { settings: leaf.settings, stateDir, source: leaf.source };
   return { store: await stackStores(leaf.store, layers, context), source: leaf.source };
 }
@@ -90,23 +98,23 @@ async function openLeaf(
   stateDir: string,
   configFile: string | undefined,
   mirror: Pick<MirrorOptions, 'log'>,
-  threads: FetchThreads | undefined,
+  leafOptions: LeafOptions,
 ): Promise<{ store: ObjectStore; source: string; settings: NodeJS.ProcessEnv }> {
-  const fromEnv = await swiftFrom(env, 'environment', threads);
+  const fromEnv = await swiftFrom(env, 'environment', leafOptions, 'swift');
   if (fromEnv) return { store: fromEnv, source: 'environment', settings: env };
   const file = configFile ?? env.SWIFTVOL_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
     const config = readConfigFile(file);
-    if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror, threads), source: file, settings: config.global };
+    if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror, leafOptions), source: file, settings: config.global };
     const vars = config.global;
-    const fromFile = await swiftFrom(vars, file, threads);
+    const fromFile = await swiftFrom(vars, file, leafOptions, 'swift');
     if (!fromFile) throw new ConfigError(`config file ${file} sets neither ST_AUTH nor OS_AUTH_URL`);
     return { store: fromFile, source: file, settings: vars };
   }
-  return { store: new FileStore(path.join(stateDir, 'store')), source: 'embedded file store', settings: env };
+  return { store: metered(new FileStore(path.join(stateDir, 'store')), leafOptions, 'file'), source: 'embedded file store', settings: env };
 }
 
-async function swiftFrom(vars: NodeJS.ProcessEnv, source: string, threads?: FetchThreads): Promise<ObjectStore | null> {
+async function swiftFrom(vars: NodeJS.ProcessEnv, source: string, leafOptions: LeafOptions = {}, name = 'swift'): Promise<ObjectStore | null> {
   // Loaded on demand: the HTTP client is most of the CLI's start-up time, and
   // commands answered by a running serve do not need it.
   const { swiftStoreFromEnv } = await import('../store/swift-store.js');
@@ -116,11 +124,17 @@ async function swiftFrom(vars: NodeJS.ProcessEnv, source: string, threads?: Fetc
   } catch (err) {
     throw new ConfigError(`${source}: ${(err as Error).message}`);
   }
-  if (!store || !threads) return store;
+  if (!store) return null;
+  const { threads } = leafOptions;
+  if (!threads) return metered(store, leafOptions, name);
   const { ThreadedStore } = await import('../store/threaded-store.js');
   // the threads build their copies from the credentials alone
   const settings = Object.fromEntries(Object.entries(vars).filter((e): e is [string, string] => /^(ST|OS)_/.test(e[0]) && e[1] !== undefined));
-  return new ThreadedStore(store, { settings, options: {} }, threads);
+  return metered(new ThreadedStore(store, { settings, options: {} }, threads), leafOptions, name);
+}
+
+function metered(store: ObjectStore, leafOptions: LeafOptions, name: string): ObjectStore {
+  return leafOptions.meter ? new MeteredStore(store, leafOptions.meter(name)) : store;
 }
 
 /** A config file: the settings before any section, and each section's. */
@@ -166,7 +180,7 @@ export function readConfigFile(file: string): ConfigFile {
 }
 
 /** The mirror of the file's sections, each a Swift; settings from the environment, else the file's global lines. */
-async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log'>, threads?: FetchThreads): Promise<MirrorStore> {
+async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessEnv, extra: Pick<MirrorOptions, 'log'>, leafOptions: LeafOptions): Promise<MirrorStore> {
   const options: MirrorOptions = { ...extra };
   for (const [key, option] of Object.entries(MIRROR_SETTINGS)) {
     const text = env[key] ?? config.global[key];
@@ -178,7 +192,7 @@ async function mirrorFrom(config: ConfigFile, file: string, env: NodeJS.ProcessE
   const members = [];
   try {
     for (const [name, vars] of config.sections) {
-      const store = await swiftFrom(vars, `${file} [${name}]`, threads);
+      const store = await swiftFrom(vars, `${file} [${name}]`, leafOptions, name);
       if (!store) throw new ConfigError(`${file} [${name}] sets neither ST_AUTH nor OS_AUTH_URL`);
       members.push({ name, store });
     }

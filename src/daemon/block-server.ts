@@ -53,6 +53,18 @@ export interface BlockServerOptions {
   physicalBlockSize?: number;
   /** Mode of the socket file (default 0o660). */
   socketMode?: number;
+  /** Told of every request answered after the handshake (metrics). */
+  onRequest?: (event: RequestEvent) => void;
+}
+
+/** A request the daemon answered: for metrics. */
+export interface RequestEvent {
+  volume: string;
+  op: Exclude<Request['op'], 'hello'>;
+  /** Bytes read or written (0 for the others). */
+  bytes: number;
+  seconds: number;
+  good: boolean;
 }
 
 /** A device that can warm its cache for PRE-FETCH (optional). */
@@ -289,6 +301,7 @@ class Connection {
     }
     this.inFlight++;
     this.updateFlow();
+    const started = process.hrtime.bigint();
     let work: Promise<Outcome>;
     try {
       work = this.execute(device, req);
@@ -302,6 +315,11 @@ class Connection {
           this.server.log(`${this.name}: ${req.op}: ${out.message}`);
         }
         this.send(requestOpcode(req), req.tag, out);
+        const observe = this.server.onRequest;
+        if (observe && this.volume && req.op !== 'hello') {
+          const bytes = req.op === 'read' ? req.length : req.op === 'write' ? req.data.length : 0;
+          observe({ volume: this.volume, op: req.op, bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9, good: out.status === Status.GOOD });
+        }
       })
       .finally(() => {
         this.inFlight--;
@@ -505,6 +523,7 @@ export class BlockServer {
   readonly maxPayload: number;
   readonly maxInFlight: number;
   readonly physicalBlockSize: number;
+  readonly onRequest: ((event: RequestEvent) => void) | undefined;
   private readonly opts: BlockServerOptions;
   private readonly server: net.Server;
   private readonly conns = new Set<Connection>();
@@ -524,6 +543,7 @@ export class BlockServer {
       throw new RangeError('physicalBlockSize must be a power of two from 512 to 65536');
     }
     this.physicalBlockSize = pbs;
+    this.onRequest = opts.onRequest;
     this.opts = opts;
     this.socketPath = opts.socketPath;
     this.maxPayload = maxPayload;

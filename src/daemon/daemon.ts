@@ -8,7 +8,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Volume } from '../engine/volume.js';
 import { EngineError } from '../engine/engine-error.js';
 import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
-import { BlockServer } from './block-server.js';
+import { BlockServer, type RequestEvent } from './block-server.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
@@ -30,6 +30,19 @@ export interface DaemonOptions {
   /** Run no tgtd and manage no targets: a tgtd configured by hand (targets.conf) connects to the block socket. */
   noTgtd?: boolean;
   log: (line: string) => void;
+  /** Told of every block request answered (metrics). */
+  onRequest?: (event: RequestEvent) => void;
+}
+
+/** What serve holds, for metrics: read at each scrape. */
+export interface DaemonView {
+  volumes: Array<{ name: string; volume: Volume; leaseHeld: boolean }>;
+  /** Snapshot uploads started here (running, and the last few done), per volume. */
+  snapshots: SnapshotStatus[];
+  /** Volumes being resynced now. */
+  resyncing: string[];
+  /** Objects copied by resyncs since serve started, per volume. */
+  resyncCopied: Map<string, number>;
 }
 
 export interface ServedTarget extends TargetSpec {
@@ -56,9 +69,22 @@ export class Daemon {
   private readonly resyncs = new Map<string, Promise<unknown>>();
   private readonly lastResync = new Map<string, number>();
   private resyncTimer: NodeJS.Timeout | null = null;
+  /** Volumes whose lease was lost (another machine may hold it). */
+  private readonly leaseLost = new Set<string>();
+  private readonly resyncCopied = new Map<string, number>();
 
   constructor(private readonly options: DaemonOptions) {
     this.registry = new TargetRegistry(options.stateDir);
+  }
+
+  /** What serve holds now, for metrics. */
+  view(): DaemonView {
+    return {
+      volumes: [...this.volumes].map(([name, volume]) => ({ name, volume, leaseHeld: !this.leaseLost.has(name) })),
+      snapshots: [...this.jobs.values()].flat().map((j) => j.status()),
+      resyncing: [...this.resyncs.keys()],
+      resyncCopied: this.resyncCopied,
+    };
   }
 
   /** Where initiators connect, as far as this daemon knows. */
@@ -76,6 +102,7 @@ export class Daemon {
         socketPath: blockSocketPath(stateDir),
         openDevice: (volume) => this.device(volume),
         log,
+        onRequest: this.options.onRequest,
       });
       await this.blockServer.listen();
       if (mirrorOf(this.options.engine.store)) {
@@ -207,6 +234,7 @@ export class Daemon {
       .catch(() => undefined)
       .then(() => this.options.engine.resync(name, discard === undefined ? {} : { discard }))
       .then((r) => {
+        this.resyncCopied.set(name, (this.resyncCopied.get(name) ?? 0) + r.copied);
         if (r.copied > 0 || r.deleted > 0) this.options.log(`resync ${name}: ${r.copied} object(s) copied, ${r.deleted} version(s) dropped; ${r.stores.map((s) => `${s.name} ${s.state}`).join(', ')}`);
         return r;
       })
@@ -284,8 +312,12 @@ export class Daemon {
     if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
     let pending = this.opening.get(name);
     if (!pending) {
-      const onLeaseLost = (message: string): void => this.options.log(message);
+      const onLeaseLost = (message: string): void => {
+        this.leaseLost.add(name);
+        this.options.log(message);
+      };
       pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`, { onLeaseLost }).then((volume) => {
+        this.leaseLost.delete(name);
         this.volumes.set(name, volume);
         return volume;
       });

@@ -69,6 +69,17 @@ export class BaseFetcher {
     this.streams = this.cacheReads ? new StreamDetector(READ_AHEAD_CHUNKS * this.objectSize, this.size, this.objectSize) : null;
   }
 
+  /**
+   * Whether base blocks [first, end) of a chunk are read locally (from the
+   * gateway cache, or data being installed) rather than from the store: a
+   * read that is not waits on a GET (its own, or one in flight). For metrics.
+   */
+  isLocal(chunk: number, ref: ChunkRef, first: number, end: number): boolean {
+    if (this.installing(first, end)) return true;
+    const base = chunk * (this.objectSize / BLOCK_SIZE);
+    return this.cache?.blocks.has(objectKey(ref, chunk), first - base, end - base) ?? false;
+  }
+
   /** Installs that land after this do not mark blocks valid (the overlay is going away). */
   close(): void {
     this.closed = true;

@@ -8,6 +8,7 @@
 // (SnapshotFreeze: copy before change).
 import type { GatewayCache } from './gateway-cache.js';
 import type { BlockDevice, DirectAccess, DirectSession } from './block-device.js';
+import type { DirectIoCounters } from '../overlay/direct-map.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { Overlay } from '../overlay/overlay.js';
 import { BLOCK_SIZE, SECTOR_SIZE, type VersionTable } from '../format/volume-format.js';
@@ -38,6 +39,8 @@ export class IoRangeError extends Error {
 export class Volume implements BlockDevice, DirectAccess {
   readonly size: number;
   readonly objectSize: number;
+  /** Reads that needed data from the store (cold), for metrics; the others were local (hot). */
+  readonly counters = { coldReads: 0, coldReadBytes: 0 };
   private readonly blocksPerChunk: number;
   private readonly fetcher: BaseFetcher;
   private readonly onClose: (() => void | Promise<void>) | undefined;
@@ -62,6 +65,11 @@ export class Volume implements BlockDevice, DirectAccess {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
+    const cold = this.isCold(offset, length);
+    if (cold) {
+      this.counters.coldReads++;
+      this.counters.coldReadBytes += length;
+    }
     const fetched = this.fetcher.fetchedView(offset, length);
     if (fetched) {
       this.fetcher.noteRead(offset, length); // read-ahead, if it continues a stream
@@ -74,6 +82,27 @@ export class Volume implements BlockDevice, DirectAccess {
     if (pending.length > 0) this.fetcher.noteRead(offset, length);
     await Promise.all(pending);
     return out;
+  }
+
+  /** Whether a read needs data from the store (not all of it is in the overlay or the gateway cache). */
+  private isCold(offset: number, length: number): boolean {
+    for (const seg of this.segments(offset, length)) {
+      const chunk = Math.floor(seg.offset / this.objectSize);
+      const ref = this.base?.lookup(chunk);
+      if (!ref) continue;
+      const end = Math.ceil((seg.offset + seg.length) / BLOCK_SIZE);
+      for (let block = Math.floor(seg.offset / BLOCK_SIZE); block < end; ) {
+        if (this.overlay.blockSource(block) !== 'base') {
+          block++;
+          continue;
+        }
+        let next = block + 1;
+        while (next < end && this.overlay.blockSource(next) === 'base') next++;
+        if (!this.fetcher.isLocal(chunk, ref, block, next)) return true;
+        block = next;
+      }
+    }
+    return false;
   }
 
   async write(offset: number, data: Uint8Array, options: { fua?: boolean } = {}): Promise<void> {
@@ -94,6 +123,11 @@ export class Volume implements BlockDevice, DirectAccess {
   prefetch(offset: number, length: number): Promise<void> {
     this.checkRange(offset, length);
     return this.fetcher.prefetch(offset, length);
+  }
+
+  /** What bs_swift read and wrote in the overlay file itself (counted in the shared map; never seen here). */
+  directIo(): DirectIoCounters {
+    return this.overlay.directIo();
   }
 
   /** Lets bs_swift read and overwrite local blocks in the overlay file itself. */

@@ -28,8 +28,21 @@ export const MapField = {
   VALID: 56,
   DIRTY: 64,
   LENGTH: 72,
+  /** u64 counters of bs_swift's direct I/O, beyond the header (for serve's metrics) */
+  READ_OPS: 80,
+  READ_BYTES: 88,
+  WRITE_OPS: 96,
+  WRITE_BYTES: 104,
 } as const;
 const PAGE = 4096;
+
+/** What bs_swift read and wrote in the overlay file by itself. */
+export interface DirectIoCounters {
+  readOps: number;
+  readBytes: number;
+  writeOps: number;
+  writeBytes: number;
+}
 /** How long a freeze waits for direct writes in progress (they are pwrites into the page cache). */
 const QUIESCE_TIMEOUT_MS = 5000;
 
@@ -127,6 +140,12 @@ export class DirectMap {
     }
     const same = (from: number, to: number): boolean => found.subarray(from, to).equals(header.subarray(from, to));
     return same(0, MapField.INFLIGHT) && same(MapField.INFLIGHT + 4, header.length);
+  }
+
+  /** bs_swift's counters of its direct I/O (it adds to them; they live as long as the map file). */
+  directIo(): DirectIoCounters {
+    const at = (field: number): number => Number(this.map.readBigUInt64LE(field));
+    return { readOps: at(MapField.READ_OPS), readBytes: at(MapField.READ_BYTES), writeOps: at(MapField.WRITE_OPS), writeBytes: at(MapField.WRITE_BYTES) };
   }
 
   /** Replaces chunk's valid bits (at start-up, from the overlay's bitmaps). */

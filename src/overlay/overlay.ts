@@ -20,7 +20,7 @@ import { overlayIo } from '../native/addons.js';
 import Database from 'better-sqlite3';
 import { BLOCK_SIZE, VersionTable } from '../format/volume-format.js';
 import { countAndNot, countBits, popcount8, testBit } from './bitmap.js';
-import { DirectMap } from './direct-map.js';
+import { DirectMap, type DirectIoCounters } from './direct-map.js';
 
 const fdatasync = promisify(fs.fdatasync);
 const fsWrite = promisify(fs.write);
@@ -371,6 +371,11 @@ export class Overlay {
       this.pending.add(chunk);
       this.unsyncedWrites++;
     }
+  }
+
+  /** What bs_swift read and wrote in the overlay file by itself. */
+  directIo(): DirectIoCounters {
+    return this.direct.directIo();
   }
 
   /** Starts a direct I/O session for bs_swift: where the files are, and the call that ends it. */

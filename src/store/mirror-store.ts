@@ -756,6 +756,24 @@ export class MirrorStore implements ObjectStore {
   }
 
   /** Containers this process knows to have a member behind that answers: what a background resync should take up. */
+  /**
+   * What this process knows of each member's state in the containers it has
+   * used, without asking the stores (for metrics): split-brain, behind,
+   * unreachable (routed around) or in-sync.
+   */
+  async knownStates(): Promise<Array<{ container: string; store: string; state: MemberState }>> {
+    const out: Array<{ container: string; store: string; state: MemberState }> = [];
+    for (const [container, loading] of this.states) {
+      const state = await loading.catch(() => null);
+      if (!state) continue;
+      for (const store of state.set) {
+        const st: MemberState = state.split.has(store) ? 'split-brain' : state.behind.has(store) ? 'behind' : this.isDown(store) ? 'unreachable' : 'in-sync';
+        out.push({ container, store, state: st });
+      }
+    }
+    return out;
+  }
+
   async lagging(): Promise<string[]> {
     const out: string[] = [];
     for (const [container, loading] of this.states) {
