@@ -33,7 +33,7 @@ before(async () => {
   writeImage(image, 16 * MiB, 4 * MiB, () => false);
   ok(['import', image, 'm1']);
   ok(['target', 'add', 'm1']);
-  serve = await startServe(env, await freePort(), { args: ['--metrics', '127.0.0.1:0'] });
+  serve = await startServe(env, await freePort(), { args: ['--metrics', '127.0.0.1:0', '--log-format', 'json'] });
   const m = /metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(serve.output());
   assert.ok(m, `serve says where its metrics are:\n${serve.output()}`);
   metricsUrl = m[1]!;
@@ -106,6 +106,20 @@ test('counters move by the bytes an initiator reads and writes', async () => {
   assert.equal(get(s4, 'swiftvol_snapshot_bytes{volume="m1",snapshot="s1",state="complete",kind="done"}'), get(s4, 'swiftvol_snapshot_bytes{volume="m1",snapshot="s1",state="complete",kind="total"}'));
   assert.ok(get(s4, 'swiftvol_snapshot_bytes{volume="m1",snapshot="s1",state="complete",kind="total"}') >= MiB);
   assert.ok(delta(s3, s4, 'swiftvol_store_bytes_total{store="swift",direction="sent"}') >= MiB, 'the upload went to Swift');
+});
+
+test('--log-format json: every line of serve is one JSON object with time, level and msg; a volume\'s events name it', () => {
+  const lines = serve!.output().split('\n').filter((l) => l !== '');
+  assert.ok(lines.length >= 3, serve!.output());
+  const events = lines.map((l) => JSON.parse(l) as { time?: string; level?: string; msg?: string; volume?: string });
+  for (const e of events) {
+    assert.match(e.time ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(['info', 'warn', 'error'].includes(e.level ?? ''), JSON.stringify(e));
+    assert.equal(typeof e.msg, 'string');
+  }
+  const serving = events.find((e) => e.msg?.startsWith('serving m1 as '));
+  assert.equal(serving?.volume, 'm1', 'the event of serving a volume names it');
+  assert.ok(events.some((e) => e.msg?.startsWith('snapshot m1@s1: committed') && e.volume === 'm1'));
 });
 
 test('anything but GET /metrics is 404; a bad --metrics is refused', async () => {

@@ -22,6 +22,7 @@ import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetN
 import { TgtError } from '../daemon/tgtd.js';
 import { NativeAddonError } from '../native/addons.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
+import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
 
@@ -661,9 +662,11 @@ function buildProgram(): Command {
     .option('--cache-size <size>', "bound of the clean cache of all served volumes (default: a tenth of the state dir's filesystem)", cacheSizeArg)
     .option('--fetch-threads <n>', 'worker threads that receive large GETs from Swift (0: all on the main thread; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)', fetchThreadsArg)
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; port 0 picks a free one)', metricsArg)
-    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number; metrics?: { host: string; port: number } }) => {
+    .addOption(new Option('--log-format <format>', 'text (an ISO time and the message) or json (one object per line: time, level, volume, msg)').choices(LOG_FORMATS).default('text'))
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number; metrics?: { host: string; port: number }; logFormat: LogFormat }) => {
       const global = program.opts<GlobalOptions>();
-      const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
+      const log = serveLog(opts.logFormat);
+      const systemd = (await import('../daemon/systemd-notify.js')).systemdNotifier();
       // before the cache opens: opening it tidies its files, which must not happen under a running serve
       if ((await sendControl(global.stateDir, { op: 'status' }, 5000).catch(() => null)) !== null) {
         throw new EngineError(`swiftvol serve is already running on ${global.stateDir}`);
@@ -674,7 +677,7 @@ function buildProgram(): Command {
       const { FetchThreads } = await import('../store/threaded-store.js');
       const threads = threadCount > 0 ? new FetchThreads(threadCount) : undefined;
       const metrics = opts.metrics ? new (await import('../daemon/metrics.js')).ServeMetrics() : undefined;
-      const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log }, { threads, meter: metrics && ((name) => metrics.storeMeter(name)) });
+      const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log: (m, level) => log(m, { level }) }, { threads, meter: metrics && ((name) => metrics.storeMeter(name)) });
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
         engine: await newEngine(store, global, cache),
@@ -690,6 +693,7 @@ function buildProgram(): Command {
       // Signals are handled from the start: one during start-up stops cleanly once started.
       const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
+          systemd?.stopping();
           log(`${sig}: flushing and stopping`);
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
@@ -717,7 +721,9 @@ function buildProgram(): Command {
         cache.close();
         throw err;
       }
-      log(opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only');
+      const ready = opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only';
+      log(ready);
+      systemd?.ready(ready);
       await stopped;
       await metricsServer?.close();
       await daemon.stop();

@@ -9,6 +9,7 @@ import type { Volume } from '../engine/volume.js';
 import { EngineError } from '../engine/engine-error.js';
 import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer, type RequestEvent } from './block-server.js';
+import type { Log } from './serve-log.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
@@ -29,7 +30,7 @@ export interface DaemonOptions {
   existingTgtd?: number;
   /** Run no tgtd and manage no targets: a tgtd configured by hand (targets.conf) connects to the block socket. */
   noTgtd?: boolean;
-  log: (line: string) => void;
+  log: Log;
   /** Told of every block request answered (metrics). */
   onRequest?: (event: RequestEvent) => void;
 }
@@ -126,7 +127,7 @@ export class Daemon {
         try {
           await this.serve(spec, existing);
         } catch (err) {
-          log(`cannot serve ${spec.volume}: ${(err as Error).message}`);
+          log(`cannot serve ${spec.volume}: ${(err as Error).message}`, { volume: spec.volume, level: 'error' });
           this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
         }
       }
@@ -155,7 +156,7 @@ export class Daemon {
       await Promise.allSettled([...this.jobs.values()].flat().map((j) => j.done));
       await this.blockServer?.close();
       for (const [name, volume] of this.volumes) {
-        await volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`));
+        await volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`, { volume: name, level: 'error' }));
       }
       this.volumes.clear();
       if (this.tgtd) {
@@ -218,10 +219,10 @@ export class Daemon {
     const finished = old.filter((j) => j.state !== 'uploading').slice(-4);
     const list = [...old.filter((j) => j.state === 'uploading' || finished.includes(j)), job];
     this.jobs.set(name, list);
-    this.options.log(`snapshot ${name}@${snapshot}: frozen ${job.changedBytes} changed bytes, uploading ${job.totalBytes}`);
+    this.options.log(`snapshot ${name}@${snapshot}: frozen ${job.changedBytes} changed bytes, uploading ${job.totalBytes}`, { volume: name });
     job.done.then(
-      (table) => this.options.log(`snapshot ${name}@${snapshot}: committed as version ${table.seq}`),
-      (err: Error) => this.options.log(`snapshot ${name}@${snapshot} failed: ${err.message}`),
+      (table) => this.options.log(`snapshot ${name}@${snapshot}: committed as version ${table.seq}`, { volume: name }),
+      (err: Error) => this.options.log(`snapshot ${name}@${snapshot} failed: ${err.message}`, { volume: name, level: 'error' }),
     );
     return job.status();
   }
@@ -235,7 +236,7 @@ export class Daemon {
       .then(() => this.options.engine.resync(name, discard === undefined ? {} : { discard }))
       .then((r) => {
         this.resyncCopied.set(name, (this.resyncCopied.get(name) ?? 0) + r.copied);
-        if (r.copied > 0 || r.deleted > 0) this.options.log(`resync ${name}: ${r.copied} object(s) copied, ${r.deleted} version(s) dropped; ${r.stores.map((s) => `${s.name} ${s.state}`).join(', ')}`);
+        if (r.copied > 0 || r.deleted > 0) this.options.log(`resync ${name}: ${r.copied} object(s) copied, ${r.deleted} version(s) dropped; ${r.stores.map((s) => `${s.name} ${s.state}`).join(', ')}`, { volume: name });
         return r;
       })
       .finally(() => {
@@ -259,7 +260,7 @@ export class Daemon {
       if (name === null || !this.volumes.has(name) || this.resyncs.has(name)) continue;
       if ((this.lastResync.get(name) ?? 0) + RESYNC_RETRY_MS > now) continue;
       this.lastResync.set(name, now);
-      this.resync(name).catch((err: Error) => this.options.log(`resync ${name} failed (tried again later): ${err.message}`));
+      this.resync(name).catch((err: Error) => this.options.log(`resync ${name} failed (tried again later): ${err.message}`, { volume: name, level: 'warn' }));
     }
   }
 
@@ -298,7 +299,7 @@ export class Daemon {
     const device = this.volumes.get(volume);
     this.volumes.delete(volume);
     await device?.close();
-    this.options.log(`stopped serving ${volume}`);
+    this.options.log(`stopped serving ${volume}`, { volume });
     return { volume };
   }
 
@@ -314,7 +315,7 @@ export class Daemon {
     if (!pending) {
       const onLeaseLost = (message: string): void => {
         this.leaseLost.add(name);
-        this.options.log(message);
+        this.options.log(message, { volume: name, level: 'error' });
       };
       pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`, { onLeaseLost }).then((volume) => {
         this.leaseLost.delete(name);
@@ -373,7 +374,7 @@ export class Daemon {
       await this.device(spec.volume);
       const target: ServedTarget = { ...spec, tid: same.tid, state: 'served' };
       this.served.set(spec.volume, target);
-      this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${same.tid}, kept by tgtd)`);
+      this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${same.tid}, kept by tgtd)`, { volume: spec.volume });
       return target;
     }
     const volume = await this.device(spec.volume);
@@ -401,7 +402,7 @@ export class Daemon {
     }
     const target: ServedTarget = { ...spec, tid, state: 'served' };
     this.served.set(spec.volume, target);
-    this.options.log(`serving ${spec.volume} as ${spec.iqn} (tid ${tid}, LUN 1, allowed: ${spec.allow.join(' ')}${spec.chap ? ', CHAP' : ''})`);
+    this.options.log(`serving ${spec.volume} as ${spec.iqn} (tid ${tid}, LUN 1, allowed: ${spec.allow.join(' ')}${spec.chap ? ', CHAP' : ''})`, { volume: spec.volume });
     return target;
   }
 }
