@@ -7,10 +7,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
-import { tempDir, sha256File } from './fixtures/files.js';
+import { tempDir, sha256File, cliPath } from './fixtures/files.js';
 import { swiftvolEnv, swiftvolSync } from './fixtures/serve.js';
 import { formatSize } from '../src/cli/sizes.js';
 
@@ -217,4 +218,36 @@ test('images already in Swift import without a local copy: a qcow2 as a dynamic 
   assert.equal(sha256File(exported('from-slo')), sha256File(baseImage()));
   const info = JSON.parse(cli(['volume', 'info', 'from-slo', '--json']).stdout) as { storedBytes: number };
   assert.equal(info.storedBytes, 3 * 8 * MiB, 'zero chunks of an object are not stored either');
+});
+
+test('a qcow2 import killed midway leaves an incomplete volume and no qemu-nbd behind', async () => {
+  const raw = file('big.raw');
+  fs.writeFileSync(raw, randomBytes(96 * MiB));
+  const image = file('big.qcow2');
+  qemuImg('convert', '-f', 'raw', '-O', 'qcow2', raw, image);
+  fs.rmSync(raw);
+  const child = spawn(process.execPath, [cliPath, 'import', image, 'killed', '--object-size', '1M', '--concurrency', '1'], { env, stdio: 'ignore' });
+  const { url, token } = await account();
+  for (const deadline = Date.now() + 60_000; ; ) {
+    const listing = await fetch(`${url}/swiftvol-killed?prefix=data/&format=json`, { headers: { 'x-auth-token': token } });
+    if (listing.status === 200 && ((await listing.json()) as unknown[]).length >= 3) break;
+    assert.ok(Date.now() < deadline, 'the import never started uploading');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  const list = JSON.parse(cli(['volume', 'list', '--json']).stdout) as Array<{ name: string; state: string }>;
+  assert.equal(list.find((v) => v.name === 'killed')?.state, 'incomplete');
+  // qemu-nbd served that one connection: it exits when the connection goes
+  const nbdOf = (): string[] =>
+    fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && (() => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(image);
+      } catch {
+        return false;
+      }
+    })());
+  for (let i = 0; i < 100 && nbdOf().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(nbdOf(), [], 'no process holds the image');
+  cli(['volume', 'delete', 'killed']);
 });

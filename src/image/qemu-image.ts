@@ -77,7 +77,8 @@ export class QemuNbd {
   static async start(source: string, format: string): Promise<QemuNbd> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'swiftvol-nbd-'));
     const socket = path.join(dir, 'nbd.sock');
-    const child = spawn('qemu-nbd', ['--read-only', '--persistent', '--shared=4', `--format=${format}`, `--socket=${socket}`, source], {
+    // one client, not --persistent: qemu-nbd exits when the connection closes, also when swiftvol is killed
+    const child = spawn('qemu-nbd', ['--read-only', `--format=${format}`, `--socket=${socket}`, source], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
