@@ -11,11 +11,14 @@
  *   tgtadm --mode logicalunit --op new ... --bstype swift \
  *          --backing-store VOLUME --bsopts "socket=/run/swiftvol/bs.sock;timeout=20"
  *
- * Concurrency: requests run on bs_thread workers (nr_iothreads, 16 by
- * default). Each LU keeps a pool of connections to the daemon; a worker takes
- * an idle one (or opens a new one) for one request/reply exchange, so up to
- * one request per worker is in flight per LU and tgtd's main loop never
- * waits on the daemon.
+ * Concurrency: requests run on one pool of worker threads shared by every
+ * swift LU of the tgtd (nr_iothreads, 16 by default, whatever the number of
+ * LUs: bs_thread would start that many per LU), and come back to tgtd's main
+ * loop through an eventfd, as bs_aio's do. Each LU keeps a pool of
+ * connections to the daemon; a worker takes an idle one (or opens a new one)
+ * for one request/reply exchange, so a LU has at most as many connections
+ * as it has requests in flight, and tgtd's main loop never waits on the
+ * daemon.
  *
  * Direct I/O: when the daemon offers it (DIRECT), bs_swift maps the
  * volume's shared block map and opens its overlay file, and serves READs of
@@ -57,6 +60,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -70,7 +75,6 @@
 #include "tgtd.h"
 #include "scsi.h"
 #include "spc.h"
-#include "bs_thread.h"
 
 /* the wire format (doc/protocol.md), shared with the daemon */
 #include "swift_protocol.h"
@@ -155,8 +159,7 @@ struct swift_res {
 
 static inline struct swift_lu *SWIFT_LU(struct scsi_lu *lu)
 {
-	return (struct swift_lu *)((char *)lu + sizeof(*lu) +
-				   sizeof(struct bs_thread_info));
+	return (struct swift_lu *)((char *)lu + sizeof(*lu));
 }
 
 static void put_le16(uint8_t *p, uint16_t v)
@@ -1677,9 +1680,171 @@ static void swift_wrap_vpd_b0(struct scsi_lu *lu)
 	swift_update_vpd_b0(lu, NULL);
 }
 
+/* ---- the worker pool, one for all swift LUs of this tgtd ---- */
+
+static void bs_swift_request(struct scsi_cmd *cmd);
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct list_head pending;	/* submitted, waiting for a worker */
+	pthread_mutex_t done_lock;
+	struct list_head done;		/* answered, for tgtd's main loop */
+	int done_fd;			/* eventfd: done has commands */
+	pthread_t *threads;
+	int nr;
+	int users;			/* LUs; touched by tgtd's main loop only */
+	int stopping;
+} pool = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake = PTHREAD_COND_INITIALIZER,
+	.done_lock = PTHREAD_MUTEX_INITIALIZER,
+	.done_fd = -1,
+};
+
+static void *swift_worker(void *arg)
+{
+	struct scsi_cmd *cmd;
+	uint64_t one = 1;
+	sigset_t set;
+	ssize_t r;
+
+	(void)arg;
+	sigfillset(&set);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		eprintf("bs_swift: pthread_sigmask failed\n");
+	for (;;) {
+		pthread_mutex_lock(&pool.lock);
+		while (list_empty(&pool.pending) && !pool.stopping)
+			pthread_cond_wait(&pool.wake, &pool.lock);
+		if (list_empty(&pool.pending)) {
+			pthread_mutex_unlock(&pool.lock);
+			return NULL;
+		}
+		cmd = list_first_entry(&pool.pending, struct scsi_cmd, bs_list);
+		list_del(&cmd->bs_list);
+		pthread_mutex_unlock(&pool.lock);
+
+		bs_swift_request(cmd);
+
+		pthread_mutex_lock(&pool.done_lock);
+		list_add_tail(&cmd->bs_list, &pool.done);
+		pthread_mutex_unlock(&pool.done_lock);
+		do
+			r = write(pool.done_fd, &one, sizeof(one));
+		while (r < 0 && errno == EINTR);
+		if (r < 0)
+			eprintf("bs_swift: eventfd write: %m\n");
+	}
+}
+
+/* tgtd's main loop: hands answered commands back to tgt */
+static void swift_pool_done(int fd, int events, void *data)
+{
+	struct scsi_cmd *cmd;
+	LIST_HEAD(list);
+	uint64_t count;
+
+	(void)events;
+	(void)data;
+	if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		eprintf("bs_swift: eventfd read: %m\n");
+	pthread_mutex_lock(&pool.done_lock);
+	list_splice_init(&pool.done, &list);
+	pthread_mutex_unlock(&pool.done_lock);
+	while (!list_empty(&list)) {
+		cmd = list_first_entry(&list, struct scsi_cmd, bs_list);
+		list_del(&cmd->bs_list);
+		target_cmd_io_done(cmd, scsi_get_result(cmd));
+	}
+}
+
+static void swift_pool_stop(void)
+{
+	int i, err;
+
+	pthread_mutex_lock(&pool.lock);
+	pool.stopping = 1;
+	pthread_cond_broadcast(&pool.wake);
+	pthread_mutex_unlock(&pool.lock);
+	for (i = 0; i < pool.nr; i++) {
+		err = pthread_join(pool.threads[i], NULL);
+		if (err)
+			eprintf("bs_swift: pthread_join: %s\n", strerror(err));
+	}
+	free(pool.threads);
+	pool.threads = NULL;
+	pool.nr = 0;
+	if (pool.done_fd >= 0) {
+		tgt_event_del(pool.done_fd);
+		if (close(pool.done_fd))
+			eprintf("bs_swift: close: %m\n");
+		pool.done_fd = -1;
+	}
+	/* answered after the last LU went: nothing left to hand back to */
+	pool.stopping = 0;
+}
+
+/* A LU joins the pool: the first one starts it. */
+static tgtadm_err swift_pool_get(void)
+{
+	int i, err;
+
+	if (pool.users++ > 0)
+		return TGTADM_SUCCESS;
+	INIT_LIST_HEAD(&pool.pending);
+	INIT_LIST_HEAD(&pool.done);
+	pool.done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (pool.done_fd < 0) {
+		eprintf("bs_swift: eventfd: %m\n");
+		goto fail;
+	}
+	if (tgt_event_add(pool.done_fd, EPOLLIN, swift_pool_done, NULL)) {
+		eprintf("bs_swift: cannot watch the eventfd\n");
+		if (close(pool.done_fd))
+			eprintf("bs_swift: close: %m\n");
+		pool.done_fd = -1;
+		goto fail;
+	}
+	pool.threads = calloc(nr_iothreads, sizeof(*pool.threads));
+	if (!pool.threads)
+		goto stop;
+	for (i = 0; i < nr_iothreads; i++) {
+		err = pthread_create(&pool.threads[i], NULL, swift_worker, NULL);
+		if (err) {
+			eprintf("bs_swift: pthread_create: %s\n", strerror(err));
+			goto stop;
+		}
+		pool.nr++;
+	}
+	eprintf("bs_swift: %d worker threads for all swift LUs\n", pool.nr);
+	return TGTADM_SUCCESS;
+stop:
+	swift_pool_stop();
+fail:
+	pool.users--;
+	return TGTADM_NOMEM;
+}
+
+/* A LU leaves the pool (tgt has no command of it outstanding): the last one stops it. */
+static void swift_pool_put(void)
+{
+	if (--pool.users == 0)
+		swift_pool_stop();
+}
+
+static int swift_cmd_submit(struct scsi_cmd *cmd)
+{
+	pthread_mutex_lock(&pool.lock);
+	list_add_tail(&cmd->bs_list, &pool.pending);
+	pthread_cond_signal(&pool.wake);
+	pthread_mutex_unlock(&pool.lock);
+	set_cmd_async(cmd);
+	return 0;
+}
+
 static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 {
-	struct bs_thread_info *info = BS_THREAD_I(lu);
 	struct swift_lu *s = SWIFT_LU(lu);
 	pthread_rwlockattr_t rwattr;
 	tgtadm_err ret;
@@ -1714,7 +1879,7 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 		eprintf("bs_swift: pthread_rwlockattr_destroy failed\n");
 
 	swift_wrap_vpd_b0(lu);
-	ret = bs_thread_open(info, bs_swift_request, nr_iothreads);
+	ret = swift_pool_get();
 	if (ret != TGTADM_SUCCESS) {
 		err = pthread_rwlock_destroy(&s->direct_lock);
 		if (err)
@@ -1730,12 +1895,10 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 
 static void bs_swift_exit(struct scsi_lu *lu)
 {
-	struct bs_thread_info *info = BS_THREAD_I(lu);
 	struct swift_lu *s = SWIFT_LU(lu);
-
 	int err;
 
-	bs_thread_close(info);
+	swift_pool_put();
 	swift_direct_stop(s, NULL);
 	swift_pool_flush(s);
 	err = pthread_rwlock_destroy(&s->direct_lock);
@@ -1748,13 +1911,12 @@ static void bs_swift_exit(struct scsi_lu *lu)
 
 static struct backingstore_template swift_bst = {
 	.bs_name		= "swift",
-	.bs_datasize		= sizeof(struct bs_thread_info) +
-				  sizeof(struct swift_lu),
+	.bs_datasize		= sizeof(struct swift_lu),
 	.bs_open		= bs_swift_open,
 	.bs_close		= bs_swift_close,
 	.bs_init		= bs_swift_init,
 	.bs_exit		= bs_swift_exit,
-	.bs_cmd_submit		= bs_thread_cmd_submit,
+	.bs_cmd_submit		= swift_cmd_submit,
 	.bs_oflags_supported	= 0,
 };
 

@@ -111,6 +111,13 @@ function defaultFetchThreads(): number {
   return cpus >= 4 ? Math.min(4, Math.floor(cpus / 2)) : 0;
 }
 
+/** Volume names of a variadic argument, each checked, none twice. */
+function volumesArg(text: string, previous: string[] = []): string[] {
+  const name = volumeArg(text);
+  if (previous.includes(name)) throw new InvalidArgumentError(`volume '${name}' is named twice`);
+  return [...previous, name];
+}
+
 /** a,b,c: store names of the config file's sections (checked against the file when the store opens). */
 function storesArg(text: string): string[] {
   const names = text.split(',').map((n) => n.trim());
@@ -736,40 +743,54 @@ function buildProgram(): Command {
   const target = program.command('target').description('export volumes as iSCSI targets (served by swiftvol serve)');
   target
     .command('add')
-    .description('export a volume as iqn…:VOLUME, LUN 1')
-    .argument('<volume>', 'volume name', volumeArg)
+    .description('export volumes, each as iqn…:VOLUME, LUN 1 (several at once: one process, one check of the names)')
+    .argument('<volume...>', 'volume names', volumesArg)
     .option('--allow <addr|cidr|iqn>', 'initiator allowed to log in (repeatable; default 127.0.0.1)', allowArg)
     .option('--chap <user:secret>', 'require CHAP with this user and secret', chapArg)
-    .action(async (volume: string, opts: { allow?: string[]; chap?: { user: string; secret: string } }) => {
+    .action(async (volumes: string[], opts: { allow?: string[]; chap?: { user: string; secret: string } }) => {
       const global = program.opts<GlobalOptions>();
       const allow = opts.allow ?? ['127.0.0.1'];
-      const reply = await sendControl(global.stateDir, { op: 'target.add', volume, allow, chap: opts.chap, iqnPrefix: global.iqnPrefix });
-      if (reply === null) {
-        // No serve running: record the export for the next start.
-        await withEngine(program, (engine) => engine.info(volume));
-        const registry = new TargetRegistry(global.stateDir);
-        if (registry.get(volume)) throw new EngineError(`volume '${volume}' is already exported`);
-        registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
-        console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
-        return;
+      const registry = new TargetRegistry(global.stateDir);
+      const served = await servedVolumes(global.stateDir);
+      // every name checked before anything changes: one listing of the store
+      await withEngine(program, async (engine) => {
+        const known = new Set((await engine.list()).map((v) => v.name));
+        const missing = volumes.filter((v) => !known.has(v));
+        if (missing.length > 0) throw new EngineError(`${missing.length === 1 ? 'volume' : 'volumes'} ${missing.map((v) => `'${v}'`).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist`);
+      });
+      const recorded = new Set(registry.list().map((t) => t.volume));
+      const already = volumes.filter((v) => (served ? served.has(v) : recorded.has(v)));
+      if (already.length > 0) throw new EngineError(`${already.map((v) => `volume '${v}'`).join(', ')} ${already.length === 1 ? 'is' : 'are'} already exported`);
+      for (const volume of volumes) {
+        const reply = await sendControl(global.stateDir, { op: 'target.add', volume, allow, chap: opts.chap, iqnPrefix: global.iqnPrefix });
+        if (reply === null) {
+          // No serve running: record the export for the next start.
+          registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
+          console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
+          continue;
+        }
+        if (!reply.ok) throw new EngineError(reply.error);
+        const view = reply.result as TargetView;
+        console.log(`serving ${volume} as ${view.iqn}, LUN 1`);
       }
-      if (!reply.ok) throw new EngineError(reply.error);
-      const view = reply.result as TargetView;
-      console.log(`serving ${volume} as ${view.iqn}, LUN 1`);
     });
   target
     .command('remove')
-    .description('stop exporting a volume (initiators are logged out)')
-    .argument('<volume>', 'volume name', volumeArg)
-    .action(async (volume: string) => {
+    .description('stop exporting volumes (initiators are logged out)')
+    .argument('<volume...>', 'volume names', volumesArg)
+    .action(async (volumes: string[]) => {
       const global = program.opts<GlobalOptions>();
-      const reply = await sendControl(global.stateDir, { op: 'target.remove', volume });
-      if (reply === null) {
-        if (!new TargetRegistry(global.stateDir).remove(volume)) throw new EngineError(`volume '${volume}' is not exported`);
-      } else if (!reply.ok) {
-        throw new EngineError(reply.error);
+      const served = await servedVolumes(global.stateDir);
+      const registry = new TargetRegistry(global.stateDir);
+      const recorded = new Set(registry.list().map((t) => t.volume));
+      const absent = volumes.filter((v) => !recorded.has(v) && !served?.has(v));
+      if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
+      for (const volume of volumes) {
+        const reply = await sendControl(global.stateDir, { op: 'target.remove', volume });
+        if (reply === null) registry.remove(volume);
+        else if (!reply.ok) throw new EngineError(reply.error);
+        console.log(`removed the target of ${volume}`);
       }
-      console.log(`removed the target of ${volume}`);
     });
   target
     .command('list')
