@@ -18,7 +18,7 @@ import { Engine } from '../src/engine/engine.js';
 import { VolumeKey } from '../src/engine/volume-key.js';
 import { BlockServer } from '../src/daemon/block-server.js';
 import { Status } from '../src/daemon/protocol.js';
-import { containerName, dataObjectName, versionObjectName, METADATA_OBJECT, BLOCK_SIZE, blockSumsLength } from '../src/format/volume-format.js';
+import { containerName, dataObjectName, versionObjectName, METADATA_OBJECT, BLOCK_SIZE, blockSumsLength, FORMAT_VERSION } from '../src/format/volume-format.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -57,7 +57,7 @@ onEachStore((run) => {
     assert.deepEqual(sizes, [OBJECT + blockSumsLength(OBJECT), OBJECT + blockSumsLength(OBJECT), MiB + blockSumsLength(MiB)]);
     assert.equal(blockSumsLength(OBJECT), (OBJECT / BLOCK_SIZE) * 4);
     const table = JSON.parse((await run.store.get(containerName('sums'), versionObjectName(1))).toString()) as { formatVersion: number; chunks: unknown[][] };
-    assert.equal(table.formatVersion, 3);
+    assert.equal(table.formatVersion, FORMAT_VERSION, 'written in the current format (3 or later: the crc32c layout)');
     assert.ok(table.chunks.every((e) => e.length === 5 && e[4] === 1), JSON.stringify(table.chunks));
     await engine.deleteVolume('sums');
   });

@@ -308,17 +308,17 @@ export class Engine {
   async list(): Promise<VolumeInfo[]> {
     const summaries = await this.catalog.list();
     const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
-    return summaries.map((s) => this.withLocal(s, summaries, held));
+    return summaries.map((s) => this.withLocal(s, summaries.filter((c) => c.parent?.volume === s.name).map((c) => c.name), held));
   }
 
+  /** One volume: what it costs grows with its clones, not with the number of volumes (VolumeCatalog.children). */
   async info(name: string): Promise<VolumeInfo> {
     validateVolumeName(name);
-    const summaries = await this.catalog.list();
-    const summary = summaries.find((s) => s.name === name);
+    const [summary, children] = await Promise.all([this.catalog.summary(name), this.catalog.children(name)]);
     if (!summary) throw new EngineError(`volume '${name}' does not exist`);
     const stores = await storeStates(this.store, name, { count: true });
     const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
-    return { ...this.withLocal(summary, summaries, held), ...(stores ? { stores } : {}) };
+    return { ...this.withLocal(summary, children, held), ...(stores ? { stores } : {}) };
   }
 
   /**
@@ -547,7 +547,8 @@ export class Engine {
     validateVolumeName(name);
     const release = this.state.lock(name, 'volume delete');
     try {
-      const exists = (await this.catalog.readMetadata(name)) !== null;
+      const meta = await this.catalog.readMetadata(name);
+      const exists = meta !== null;
       const containerLeft = (await this.store.listContainers(containerName(name))).includes(containerName(name));
       if (!exists && !containerLeft && !this.state.hasVolume(name)) throw new EngineError(`volume '${name}' does not exist`);
       // a copy left on a store that does not answer would bring the volume back
@@ -560,6 +561,7 @@ export class Engine {
         throw new EngineError(`volume '${name}' cannot be deleted: clones ${borrowers.map((b) => `'${b}'`).join(', ')} still use its data (flatten or delete them first)`);
       }
       await this.catalog.delete(name);
+      if (meta) await this.catalog.forgetChild(meta).catch(() => undefined); // a marker left is passed over by readers
       this.state.removeVolume(name);
     } finally {
       release();
@@ -625,8 +627,8 @@ export class Engine {
 
   /** Adds what the local state says (as last committed), without taking the volume's lock. */
   /** `held`: blocks the gateway cache of this state dir holds, by object (BlockCache.committedBlocks). */
-  private withLocal(summary: VolumeSummary, all: VolumeSummary[], held: ReadonlyMap<string, number>): VolumeInfo {
-    const lineage = { parent: summary.parent ?? null, children: all.filter((s) => s.parent?.volume === summary.name).map((s) => s.name) };
+  private withLocal(summary: VolumeSummary, children: string[], held: ReadonlyMap<string, number>): VolumeInfo {
+    const lineage = { parent: summary.parent ?? null, children: [...children].sort() };
     if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null, cachedBytes: null };
     // clean cache: in the overlay (an engine without a gateway cache), and in the gateway's cache of this state dir
     const local = Overlay.inspect(this.state.volumeDir(summary.name), { withBase: held.size > 0 });

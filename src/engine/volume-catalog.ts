@@ -27,6 +27,11 @@ import {
   dataObjectName,
   deletedMarkerName,
   seqOfDeletedMarker,
+  CHILDREN_PREFIX,
+  LINEAGE_FORMAT_VERSION,
+  childMarkerName,
+  parseChildMarker,
+  FormatError,
 } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 import { runPool } from '../store/run-pool.js';
@@ -123,11 +128,14 @@ export class VolumeCatalog {
    */
   async begin(name: string, size: number, objectSize: number, parent?: ParentRef, encryption?: VolumeEncryption): Promise<VolumeMetadata> {
     if (await this.readMetadata(name)) throw new EngineError(`volume '${name}' already exists`);
+    const uuid = randomUUID();
+    // a clone is recorded in its parent's container before it exists (never a clone without its record)
+    if (parent) await this.store.put(containerName(parent.volume), childMarkerName(name, uuid), Buffer.alloc(0));
     const meta: VolumeMetadata = {
       format: 'swiftvol-volume',
       formatVersion: FORMAT_VERSION,
       name,
-      uuid: randomUUID(),
+      uuid,
       size,
       objectSize,
       createdAt: new Date().toISOString(),
@@ -257,10 +265,73 @@ export class VolumeCatalog {
     }
   }
 
+  /**
+   * The volumes cloned from `name`, as its children markers record them
+   * (each checked against the clone's metadata: a marker left by a clone that
+   * failed, or by a deleted one, is passed over); by reading every volume's
+   * metadata for a volume of a format that does not record them.
+   */
+  async children(name: string): Promise<string[]> {
+    const meta = await this.readMetadata(name);
+    if (!meta || meta.formatVersion < LINEAGE_FORMAT_VERSION) {
+      const all = await this.list();
+      return all.filter((s) => s.parent?.volume === name).map((s) => s.name);
+    }
+    const markers: Array<{ child: string; uuid: string }> = [];
+    for await (const obj of this.store.list(containerName(name), CHILDREN_PREFIX)) {
+      const m = parseChildMarker(obj.name);
+      if (m) markers.push(m);
+    }
+    const found = await runPool(markers, 8, async (m) => {
+      const child = await this.readMetadata(m.child).catch((err: unknown) => {
+        if (err instanceof FormatError) return null; // not a volume we can read: not one of ours
+        throw err;
+      });
+      return child && child.uuid === m.uuid && child.parent?.volume === name ? m.child : null;
+    });
+    return [...new Set(found.filter((c): c is string => c !== null))].sort();
+  }
+
+  /**
+   * The volumes whose tables may name objects of `name`'s container: its
+   * clones, theirs, and so on (a clone's table points at the same objects
+   * its parent's did); every other volume when `name` predates recorded
+   * clones (format 4) or one of its clones does.
+   */
+  async mayReference(name: string): Promise<string[]> {
+    const all = async (): Promise<string[]> =>
+      (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
+    const seen = new Set<string>();
+    let level = [name];
+    while (level.length > 0) {
+      const next: string[] = [];
+      for (const v of level) {
+        const meta = await this.readMetadata(v);
+        if (meta && meta.formatVersion < LINEAGE_FORMAT_VERSION) return all();
+        for (const c of await this.children(v)) {
+          if (c !== name && !seen.has(c)) {
+            seen.add(c);
+            next.push(c);
+          }
+        }
+      }
+      level = next;
+    }
+    return [...seen];
+  }
+
+  /** Forgets a deleted clone in its parent's container (its marker; the parent may be gone already). */
+  async forgetChild(child: VolumeMetadata): Promise<void> {
+    if (!child.parent) return;
+    await this.store.delete(containerName(child.parent.volume), childMarkerName(child.name, child.uuid)).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+
   /** Names of the volumes (other than `name`) whose kept versions use objects of `name`'s container. */
   async borrowers(name: string): Promise<string[]> {
     const container = containerName(name);
-    const names = (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
+    const names = await this.mayReference(name);
     const users = await runPool(names, 4, async (other) => {
       const { kept } = await this.versionSets(other);
       return kept.some((t) => [...t.chunks.values()].some((ref) => ref.container === container)) ? other : null;
@@ -289,8 +360,7 @@ export class VolumeCatalog {
       for (const [chunk, ref] of t.chunks) if (ref.container === container) referenced.add(dataObjectName(ref.generation, chunk));
     };
     own.kept.forEach(note);
-    const others = (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
-    for (const other of others) (await this.versionSets(other)).kept.forEach(note);
+    for (const other of await this.mayReference(name)) (await this.versionSets(other)).kept.forEach(note);
 
     const unreferenced: string[] = [];
     for await (const obj of this.store.list(container, DATA_PREFIX)) if (!referenced.has(obj.name)) unreferenced.push(obj.name);

@@ -3,16 +3,32 @@
 // a document we cannot fully validate is refused rather than half-understood.
 import { randomBytes } from 'node:crypto';
 
-/** 1: create and import versions. 2: snapshots, clones, rollback, flatten, deleted markers, the lease. */
 // 1: volumes and versions; 2: snapshots, clones, leases; 3: data objects with
-// per-block CRC32C sums (doc/format.md).
-export const FORMAT_VERSION = 3;
+// per-block CRC32C sums; 4: a volume's clones are recorded in its container
+// (children/NAME/UUID), which readers of its children and garbage collection
+// rely on; an older swiftvol refuses a version 4 volume rather than clone it
+// without recording the clone (doc/format.md).
+export const FORMAT_VERSION = 4;
+/** The first format whose volumes record their clones (CHILDREN_PREFIX). */
+export const LINEAGE_FORMAT_VERSION = 4;
 export const CONTAINER_PREFIX = 'swiftvol-';
 export const METADATA_OBJECT = 'volume.json';
 export const VERSIONS_PREFIX = 'versions/';
 export const DATA_PREFIX = 'data/';
 export const DELETED_PREFIX = 'deleted/';
 export const LEASE_PREFIX = 'lease/';
+/** children/NAME/UUID in a volume's container: the volume NAME (of that uuid) was cloned from it. Empty objects. */
+export const CHILDREN_PREFIX = 'children/';
+
+export function childMarkerName(child: string, uuid: string): string {
+  return `${CHILDREN_PREFIX}${child}/${uuid}`;
+}
+
+/** The child volume and its uuid of a children/ marker, or null for another name. */
+export function parseChildMarker(object: string): { child: string; uuid: string } | null {
+  const m = /^children\/([^/]+)\/([0-9a-f-]{36})$/.exec(object);
+  return m ? { child: m[1]!, uuid: m[2]! } : null;
+}
 export const SECTOR_SIZE = 512;
 export const BLOCK_SIZE = 4096;
 export const DEFAULT_OBJECT_SIZE = 8 * 1024 * 1024;
