@@ -80,6 +80,10 @@ test(`tgtd's threads stay the same from 1 to ${VOLUMES} swift LUNs, and every vo
   await qemuIoOk(serve.url(names[0]!), [`read -P ${pattern(0)} 0 2M`]);
   const withOne = threadsOf(tgtd!.pid);
 
+  const refused = swiftvolSync(['target', 'add', names[1]!, 'no-such-volume'], env);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /^swiftvol: volume 'no-such-volume' does not exist\n$/);
+  assert.deepEqual((JSON.parse(swiftvolSync(['target', 'list', '--json'], env).stdout) as Array<{ volume: string }>).map((t) => t.volume), [names[0]], 'serve added nothing');
   const added = swiftvolSync(['target', 'add', ...names.slice(1)], env, 600_000);
   assert.equal(added.status, 0, added.stderr);
   for (const [i, name] of names.entries()) await qemuIoOk(serve.url(name), [`read -P ${pattern(i)} 0 2M`]);

@@ -750,28 +750,25 @@ function buildProgram(): Command {
     .action(async (volumes: string[], opts: { allow?: string[]; chap?: { user: string; secret: string } }) => {
       const global = program.opts<GlobalOptions>();
       const allow = opts.allow ?? ['127.0.0.1'];
+      // a running serve checks and adds them all (the store stays closed here: it is quick)
+      const reply = await sendControl(global.stateDir, { op: 'targets.add', volumes, allow, chap: opts.chap, iqnPrefix: global.iqnPrefix });
+      if (reply !== null) {
+        if (!reply.ok) throw new EngineError(reply.error);
+        for (const view of reply.result as TargetView[]) console.log(`serving ${view.volume} as ${view.iqn}, LUN 1`);
+        return;
+      }
+      // No serve running: record the exports for the next start, every name checked first.
       const registry = new TargetRegistry(global.stateDir);
-      const served = await servedVolumes(global.stateDir);
-      // every name checked before anything changes: one listing of the store
       await withEngine(program, async (engine) => {
-        const known = new Set((await engine.list()).map((v) => v.name));
-        const missing = volumes.filter((v) => !known.has(v));
+        const missing = await engine.missingVolumes(volumes);
         if (missing.length > 0) throw new EngineError(`${missing.length === 1 ? 'volume' : 'volumes'} ${missing.map((v) => `'${v}'`).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist`);
       });
       const recorded = new Set(registry.list().map((t) => t.volume));
-      const already = volumes.filter((v) => (served ? served.has(v) : recorded.has(v)));
+      const already = volumes.filter((v) => recorded.has(v));
       if (already.length > 0) throw new EngineError(`${already.map((v) => `volume '${v}'`).join(', ')} ${already.length === 1 ? 'is' : 'are'} already exported`);
       for (const volume of volumes) {
-        const reply = await sendControl(global.stateDir, { op: 'target.add', volume, allow, chap: opts.chap, iqnPrefix: global.iqnPrefix });
-        if (reply === null) {
-          // No serve running: record the export for the next start.
-          registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
-          console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
-          continue;
-        }
-        if (!reply.ok) throw new EngineError(reply.error);
-        const view = reply.result as TargetView;
-        console.log(`serving ${volume} as ${view.iqn}, LUN 1`);
+        registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
+        console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
       }
     });
   target
@@ -780,17 +777,16 @@ function buildProgram(): Command {
     .argument('<volume...>', 'volume names', volumesArg)
     .action(async (volumes: string[]) => {
       const global = program.opts<GlobalOptions>();
-      const served = await servedVolumes(global.stateDir);
-      const registry = new TargetRegistry(global.stateDir);
-      const recorded = new Set(registry.list().map((t) => t.volume));
-      const absent = volumes.filter((v) => !recorded.has(v) && !served?.has(v));
-      if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
-      for (const volume of volumes) {
-        const reply = await sendControl(global.stateDir, { op: 'target.remove', volume });
-        if (reply === null) registry.remove(volume);
-        else if (!reply.ok) throw new EngineError(reply.error);
-        console.log(`removed the target of ${volume}`);
+      const reply = await sendControl(global.stateDir, { op: 'targets.remove', volumes });
+      if (reply !== null && !reply.ok) throw new EngineError(reply.error);
+      if (reply === null) {
+        const registry = new TargetRegistry(global.stateDir);
+        const recorded = new Set(registry.list().map((t) => t.volume));
+        const absent = volumes.filter((v) => !recorded.has(v));
+        if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
+        for (const volume of volumes) registry.remove(volume);
       }
+      for (const volume of volumes) console.log(`removed the target of ${volume}`);
     });
   target
     .command('list')

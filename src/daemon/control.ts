@@ -9,6 +9,9 @@ import { EngineError } from '../engine/engine-error.js';
 export type ControlRequest =
   | { op: 'target.add'; volume: string; allow: string[]; chap?: { user: string; secret: string }; iqnPrefix: string }
   | { op: 'target.remove'; volume: string }
+  /** Several at once: every name checked first (nothing changes if one is wrong), the volumes opened in parallel. */
+  | { op: 'targets.add'; volumes: string[]; allow: string[]; chap?: { user: string; secret: string }; iqnPrefix: string }
+  | { op: 'targets.remove'; volumes: string[] }
   | { op: 'target.list' }
   | { op: 'snapshot.create'; volume: string; name: string }
   | { op: 'snapshot.jobs'; volume: string }

@@ -15,10 +15,14 @@ import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } 
 import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
 import { mirrorOf } from '../store/mirror-store.js';
 import { volumeNameOfContainer } from '../format/volume-format.js';
+import { runPool } from '../store/run-pool.js';
 
 /** How often serve looks for mirrored volumes with a store behind, and how long it waits before trying one again. */
 const RESYNC_CHECK_MS = 1000;
 const RESYNC_RETRY_MS = 10_000;
+/** Volumes opened at once when serve starts, and targets made at once. */
+const START_OPENS = 16;
+const START_TARGETS = 4;
 
 export interface DaemonOptions {
   engine: Engine;
@@ -123,14 +127,20 @@ export class Daemon {
         this.admin = this.tgtd.admin;
       }
       const existing = await this.admin.show();
-      for (const spec of this.registry.list()) {
+      const specs = this.registry.list();
+      // The volumes open in parallel (round trips to the store: the lease, the tables); the
+      // targets are then made one at a time (tgtd's management is serial), tids from one listing.
+      await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+      const used = new Set(existing.map((t) => t.tid));
+      // a few targets at once: each is several tgtadm runs, whose start-up is most of their cost
+      await runPool(specs, START_TARGETS, async (spec) => {
         try {
-          await this.serve(spec, existing);
+          await this.serve(spec, existing, used);
         } catch (err) {
           log(`cannot serve ${spec.volume}: ${(err as Error).message}`, { volume: spec.volume, level: 'error' });
           this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
         }
-      }
+      });
     } catch (err) {
       await this.stop();
       throw err;
@@ -182,6 +192,16 @@ export class Daemon {
         return this.serialized(() => this.add({ volume: req.volume, iqn: targetName(req.iqnPrefix, req.volume), allow: req.allow, chap: req.chap }));
       case 'target.remove':
         return this.serialized(() => this.remove(req.volume));
+      case 'targets.add':
+        return this.addMany(req.volumes.map((volume) => ({ volume, iqn: targetName(req.iqnPrefix, volume), allow: req.allow, chap: req.chap })));
+      case 'targets.remove':
+        return this.serialized(async () => {
+          const absent = req.volumes.filter((v) => !this.served.has(v) && !this.registry.get(v));
+          if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
+          const out = [];
+          for (const v of req.volumes) out.push(await this.remove(v));
+          return out;
+        });
       case 'snapshot.create':
         return this.startSnapshot(req.volume, req.name);
       case 'snapshot.jobs':
@@ -275,13 +295,29 @@ export class Daemon {
     return run;
   }
 
-  private async add(spec: TargetSpec): Promise<TargetView> {
+  private async add(spec: TargetSpec, usedTids?: Set<number>): Promise<TargetView> {
     if (this.stopping) throw new Error('swiftvol serve is stopping');
     const current = this.served.get(spec.volume);
     if (current?.state === 'served') throw new EngineError(`volume '${spec.volume}' is already exported as ${current.iqn}`);
-    const target = await this.serve(spec);
+    const target = await this.serve(spec, [], usedTids);
     this.registry.put(spec);
     return viewOf(target);
+  }
+
+  /** target add of several: every name checked before anything changes; the volumes opened in parallel, the targets made one at a time. */
+  private async addMany(specs: TargetSpec[]): Promise<TargetView[]> {
+    if (this.stopping) throw new Error('swiftvol serve is stopping');
+    const already = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
+    if (already.length > 0) throw new EngineError(`${already.map((s) => `volume '${s.volume}'`).join(', ')} ${already.length === 1 ? 'is' : 'are'} already exported`);
+    const missing = await this.options.engine.missingVolumes(specs.map((s) => s.volume));
+    if (missing.length > 0) throw new EngineError(`${missing.length === 1 ? 'volume' : 'volumes'} ${missing.map((v) => `'${v}'`).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist`);
+    await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+    return this.serialized(async () => {
+      const used = new Set((await this.admin?.targets())?.keys() ?? []);
+      const views: TargetView[] = [];
+      for (const spec of specs) views.push(await this.add(spec, used));
+      return views;
+    });
   }
 
   private async remove(volume: string): Promise<{ volume: string }> {
@@ -361,7 +397,7 @@ export class Daemon {
    * Opens the volume and creates its target, unless tgtd has it already (an
    * adopted tgtd); undoes what it did if a step fails.
    */
-  private async serve(spec: TargetSpec, existing: TargetShow[] = []): Promise<ServedTarget> {
+  private async serve(spec: TargetSpec, existing: TargetShow[] = [], usedTids?: Set<number>): Promise<ServedTarget> {
     const admin = this.admin;
     if (!admin) throw new EngineError('this swiftvol serve runs without tgtd (--no-tgtd): configure the target in tgtd');
     const same = existing.find((t) => t.iqn === spec.iqn);
@@ -378,7 +414,15 @@ export class Daemon {
       return target;
     }
     const volume = await this.device(spec.volume);
-    const tid = await admin.freeTid();
+    let tid: number;
+    if (usedTids) {
+      // at start: tids this serve has not handed out, of those tgtd did not have
+      tid = 1;
+      while (usedTids.has(tid)) tid++;
+      usedTids.add(tid);
+    } else {
+      tid = await admin.freeTid();
+    }
     let created = false;
     let account = false;
     try {

@@ -311,6 +311,13 @@ export class Engine {
     return summaries.map((s) => this.withLocal(s, summaries.filter((c) => c.parent?.volume === s.name).map((c) => c.name), held));
   }
 
+  /** Of these names, those that are no volume in the store (one metadata read each, in parallel). */
+  async missingVolumes(names: string[]): Promise<string[]> {
+    for (const n of names) validateVolumeName(n);
+    const found = await runPool(names, 16, async (n) => ((await this.catalog.readMetadata(n)) ? null : n));
+    return found.filter((n): n is string => n !== null);
+  }
+
   /** One volume: what it costs grows with its clones, not with the number of volumes (VolumeCatalog.children). */
   async info(name: string): Promise<VolumeInfo> {
     validateVolumeName(name);

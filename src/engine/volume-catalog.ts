@@ -36,6 +36,9 @@ import {
 import { EngineError } from './engine-error.js';
 import { runPool } from '../store/run-pool.js';
 
+/** Volumes summarised at once by list(). */
+const LIST_CONCURRENCY = 32;
+
 export type VolumeState = 'ready' | 'incomplete';
 
 export interface VolumeSummary {
@@ -391,7 +394,8 @@ export class VolumeCatalog {
     const names = (await this.store.listContainers(CONTAINER_PREFIX))
       .map(volumeNameOfContainer)
       .filter((n): n is string => n !== null);
-    const summaries = await runPool(names, 8, (name) => this.summary(name));
+    // three small reads a volume (metadata, version listing, latest table): many at once
+    const summaries = await runPool(names, LIST_CONCURRENCY, (name) => this.summary(name));
     return summaries.filter((s): s is VolumeSummary => s !== null);
   }
 
