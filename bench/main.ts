@@ -11,6 +11,7 @@
 //   SWIFTVOL_BENCH_RAMP          ramp seconds per hot fio job (default 3)
 //   SWIFTVOL_BENCH_COLD_RUNTIME  seconds of cold 4k random reads (default 10)
 //   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
+//   SWIFTVOL_BENCH_SCALE_N       volumes of the scale rows (default 200)
 //   SWIFTVOL_BENCH_ONLY=WORD,... only the rows whose names contain a word (import_mbps always: its
 //                                volume is what the serve rows read, its time what the mirror rows
 //                                are compared with; and the rows another selected row is computed
@@ -67,6 +68,8 @@ const STORM = 4;
 const BOOT_DEADLINE_MS = 240_000;
 const STORM_DEADLINE_MS = 480_000;
 const HOST = '127.0.0.1';
+/** Volumes of the scale rows (issue 16 asks for 1000 if the bench stays under 15 minutes). */
+const SCALE_VOLUMES = Math.round(envNumber('SWIFTVOL_BENCH_SCALE_N', 200));
 const MB = 1e6; // MB/s are decimal, as fio's
 
 /** Rows measured whenever a row named here is: what the latter is computed from. */
@@ -352,7 +355,7 @@ interface Serve {
   stop: () => Promise<void>;
 }
 
-async function startServe(ctx: Ctx, stateDir: string, label: string): Promise<Serve> {
+async function startServe(ctx: Ctx, stateDir: string, label: string, options: { countRss?: boolean } = {}): Promise<Serve> {
   const tgtd = ctx.tgtd!;
   const logFile = path.join(ctx.tmp, `serve-${label}.log`);
   const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control)], logFile, svEnv(ctx, stateDir));
@@ -363,7 +366,7 @@ async function startServe(ctx: Ctx, stateDir: string, label: string): Promise<Se
     if (rssWatch?.pid === d.pid) rssWatch = null;
     if (d.pid > 0 && isAlive(d.pid)) {
       const hwm = peakRssMiB(d.pid);
-      if (hwm !== null) {
+      if (hwm !== null && options.countRss !== false) {
         ctx.rss.push(hwm);
         log(`  serve ${label} (pid ${d.pid}) peak RSS ${hwm.toFixed(1)} MiB`);
       }
@@ -379,10 +382,12 @@ async function startServe(ctx: Ctx, stateDir: string, label: string): Promise<Se
     await stopServe();
     if (ctx.servePid === d.pid) ctx.servePid = null;
   });
-  await d.waitFor(' ready: ', 120_000);
+  await d.waitFor(' ready: ', 600_000);
   ctx.servePid = d.pid;
-  rssWatch = { pid: d.pid, label, last: peakRssMiB(d.pid) ?? 0 };
-  note('daemon_rss_mib', `serve ${label}: peak RSS ${rssWatch.last.toFixed(0)} MiB once ready`);
+  if (options.countRss !== false) {
+    rssWatch = { pid: d.pid, label, last: peakRssMiB(d.pid) ?? 0 };
+    note('daemon_rss_mib', `serve ${label}: peak RSS ${rssWatch.last.toFixed(0)} MiB once ready`);
+  }
   log(`  swiftvol serve ${label} ready (pid ${d.pid}, state ${stateDir})`);
   return { d, stateDir, stop: early };
 }
@@ -522,6 +527,62 @@ async function snapshotRow(ctx: Ctx, image: string, stateDir: string, volume: st
  * serve, each beside raw PUTs of each chunk to both clusters at once at the
  * same concurrency.
  */
+/**
+ * A thousand volumes on one gateway (issue 16): SCALE_VOLUMES volumes of 1 GiB
+ * (created in this process, 8 at once: the CLI's start-up per volume is not
+ * what is measured), exported with one `target add`, then one serve: its time
+ * to ready, its RSS, tgtd's threads, and `target add` of one more volume.
+ */
+async function scaleRows(ctx: Ctx): Promise<void> {
+  const metrics = ['scale_ready_s', 'scale_rss_mib', 'scale_tgtd_threads', 'target_add_ms'];
+  if (!metrics.some(selected)) return;
+  const n = SCALE_VOLUMES;
+  const state = path.join(ctx.tmp, 'state-scale');
+  const names = Array.from({ length: n }, (_, i) => `scale${String(i).padStart(4, '0')}`);
+  const extra = Array.from({ length: 5 }, (_, i) => `scalex${i}`);
+  const created = await step(metrics, `${n + extra.length} volumes of 1 GiB, ${n} exported (target add of all at once)`, async () => {
+    const { Engine } = await import('../src/engine/engine.js');
+    const { swiftStoreFromEnv } = await import('../src/store/swift-store.js');
+    const store = swiftStoreFromEnv(svEnv(ctx, state));
+    if (!store) throw new BenchError('no Swift settings for the scale rows');
+    try {
+      const engine = new Engine(store, state);
+      const started = Date.now();
+      await pool([...names, ...extra], 8, (name) => engine.createVolume(name, GiB).then(() => undefined));
+      note('scale_ready_s', `N = ${n}; creating ${n + extra.length} volumes in one process, 8 at once: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    } finally {
+      await store.close();
+    }
+    const added = await sv(ctx, state, ['target', 'add', ...names], 600_000);
+    note('scale_ready_s', `target add of the ${n} without serve (recorded for its start): ${added.seconds.toFixed(2)} s`);
+  });
+  if (!created) return;
+  const tgtdPid = ctx.tgtd!.pid;
+  const threadsOf = (): number => fs.readdirSync(`/proc/${tgtdPid}/task`).length;
+  const before = threadsOf();
+  let serve: Serve | null = null;
+  await step(metrics, `swiftvol serve with ${n} exported volumes`, async () => {
+    const started = Date.now();
+    serve = await startServe(ctx, state, 'scale', { countRss: false });
+    setSwiftvol('scale_ready_s', (Date.now() - started) / 1000);
+    setSwiftvol('scale_rss_mib', peakRssMiB(serve.d.pid) ?? NaN);
+    setSwiftvol('scale_tgtd_threads', threadsOf());
+    setReference('scale_tgtd_threads', before);
+    note('scale_tgtd_threads', `tgtd holds the bs_rdwr reference LUNs too (bs_rdwr starts 16 threads per LUN): ${before} threads before the ${n} swift LUNs, ${threadsOf()} with them`);
+    note('scale_ready_s', `from serve's start to its ready line (Node's start-up included); fds of serve ${fs.readdirSync(`/proc/${serve.d.pid}/fd`).length}, of tgtd ${fs.readdirSync(`/proc/${tgtdPid}/fd`).length}`);
+  });
+  if (serve) {
+    await step(['target_add_ms'], `swiftvol target add of one volume, ${extra.length} times, against the serve with ${n}`, async () => {
+      const times: number[] = [];
+      for (const v of extra) times.push((await sv(ctx, state, ['target', 'add', v])).seconds * 1000);
+      times.sort((a, b) => a - b);
+      setSwiftvol('target_add_ms', times[Math.floor(times.length / 2)]!);
+      note('target_add_ms', `wall time of the command (Node's start-up included): ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
+    });
+    await (serve as Serve).stop();
+  }
+}
+
 async function mirrorRows(ctx: Ctx, image: string): Promise<void> {
   const m = await attempt(['import_mirror2_mbps', 'snapshot_mirror2_mbps'], 'a second Swift, and a mirror config file naming both', async (): Promise<Ctx> => {
     const second = await startSwift(ctx.cleanup, path.join(ctx.tmp, 'swift2'));
@@ -1061,6 +1122,8 @@ async function main(): Promise<number> {
     await bootRows(ctx);
 
     await mirrorRows(ctx, image);
+
+    await scaleRows(ctx);
 
     if (ctx.rss.length > 0) {
       setSwiftvol('daemon_rss_mib', Math.max(...ctx.rss));
