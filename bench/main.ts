@@ -567,8 +567,7 @@ async function scaleRows(ctx: Ctx): Promise<void> {
     setSwiftvol('scale_ready_s', (Date.now() - started) / 1000);
     setSwiftvol('scale_rss_mib', peakRssMiB(serve.d.pid) ?? NaN);
     setSwiftvol('scale_tgtd_threads', threadsOf());
-    setReference('scale_tgtd_threads', before);
-    note('scale_tgtd_threads', `tgtd holds the bs_rdwr reference LUNs too (bs_rdwr starts 16 threads per LUN): ${before} threads before the ${n} swift LUNs, ${threadsOf()} with them`);
+    note('scale_tgtd_threads', `${before} threads before the swift LUNs (tgtd holds the bs_rdwr reference LUNs too: bs_rdwr starts 16 threads per LUN), ${threadsOf()} with the ${n}`);
     note('scale_ready_s', `from serve's start to its ready line (Node's start-up included); fds of serve ${fs.readdirSync(`/proc/${serve.d.pid}/fd`).length}, of tgtd ${fs.readdirSync(`/proc/${tgtdPid}/fd`).length}`);
   });
   if (serve) {
@@ -578,6 +577,11 @@ async function scaleRows(ctx: Ctx): Promise<void> {
       times.sort((a, b) => a - b);
       setSwiftvol('target_add_ms', times[Math.floor(times.length / 2)]!);
       note('target_add_ms', `wall time of the command (Node's start-up included): ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
+    });
+    await step(['scale_tgtd_threads'], `swiftvol target remove of all swift LUNs but one (reference: tgtd's threads with one)`, async () => {
+      const removed = await sv(ctx, state, ['target', 'remove', ...names.slice(1), ...extra], 600_000);
+      setReference('scale_tgtd_threads', threadsOf());
+      note('scale_tgtd_threads', `reference: ${threadsOf()} threads with 1 swift LUN (after removing ${n + extra.length - 1} with one target remove, ${removed.seconds.toFixed(1)} s)`);
     });
     await (serve as Serve).stop();
   }

@@ -1,5 +1,5 @@
 // Many volumes on one gateway (issue 16): tgtd's threads do not grow with its
-// swift LUNs (bs_swift's one worker pool), and every volume of a few dozen
+// swift LUNs (bs_swift's one worker pool), and every one of 200 volumes
 // served at once reads back what was imported into it, through real tgtd,
 // bs_swift, serve and a real Swift.
 import { test, before, after } from 'node:test';
@@ -13,8 +13,9 @@ import { startServe, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/se
 import { startTgtd, type Tgtd } from './fixtures/tgtd.js';
 import { Engine } from '../src/engine/engine.js';
 import { swiftStoreFromEnv } from '../src/store/swift-store.js';
+import { runPool } from '../src/store/run-pool.js';
 
-const VOLUMES = 40;
+const VOLUMES = 200;
 const MiB = 1024 * 1024;
 let swift: DevSwift;
 let tmp: { dir: string; remove: () => void };
@@ -36,12 +37,12 @@ before(async () => {
   const store = swiftStoreFromEnv(env)!;
   try {
     const engine = new Engine(store, stateDir);
-    for (const [i, name] of names.entries()) {
+    await runPool([...names.entries()], 8, async ([i, name]) => {
       const image = path.join(tmp.dir, `${name}.raw`);
       fs.writeFileSync(image, Buffer.alloc(2 * MiB, pattern(i)));
-      await engine.importImage(image, name, { objectSize: MiB });
+      await engine.importImage(image, name, { objectSize: MiB, concurrency: 2 });
       fs.rmSync(image);
-    }
+    });
   } finally {
     await store.close();
   }
@@ -86,7 +87,10 @@ test(`tgtd's threads stay the same from 1 to ${VOLUMES} swift LUNs, and every vo
   assert.deepEqual((JSON.parse(swiftvolSync(['target', 'list', '--json'], env).stdout) as Array<{ volume: string }>).map((t) => t.volume), [names[0]], 'serve added nothing');
   const added = swiftvolSync(['target', 'add', ...names.slice(1)], env, 600_000);
   assert.equal(added.status, 0, added.stderr);
-  for (const [i, name] of names.entries()) await qemuIoOk(serve.url(name), [`read -P ${pattern(i)} 0 2M`]);
+  // each volume read once, a few initiators at a time
+  await runPool([...names.entries()], 4, async ([i, name]) => {
+    await qemuIoOk(serve!.url(name), [`read -P ${pattern(i)} 0 2M`]);
+  });
   const withAll = threadsOf(tgtd!.pid);
   assert.equal(withAll, withOne, `tgtd had ${withOne} threads with one LUN and ${withAll} with ${VOLUMES}`);
   assert.ok(withAll < 16 + 8, `one pool of 16 workers, not 16 per LUN (${withAll} threads)`);
