@@ -473,6 +473,7 @@ export class Engine {
         table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'clone', from: from.chunks });
       } catch (err) {
         await this.catalog.delete(name).catch(() => undefined);
+        await this.catalog.forgetChild(meta).catch(() => undefined);
         throw err;
       }
       await this.createLocalState(meta.uuid, table);

@@ -40,7 +40,11 @@ export async function openImage(spec: string, options: OpenImageOptions = {}): P
   if (swift) return openObject(spec, swift.container, swift.object, options);
   imageFileSize(spec); // a missing file, a directory: said plainly, before QEMU says it its way
   if (options.format === 'raw') return { source: new RawImageFile(spec), format: 'raw' };
-  const info = await imageInfo(spec, options.format);
+  const info = await imageInfo(spec, options.format).catch((err: Error) => {
+    // without QEMU's tools a raw image can still be imported, if the user says it is one
+    if (/qemu-img is not installed/.test(err.message)) throw new EngineError(`${err.message}; or give --format raw for a raw image`);
+    throw err;
+  });
   if (info.format === 'raw') return { source: new RawImageFile(spec), format: 'raw' };
   return { source: await QemuImage.open(spec, spec, info.format, info.virtualSize), format: info.format };
 }
