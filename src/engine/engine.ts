@@ -152,10 +152,29 @@ export class Engine {
       const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
       const table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'create', from: new Map() });
       await this.createLocalState(meta.uuid, table);
-      return await this.info(name);
+      return await this.newInfo(meta, table);
     } finally {
       release();
     }
+  }
+
+  /** The info of a volume just written here, from what was written (not read back: a new volume has no clones). */
+  private async newInfo(meta: VolumeMetadata, table: VersionTable): Promise<VolumeInfo> {
+    const summary: VolumeSummary = {
+      name: meta.name,
+      uuid: meta.uuid,
+      size: meta.size,
+      objectSize: meta.objectSize,
+      createdAt: meta.createdAt,
+      state: 'ready',
+      latestVersion: table.seq,
+      storedBytes: table.storedBytes(),
+      encrypted: meta.encryption !== undefined,
+      ...(meta.parent ? { parent: meta.parent } : {}),
+    };
+    const stores = await storeStates(this.store, meta.name, { count: true });
+    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
+    return { ...this.withLocal(summary, [], held), ...(stores ? { stores } : {}) };
   }
 
   /**
@@ -215,7 +234,7 @@ export class Engine {
         signal: options.signal,
       });
       await this.createLocalState(meta.uuid, table);
-      return await this.info(name);
+      return await this.newInfo(meta, table);
     } catch (err) {
       if (begun) await this.catalog.delete(name).catch(() => undefined);
       throw err;
@@ -477,10 +496,10 @@ export class Engine {
         throw err;
       }
       await this.createLocalState(meta.uuid, table);
+      return await this.newInfo(meta, table);
     } finally {
       release();
     }
-    return this.info(name);
   }
 
   /**
