@@ -276,7 +276,8 @@ export class VolumeCatalog {
    */
   async children(name: string): Promise<string[]> {
     const meta = await this.readMetadata(name);
-    if (!meta || meta.formatVersion < LINEAGE_FORMAT_VERSION) {
+    if (!meta) return [];
+    if (meta.formatVersion < LINEAGE_FORMAT_VERSION) {
       const all = await this.list();
       return all.filter((s) => s.parent?.volume === name).map((s) => s.name);
     }
