@@ -19,7 +19,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { promisify } from 'node:util';
 import { crc32c, overlayIo } from '../native/addons.js';
+import { OpenFiles } from './open-files.js';
+
+const fsRead = promisify(fs.read);
+const fsWrite = promisify(fs.write);
+/** Object files kept open at most. */
+const OPEN_FILES = 64;
 
 export const CACHE_BLOCK = 4096;
 /** How often the in-memory state is committed (what a crash can lose is cache, never correctness). */
@@ -62,6 +69,8 @@ export class BlockCache {
   /** Whether O_DIRECT writes work here (they do not on tmpfs). */
   private direct = true;
   private readonly writing = new Set<Promise<void>>();
+  /** Descriptors of the object files, kept open between reads and writes. */
+  private readonly openFiles = new OpenFiles(OPEN_FILES);
   private readonly timer: NodeJS.Timeout;
   private readonly objectsDir: string;
 
@@ -185,12 +194,7 @@ export class BlockCache {
     const out = Buffer.allocUnsafe(length);
     let got: number;
     try {
-      const handle = await fs.promises.open(path.join(this.objectsDir, e.file), 'r');
-      try {
-        got = (await handle.read(out, 0, length, first * CACHE_BLOCK)).bytesRead;
-      } finally {
-        await handle.close();
-      }
+      got = await this.openFiles.use(path.join(this.objectsDir, e.file), fs.constants.O_RDONLY, (fd) => fsRead(fd, out, 0, length, first * CACHE_BLOCK).then((r) => r.bytesRead));
     } catch {
       got = -1;
     }
@@ -261,32 +265,26 @@ export class BlockCache {
    * CPU twice and crowds out what the page cache is for), else buffered.
    */
   private async writeFile(file: string, data: Uint8Array, position: number): Promise<void> {
-    const fd =
-      this.direct && data.length % CACHE_BLOCK === 0
-        ? await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_DIRECT, 0o600).catch((err: NodeJS.ErrnoException) => {
-            if (err.code !== 'EINVAL') throw err;
-            this.direct = false; // no O_DIRECT on this filesystem (tmpfs): buffered from now on
-            return null;
-          })
-        : null;
-    if (fd) {
-      try {
-        const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
-        const failed = await new Promise<Error | null>((resolve) => overlayIo().writeAligned(fd.fd, buffer, position, resolve));
-        if (!failed) return;
-        if ((failed as Error & { errno?: number }).errno !== 22) throw failed;
-        this.direct = false; // EINVAL: no O_DIRECT here (tmpfs, or a larger alignment): buffered from now on
-      } finally {
-        await fd.close();
-      }
+    if (this.direct && data.length % CACHE_BLOCK === 0) {
+      const written = await this.openFiles
+        .use(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_DIRECT, async (fd) => {
+          const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
+          const failed = await new Promise<Error | null>((resolve) => overlayIo().writeAligned(fd, buffer, position, resolve));
+          if (!failed) return true;
+          if ((failed as Error & { errno?: number }).errno !== 22) throw failed;
+          return false; // EINVAL: no O_DIRECT here (a larger alignment)
+        })
+        .catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EINVAL') throw err;
+          return false; // no O_DIRECT on this filesystem (tmpfs)
+        });
+      if (written) return;
+      this.direct = false; // buffered from now on
     }
-    const handle = await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    try {
+    await this.openFiles.use(file, fs.constants.O_RDWR | fs.constants.O_CREAT, async (fd) => {
       let done = 0;
-      while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
-    } finally {
-      await handle.close();
-    }
+      while (done < data.length) done += (await fsWrite(fd, data, done, data.length - done, position + done)).bytesWritten;
+    });
   }
 
   /** Evicts least recently used objects (not `keep`) until `more` bytes fit in the budget. */
@@ -303,7 +301,9 @@ export class BlockCache {
   private drop(e: Entry): void {
     this.entries.delete(e.key);
     this.blocksHeld -= e.blocks;
-    fs.rmSync(path.join(this.objectsDir, e.file), { force: true });
+    const file = path.join(this.objectsDir, e.file);
+    fs.rmSync(file, { force: true });
+    this.openFiles.forget(file);
     this.db.prepare('DELETE FROM entries WHERE key = ?').run(e.key);
   }
 
@@ -325,5 +325,6 @@ export class BlockCache {
     clearInterval(this.timer);
     this.commit();
     this.db.close();
+    this.openFiles.closeAll();
   }
 }
