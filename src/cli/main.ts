@@ -18,7 +18,7 @@ import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
-import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
+import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, volumesMessage, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
 import { NativeAddonError } from '../native/addons.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
@@ -761,11 +761,11 @@ function buildProgram(): Command {
       const registry = new TargetRegistry(global.stateDir);
       await withEngine(program, async (engine) => {
         const missing = await engine.missingVolumes(volumes);
-        if (missing.length > 0) throw new EngineError(`${missing.length === 1 ? 'volume' : 'volumes'} ${missing.map((v) => `'${v}'`).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist`);
+        if (missing.length > 0) throw new EngineError(volumesMessage(missing, 'does not exist', 'do not exist'));
       });
       const recorded = new Set(registry.list().map((t) => t.volume));
       const already = volumes.filter((v) => recorded.has(v));
-      if (already.length > 0) throw new EngineError(`${already.map((v) => `volume '${v}'`).join(', ')} ${already.length === 1 ? 'is' : 'are'} already exported`);
+      if (already.length > 0) throw new EngineError(volumesMessage(already, 'is already exported', 'are already exported'));
       for (const volume of volumes) {
         registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
         console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
@@ -783,7 +783,7 @@ function buildProgram(): Command {
         const registry = new TargetRegistry(global.stateDir);
         const recorded = new Set(registry.list().map((t) => t.volume));
         const absent = volumes.filter((v) => !recorded.has(v));
-        if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
+        if (absent.length > 0) throw new EngineError(volumesMessage(absent, 'is not exported', 'are not exported'));
         for (const volume of volumes) registry.remove(volume);
       }
       for (const volume of volumes) console.log(`removed the target of ${volume}`);

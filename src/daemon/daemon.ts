@@ -11,8 +11,8 @@ import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
 import { BlockServer, type RequestEvent } from './block-server.js';
 import type { Log } from './serve-log.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
-import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
-import { TgtAdmin, Tgtd, type TargetShow, type TgtdRecord } from './tgtd.js';
+import { TargetRegistry, targetName, viewOf, volumesMessage, type TargetSpec, type TargetView } from './target-registry.js';
+import { TgtAdmin, Tgtd, lowestFreeTid, type TargetShow, type TgtdRecord } from './tgtd.js';
 import { mirrorOf } from '../store/mirror-store.js';
 import { volumeNameOfContainer } from '../format/volume-format.js';
 import { runPool } from '../store/run-pool.js';
@@ -128,9 +128,8 @@ export class Daemon {
       }
       const existing = await this.admin.show();
       const specs = this.registry.list();
-      // The volumes open in parallel (round trips to the store: the lease, the tables); the
-      // targets are then made one at a time (tgtd's management is serial), tids from one listing.
-      await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+      // The volumes first, in parallel; then the targets, tids handed out from one listing.
+      await this.openAll(specs);
       const used = new Set(existing.map((t) => t.tid));
       // a few targets at once: each is several tgtadm runs, whose start-up is most of their cost
       await runPool(specs, START_TARGETS, async (spec) => {
@@ -196,8 +195,9 @@ export class Daemon {
         return this.addMany(req.volumes.map((volume) => ({ volume, iqn: targetName(req.iqnPrefix, volume), allow: req.allow, chap: req.chap })));
       case 'targets.remove':
         return this.serialized(async () => {
-          const absent = req.volumes.filter((v) => !this.served.has(v) && !this.registry.get(v));
-          if (absent.length > 0) throw new EngineError(`${absent.map((v) => `volume '${v}'`).join(', ')} ${absent.length === 1 ? 'is' : 'are'} not exported`);
+          const recorded = new Set(this.registry.list().map((t) => t.volume));
+          const absent = req.volumes.filter((v) => !this.served.has(v) && !recorded.has(v));
+          if (absent.length > 0) throw new EngineError(volumesMessage(absent, 'is not exported', 'are not exported'));
           const out = [];
           for (const v of req.volumes) out.push(await this.remove(v));
           return out;
@@ -304,14 +304,22 @@ export class Daemon {
     return viewOf(target);
   }
 
+  /**
+   * Opens the volumes of these targets, START_OPENS at once (round trips to the
+   * store: the lease, the tables); one that fails is left for serve() to report.
+   */
+  private async openAll(specs: TargetSpec[]): Promise<void> {
+    await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+  }
+
   /** target add of several: every name checked before anything changes; the volumes opened in parallel, the targets made one at a time. */
   private async addMany(specs: TargetSpec[]): Promise<TargetView[]> {
     if (this.stopping) throw new Error('swiftvol serve is stopping');
     const already = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
-    if (already.length > 0) throw new EngineError(`${already.map((s) => `volume '${s.volume}'`).join(', ')} ${already.length === 1 ? 'is' : 'are'} already exported`);
+    if (already.length > 0) throw new EngineError(volumesMessage(already.map((s) => s.volume), 'is already exported', 'are already exported'));
     const missing = await this.options.engine.missingVolumes(specs.map((s) => s.volume));
-    if (missing.length > 0) throw new EngineError(`${missing.length === 1 ? 'volume' : 'volumes'} ${missing.map((v) => `'${v}'`).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist`);
-    await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+    if (missing.length > 0) throw new EngineError(volumesMessage(missing, 'does not exist', 'do not exist'));
+    await this.openAll(specs);
     return this.serialized(async () => {
       const used = new Set((await this.admin?.targets())?.keys() ?? []);
       const views: TargetView[] = [];
@@ -414,15 +422,10 @@ export class Daemon {
       return target;
     }
     const volume = await this.device(spec.volume);
-    let tid: number;
-    if (usedTids) {
-      // at start: tids this serve has not handed out, of those tgtd did not have
-      tid = 1;
-      while (usedTids.has(tid)) tid++;
-      usedTids.add(tid);
-    } else {
-      tid = await admin.freeTid();
-    }
+    // a batch (and the start) hands tids out from one listing; one target asks tgtd
+    const used = usedTids ?? new Set((await admin.targets()).keys());
+    const tid = lowestFreeTid(used);
+    used.add(tid);
     let created = false;
     let account = false;
     try {

@@ -14,6 +14,11 @@ export interface TargetSpec {
   chap?: { user: string; secret: string };
 }
 
+/** "volume 'a' is not exported", "volumes 'a', 'b' are not exported": what a batch of target changes says of the names it refuses. */
+export function volumesMessage(names: readonly string[], one: string, many: string): string {
+  return `${names.length === 1 ? 'volume' : 'volumes'} ${names.map((n) => `'${n}'`).join(', ')} ${names.length === 1 ? one : many}`;
+}
+
 export class TargetSpecError extends Error {
   constructor(message: string) {
     super(message);

@@ -41,6 +41,13 @@ export interface LunOptions {
 }
 
 /** tgtadm -C N. */
+/** The lowest tid (from 1) not in used. */
+export function lowestFreeTid(used: { has(tid: number): boolean }): number {
+  let tid = 1;
+  while (used.has(tid)) tid++;
+  return tid;
+}
+
 export class TgtAdmin {
   constructor(readonly control: number, private readonly timeoutMs = 30_000) {}
 
@@ -137,10 +144,7 @@ export class TgtAdmin {
 
   /** The lowest tid no target of this tgtd uses (whoever created it). */
   async freeTid(): Promise<number> {
-    const used = await this.targets();
-    let tid = 1;
-    while (used.has(tid)) tid++;
-    return tid;
+    return lowestFreeTid(await this.targets());
   }
 
   /** Makes tgtd exit (it does once no target is left). */
