@@ -25,7 +25,7 @@ import type { SnapshotEntry } from './volume-catalog.js';
 import { EngineError } from './engine-error.js';
 import { StateDir } from './state-dir.js';
 import { Volume } from './volume.js';
-import { VolumeCatalog, type VolumeSummary } from './volume-catalog.js';
+import { VolumeCatalog, summaryOf, type VolumeSummary } from './volume-catalog.js';
 import { runPool } from '../store/run-pool.js';
 import { VersionWriter } from './version-writer.js';
 import { chunkObjectsOf } from './chunk-objects.js';
@@ -159,22 +159,8 @@ export class Engine {
   }
 
   /** The info of a volume just written here, from what was written (not read back: a new volume has no clones). */
-  private async newInfo(meta: VolumeMetadata, table: VersionTable): Promise<VolumeInfo> {
-    const summary: VolumeSummary = {
-      name: meta.name,
-      uuid: meta.uuid,
-      size: meta.size,
-      objectSize: meta.objectSize,
-      createdAt: meta.createdAt,
-      state: 'ready',
-      latestVersion: table.seq,
-      storedBytes: table.storedBytes(),
-      encrypted: meta.encryption !== undefined,
-      ...(meta.parent ? { parent: meta.parent } : {}),
-    };
-    const stores = await storeStates(this.store, meta.name, { count: true });
-    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
-    return { ...this.withLocal(summary, [], held), ...(stores ? { stores } : {}) };
+  private newInfo(meta: VolumeMetadata, table: VersionTable): Promise<VolumeInfo> {
+    return this.infoOf(summaryOf(meta, table), []);
   }
 
   /**
@@ -327,7 +313,9 @@ export class Engine {
   async list(): Promise<VolumeInfo[]> {
     const summaries = await this.catalog.list();
     const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
-    return summaries.map((s) => this.withLocal(s, summaries.filter((c) => c.parent?.volume === s.name).map((c) => c.name), held));
+    const children = new Map<string, string[]>();
+    for (const c of summaries) if (c.parent) children.set(c.parent.volume, [...(children.get(c.parent.volume) ?? []), c.name]);
+    return summaries.map((s) => this.withLocal(s, children.get(s.name) ?? [], held));
   }
 
   /** Of these names, those that are no volume in the store (one metadata read each, in parallel). */
@@ -342,7 +330,12 @@ export class Engine {
     validateVolumeName(name);
     const [summary, children] = await Promise.all([this.catalog.summary(name), this.catalog.children(name)]);
     if (!summary) throw new EngineError(`volume '${name}' does not exist`);
-    const stores = await storeStates(this.store, name, { count: true });
+    return this.infoOf(summary, children);
+  }
+
+  /** A volume's info from its summary and clones: the state of its stores and what is local added. */
+  private async infoOf(summary: VolumeSummary, children: string[]): Promise<VolumeInfo> {
+    const stores = await storeStates(this.store, summary.name, { count: true });
     const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
     return { ...this.withLocal(summary, children, held), ...(stores ? { stores } : {}) };
   }

@@ -76,6 +76,22 @@ export interface VersionSets {
   deletedMarkers: number[];
 }
 
+/** What a volume's metadata and its latest table (null: none yet) say of it. */
+export function summaryOf(meta: VolumeMetadata, latest: VersionTable | null): VolumeSummary {
+  return {
+    name: meta.name,
+    uuid: meta.uuid,
+    size: meta.size,
+    objectSize: meta.objectSize,
+    createdAt: meta.createdAt,
+    state: latest ? 'ready' : 'incomplete',
+    latestVersion: latest?.seq ?? null,
+    storedBytes: latest?.storedBytes() ?? 0,
+    encrypted: meta.encryption !== undefined,
+    ...(meta.parent ? { parent: meta.parent } : {}),
+  };
+}
+
 export class VolumeCatalog {
   constructor(readonly store: ObjectStore) {}
 
@@ -281,6 +297,11 @@ export class VolumeCatalog {
       const all = await this.list();
       return all.filter((s) => s.parent?.volume === name).map((s) => s.name);
     }
+    return this.recordedChildren(name);
+  }
+
+  /** The clones the records of a volume of format 4 or later name, each checked against its metadata. */
+  private async recordedChildren(name: string): Promise<string[]> {
     const markers: Array<{ child: string; uuid: string }> = [];
     for await (const obj of this.store.list(containerName(name), CHILDREN_PREFIX)) {
       const m = parseChildMarker(obj.name);
@@ -303,16 +324,15 @@ export class VolumeCatalog {
    * clones (format 4) or one of its clones does.
    */
   async mayReference(name: string): Promise<string[]> {
-    const all = async (): Promise<string[]> =>
-      (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null && n !== name);
     const seen = new Set<string>();
     let level = [name];
     while (level.length > 0) {
       const next: string[] = [];
       for (const v of level) {
         const meta = await this.readMetadata(v);
-        if (meta && meta.formatVersion < LINEAGE_FORMAT_VERSION) return all();
-        for (const c of await this.children(v)) {
+        if (!meta) continue;
+        if (meta.formatVersion < LINEAGE_FORMAT_VERSION) return (await this.names()).filter((n) => n !== name);
+        for (const c of await this.recordedChildren(v)) {
           if (c !== name && !seen.has(c)) {
             seen.add(c);
             next.push(c);
@@ -376,25 +396,16 @@ export class VolumeCatalog {
   async summary(name: string): Promise<VolumeSummary | null> {
     const meta = await this.readMetadata(name);
     if (!meta) return null;
-    const latest = await this.latestVersion(name);
-    return {
-      name,
-      uuid: meta.uuid,
-      size: meta.size,
-      objectSize: meta.objectSize,
-      createdAt: meta.createdAt,
-      state: latest ? 'ready' : 'incomplete',
-      latestVersion: latest?.seq ?? null,
-      storedBytes: latest?.storedBytes() ?? 0,
-      encrypted: meta.encryption !== undefined,
-      ...(meta.parent ? { parent: meta.parent } : {}),
-    };
+    return summaryOf(meta, await this.latestVersion(name));
+  }
+
+  /** The names of every volume's container in the store. */
+  private async names(): Promise<string[]> {
+    return (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null);
   }
 
   async list(): Promise<VolumeSummary[]> {
-    const names = (await this.store.listContainers(CONTAINER_PREFIX))
-      .map(volumeNameOfContainer)
-      .filter((n): n is string => n !== null);
+    const names = await this.names();
     // three small reads a volume (metadata, version listing, latest table): many at once
     const summaries = await runPool(names, LIST_CONCURRENCY, (name) => this.summary(name));
     return summaries.filter((s): s is VolumeSummary => s !== null);
