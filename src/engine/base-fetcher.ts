@@ -69,17 +69,6 @@ export class BaseFetcher {
     this.streams = this.cacheReads ? new StreamDetector(READ_AHEAD_CHUNKS * this.objectSize, this.size, this.objectSize) : null;
   }
 
-  /**
-   * Whether base blocks [first, end) of a chunk are read locally (from the
-   * gateway cache, or data being installed) rather than from the store: a
-   * read that is not waits on a GET (its own, or one in flight). For metrics.
-   */
-  isLocal(chunk: number, ref: ChunkRef, first: number, end: number): boolean {
-    if (this.installing(first, end)) return true;
-    const base = chunk * (this.objectSize / BLOCK_SIZE);
-    return this.cache?.blocks.has(objectKey(ref, chunk), first - base, end - base) ?? false;
-  }
-
   /** Installs that land after this do not mark blocks valid (the overlay is going away). */
   close(): void {
     this.closed = true;
@@ -90,9 +79,9 @@ export class BaseFetcher {
    * they come from the base). The result starts at block `first` and may be
    * shorter than the blocks at the volume's end.
    */
-  fetch(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
+  fetch(chunk: number, ref: ChunkRef, first: number, end: number, fromStore?: () => void): Promise<Buffer> {
     const inFlight = this.fetches.get(objectKey(ref, chunk)) ?? [];
-    if (inFlight.length === 0 || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end);
+    if (inFlight.length === 0 || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end, fromStore);
     // Parts of the range are being fetched already (read ahead): those are shared, the gaps fetched.
     const parts: Promise<Buffer>[] = [];
     for (let b = first; b < end; ) {
@@ -100,12 +89,13 @@ export class BaseFetcher {
       if (f) {
         const stop = Math.min(end, f.end);
         const from = b;
+        if (!f.arrived) fromStore?.();
         parts.push(f.data.then((data) => data.subarray((from - f.first) * BLOCK_SIZE, (stop - f.first) * BLOCK_SIZE)));
         b = stop;
       } else {
         let e = b + 1;
         while (e < end && !inFlight.some((x) => x.first <= e && e < x.end)) e++;
-        parts.push(this.fetchBlocks(chunk, ref, b, e));
+        parts.push(this.fetchBlocks(chunk, ref, b, e, fromStore));
         b = e;
       }
     }
@@ -117,7 +107,7 @@ export class BaseFetcher {
    * the fetched data (or of data being installed), saving a copy; null for
    * any other read.
    */
-  fetchedView(offset: number, length: number): Promise<Buffer> | null {
+  fetchedView(offset: number, length: number, fromStore?: () => void): Promise<Buffer> | null {
     const chunk = Math.floor(offset / this.objectSize);
     const ref = this.base()?.lookup(chunk);
     if (!ref || length === 0 || Math.floor((offset + length - 1) / this.objectSize) !== chunk) return null;
@@ -132,7 +122,7 @@ export class BaseFetcher {
     };
     const install = this.installing(first, end);
     if (install) return Promise.resolve(view(install.data, offset - install.first * BLOCK_SIZE));
-    return this.fetch(chunk, ref, first, end).then((data) => view(data, offset - first * BLOCK_SIZE));
+    return this.fetch(chunk, ref, first, end, fromStore).then((data) => view(data, offset - first * BLOCK_SIZE));
   }
 
   /**
@@ -234,11 +224,15 @@ export class BaseFetcher {
   }
 
   /** One GET for blocks [first, end) of a chunk, or a share of one in flight that covers them. */
-  private fetchBlocks(chunk: number, ref: ChunkRef, first: number, end: number): Promise<Buffer> {
+  /** `fromStore` is told when the blocks come from a GET (its own, or one in flight), not from the gateway cache. */
+  private fetchBlocks(chunk: number, ref: ChunkRef, first: number, end: number, fromStore?: () => void): Promise<Buffer> {
     const key = objectKey(ref, chunk);
     const list = this.fetches.get(key);
     const shared = list?.find((f) => f.first <= first && f.end >= end);
-    if (shared) return shared.data.then((data) => data.subarray((first - shared.first) * BLOCK_SIZE));
+    if (shared) {
+      if (!shared.arrived) fromStore?.();
+      return shared.data.then((data) => data.subarray((first - shared.first) * BLOCK_SIZE));
+    }
 
     const chunkStart = chunk * this.objectSize;
     const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
@@ -248,8 +242,9 @@ export class BaseFetcher {
     const base = chunkStart / BLOCK_SIZE;
     // held in the gateway cache: read from there (a block that fails its check is dropped, and then fetched)
     if (cache?.has(key, first - base, end - base)) {
-      return cache.read(key, first - base, end - base, stop - start).then((hit) => hit ?? this.fetchBlocks(chunk, ref, first, end));
+      return cache.read(key, first - base, end - base, stop - start).then((hit) => hit ?? this.fetchBlocks(chunk, ref, first, end, fromStore));
     }
+    fromStore?.();
     const entry: Fetch = {
       first,
       end,
@@ -257,6 +252,7 @@ export class BaseFetcher {
         if (data.length !== stop - start) {
           throw new Error(`chunk ${chunk} of ${ref.container} returned ${data.length} bytes for a ${stop - start}-byte range`);
         }
+        entry.arrived = true;
         if (cache) {
           // the fetch stays shared until its blocks are in the cache: a reader meanwhile would fetch them again
           entry.kept = cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data).catch(() => undefined);

@@ -14,6 +14,8 @@ export interface Fetch {
   data: Promise<Buffer>;
   /** Settles once the fetched blocks are in the gateway cache. */
   kept?: Promise<void>;
+  /** Its data has arrived: a reader sharing it now waits on no GET (it is read from memory). */
+  arrived?: boolean;
 }
 
 /** Bytes of fetched data kept in memory after it reached the cache, for the readers right behind a read-ahead. */

@@ -65,44 +65,29 @@ export class Volume implements BlockDevice, DirectAccess {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
-    const cold = this.isCold(offset, length);
+    // cold: some of the data came from the store (counted for metrics, once per read)
+    let cold = false;
+    const fromStore = (): void => {
+      cold = true;
+    };
+    const fetched = this.fetcher.fetchedView(offset, length, fromStore);
+    let out: Buffer;
+    if (fetched) {
+      this.fetcher.noteRead(offset, length); // read-ahead, if it continues a stream
+      out = await fetched;
+    } else {
+      out = Buffer.allocUnsafe(length);
+      const pending: Promise<void>[] = [];
+      for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending, fromStore);
+      // streams are made of the reads that go to the store (bs_swift reads local blocks itself, unseen here)
+      if (pending.length > 0) this.fetcher.noteRead(offset, length);
+      await Promise.all(pending);
+    }
     if (cold) {
       this.counters.coldReads++;
       this.counters.coldReadBytes += length;
     }
-    const fetched = this.fetcher.fetchedView(offset, length);
-    if (fetched) {
-      this.fetcher.noteRead(offset, length); // read-ahead, if it continues a stream
-      return fetched;
-    }
-    const out = Buffer.allocUnsafe(length);
-    const pending: Promise<void>[] = [];
-    for (const seg of this.segments(offset, length)) this.readSegment(out, seg.offset - offset, seg.offset, seg.length, pending);
-    // streams are made of the reads that go to the store (bs_swift reads local blocks itself, unseen here)
-    if (pending.length > 0) this.fetcher.noteRead(offset, length);
-    await Promise.all(pending);
     return out;
-  }
-
-  /** Whether a read needs data from the store (not all of it is in the overlay or the gateway cache). */
-  private isCold(offset: number, length: number): boolean {
-    for (const seg of this.segments(offset, length)) {
-      const chunk = Math.floor(seg.offset / this.objectSize);
-      const ref = this.base?.lookup(chunk);
-      if (!ref) continue;
-      const end = Math.ceil((seg.offset + seg.length) / BLOCK_SIZE);
-      for (let block = Math.floor(seg.offset / BLOCK_SIZE); block < end; ) {
-        if (this.overlay.blockSource(block) !== 'base') {
-          block++;
-          continue;
-        }
-        let next = block + 1;
-        while (next < end && this.overlay.blockSource(next) === 'base') next++;
-        if (!this.fetcher.isLocal(chunk, ref, block, next)) return true;
-        block = next;
-      }
-    }
-    return false;
   }
 
   async write(offset: number, data: Uint8Array, options: { fua?: boolean } = {}): Promise<void> {
@@ -264,7 +249,7 @@ export class Volume implements BlockDevice, DirectAccess {
   }
 
   /** Fills out[outOffset..] with bytes [pos, pos+length) of one chunk; async parts go to pending. */
-  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[]): void {
+  private readSegment(out: Buffer, outOffset: number, pos: number, length: number, pending: Promise<void>[], fromStore?: () => void): void {
     const chunk = Math.floor(pos / this.objectSize);
     const ref = this.base?.lookup(chunk);
     const endPos = pos + length;
@@ -287,7 +272,7 @@ export class Volume implements BlockDevice, DirectAccess {
       } else {
         const runStart = block * BLOCK_SIZE;
         pending.push(
-          this.fetcher.fetch(chunk, ref, block, next).then((data) => {
+          this.fetcher.fetch(chunk, ref, block, next, fromStore).then((data) => {
             copyPadded(data, start - runStart, stop - start, out, into);
           }),
         );
