@@ -9,7 +9,7 @@ import { RawImageFile, imageFileSize, type ImageSource } from '../engine/image-f
 import type { ObjectStore } from '../store/object-store.js';
 import { NbdClient } from './nbd-client.js';
 import { ObjectHttp } from './object-http.js';
-import { QemuNbd, imageInfo, imageMap, type Extent } from './qemu-image.js';
+import { QemuNbd, ToolMissingError, imageInfo, imageMap, type Extent } from './qemu-image.js';
 
 /** Pieces an object is read in by ranged GETs. */
 const GET_PIECE = 8 * 1024 * 1024;
@@ -42,7 +42,7 @@ export async function openImage(spec: string, options: OpenImageOptions = {}): P
   if (options.format === 'raw') return { source: new RawImageFile(spec), format: 'raw' };
   const info = await imageInfo(spec, options.format).catch((err: Error) => {
     // without QEMU's tools a raw image can still be imported, if the user says it is one
-    if (/qemu-img is not installed/.test(err.message)) throw new EngineError(`${err.message}; or give --format raw for a raw image`);
+    if (err instanceof ToolMissingError) throw new EngineError(`${err.message}; or give --format raw for a raw image`);
     throw err;
   });
   if (info.format === 'raw') return { source: new RawImageFile(spec), format: 'raw' };

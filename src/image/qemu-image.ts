@@ -21,13 +21,20 @@ export interface Extent {
   data: boolean;
 }
 
+/** A QEMU tool that is not installed. */
+export class ToolMissingError extends EngineError {}
+
+function notInstalled(tool: string): ToolMissingError {
+  return new ToolMissingError(`${tool} is not installed (Debian: apt-get install qemu-utils; scripts/setup installs it)`);
+}
+
 /** Runs a QEMU tool; an EngineError with its message (first line) when it fails, or when it is not installed. */
 function runTool(tool: string, args: string[], maxBuffer = 256 * 1024 * 1024): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(tool, args, { maxBuffer, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return reject(new EngineError(`${tool} is not installed (Debian: apt-get install qemu-utils; scripts/setup installs it)`));
+        return reject(notInstalled(tool));
       }
       const line = stderr.split('\n').find((l) => l.trim() !== '') ?? err.message;
       reject(new EngineError(line.replace(new RegExp(`^${tool}: `), '')));
@@ -85,7 +92,7 @@ export class QemuNbd {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<Error>((resolve) => {
       child.once('error', (err) =>
-        resolve((err as NodeJS.ErrnoException).code === 'ENOENT' ? new EngineError('qemu-nbd is not installed (Debian: apt-get install qemu-utils; scripts/setup installs it)') : err),
+        resolve((err as NodeJS.ErrnoException).code === 'ENOENT' ? notInstalled('qemu-nbd') : err),
       );
       child.once('exit', (code, signal) => {
         const line = stderr.split('\n').find((l) => l.trim() !== '');
