@@ -234,7 +234,7 @@ export class BlockCache {
     const blocks = Math.ceil(data.length / CACHE_BLOCK);
     if (blocks * CACHE_BLOCK > this.budget) return;
     const sums = crc32c().blockSums(data, CACHE_BLOCK);
-    const file = path.join(this.objectsDir, createHash('sha1').update(key).digest('hex'));
+    const file = path.join(this.objectsDir, this.entries.get(key)?.file ?? createHash('sha1').update(key).digest('hex'));
     await this.writeFile(file, data, first * CACHE_BLOCK);
     if (this.closed) return;
     let e = this.entries.get(key);
@@ -246,9 +246,9 @@ export class BlockCache {
       e = { key, file: path.basename(file), bits: new Uint8Array(Math.ceil(blocksInObject / 8)), sums: Buffer.alloc(blocksInObject * 4), blocks: 0, used: 0, dirty: true };
       this.entries.set(key, e);
     }
+    sums.copy(e.sums, first * 4); // the blocks are contiguous: their sums too
     for (let i = 0; i < blocks; i++) {
       const b = first + i;
-      sums.copy(e.sums, b * 4, i * 4, i * 4 + 4);
       if (!hasBit(e.bits, b)) {
         setBit(e.bits, b);
         e.blocks++;
