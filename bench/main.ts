@@ -355,7 +355,7 @@ interface Serve {
   stop: () => Promise<void>;
 }
 
-async function startServe(ctx: Ctx, stateDir: string, label: string, options: { countRss?: boolean } = {}): Promise<Serve> {
+async function startServe(ctx: Ctx, stateDir: string, label: string, options: { countRss?: boolean; untilReadyOnly?: boolean } = {}): Promise<Serve> {
   const tgtd = ctx.tgtd!;
   const logFile = path.join(ctx.tmp, `serve-${label}.log`);
   const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control)], logFile, svEnv(ctx, stateDir));
@@ -382,7 +382,9 @@ async function startServe(ctx: Ctx, stateDir: string, label: string, options: { 
     await stopServe();
     if (ctx.servePid === d.pid) ctx.servePid = null;
   });
-  await d.waitFor(' ready: ', 600_000);
+  const ready = await d.waitFor(' ready: ', 600_000);
+  // targets made; the rows measure I/O once their volumes are open too (in the background, said in one line)
+  if (!options.untilReadyOnly && Number(/ ready: (\d+)/.exec(ready)?.[1] ?? 0) > 0) await d.waitFor(' opened ', 600_000);
   ctx.servePid = d.pid;
   if (options.countRss !== false) {
     rssWatch = { pid: d.pid, label, last: peakRssMiB(d.pid) ?? 0 };
@@ -534,7 +536,7 @@ async function snapshotRow(ctx: Ctx, image: string, stateDir: string, volume: st
  * to ready, its RSS, tgtd's threads, and `target add` of one more volume.
  */
 async function scaleRows(ctx: Ctx): Promise<void> {
-  const metrics = ['scale_ready_s', 'scale_rss_mib', 'scale_tgtd_threads', 'target_add_ms'];
+  const metrics = ['scale_ready_s', 'scale_open_s', 'scale_rss_mib', 'scale_tgtd_threads', 'target_add_ms'];
   if (!metrics.some(selected)) return;
   const n = SCALE_VOLUMES;
   const state = path.join(ctx.tmp, 'state-scale');
@@ -563,8 +565,11 @@ async function scaleRows(ctx: Ctx): Promise<void> {
   let serve: Serve | null = null;
   await step(metrics, `swiftvol serve with ${n} exported volumes`, async () => {
     const started = Date.now();
-    serve = await startServe(ctx, state, 'scale', { countRss: false });
+    serve = await startServe(ctx, state, 'scale', { countRss: false, untilReadyOnly: true });
     setSwiftvol('scale_ready_s', (Date.now() - started) / 1000);
+    const opened = await serve.d.waitFor(' opened ', 600_000);
+    setSwiftvol('scale_open_s', (Date.now() - started) / 1000);
+    note('scale_open_s', `serve: ${opened.replace(/^.*? opened /, 'opened ')}`);
     setSwiftvol('scale_rss_mib', peakRssMiB(serve.d.pid) ?? NaN);
     setSwiftvol('scale_tgtd_threads', threadsOf());
     note('scale_tgtd_threads', `${before} threads before the swift LUNs (tgtd holds the bs_rdwr reference LUNs too: bs_rdwr starts 16 threads per LUN), ${threadsOf()} with the ${n}`);

@@ -203,7 +203,7 @@ export class Cleanup {
 export interface Daemonized {
   child: ChildProcess;
   pid: number;
-  /** Resolves with the first stdout line that contains text; rejects if the process exits first or on timeout. */
+  /** Resolves with the first stdout line (printed so far, or later) that contains text; rejects if the process exits first or on timeout. */
   waitFor(text: string, timeoutMs: number): Promise<string>;
   exited(): boolean;
 }
@@ -212,6 +212,7 @@ export function startDaemon(cmd: string, args: string[], logFile: string, env: N
   const log = fs.createWriteStream(logFile, { flags: 'a' });
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let buffered = '';
+  const printed: string[] = [];
   let exitedFlag = false;
   const watchers: Array<{ text: string; resolve: (line: string) => void; reject: (err: Error) => void }> = [];
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -221,6 +222,7 @@ export function startDaemon(cmd: string, args: string[], logFile: string, env: N
     while ((nl = buffered.indexOf('\n')) >= 0) {
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
+      printed.push(line);
       for (const w of [...watchers]) {
         if (line.includes(w.text)) {
           watchers.splice(watchers.indexOf(w), 1);
@@ -250,6 +252,8 @@ export function startDaemon(cmd: string, args: string[], logFile: string, env: N
     },
     exited: () => exitedFlag,
     waitFor(text: string, timeoutMs: number): Promise<string> {
+      const already = printed.find((l) => l.includes(text));
+      if (already !== undefined) return Promise.resolve(already);
       if (exitedFlag) return Promise.reject(new BenchError(`${cmd} is not running; see ${logFile}`));
       return new Promise((resolve, reject) => {
         const w = {

@@ -1629,7 +1629,11 @@ static int bs_swift_open(struct scsi_lu *lu, char *path, int *fd,
 	eprintf("bs_swift %s: %" PRIu64 " bytes, physical block %u, via %s\n",
 		s->volume, s->size, s->block_size, s->socket_path);
 	__atomic_store_n(&s->direct_wanted, 1, __ATOMIC_RELAXED);
-	swift_direct_start(s);
+	/* a daemon that opens the volume at its first command gets DIRECT
+	 * after that command (swift_exchange), not now: tgtd's main loop
+	 * must not wait on the store while the LU is created */
+	if (!(s->caps & SWP_CAP_DEFERRED_OPEN))
+		swift_direct_start(s);
 
 	/* no file behind the LU: GET LBA STATUS reports every block mapped */
 	*fd = -1;

@@ -47,6 +47,7 @@
 
 /* handshake capabilities: bit n = opcode n; features above them */
 #define SWP_CAP_PARTIAL_SECTOR	(1U << 16)	/* WRITE/VERIFY may end inside a sector */
+#define SWP_CAP_DEFERRED_OPEN	(1U << 17)	/* volume opened at the first command: DIRECT after it */
 
 #define SWP_F_FUA		0x0001	/* WRITE, WRITE_SAME, COMPARE_AND_WRITE */
 #define SWP_F_UNMAP		0x0002	/* WRITE_SAME */

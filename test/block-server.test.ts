@@ -406,3 +406,80 @@ describe('BlockServer', () => {
     assert.ok(opens > 0);
   });
 });
+
+describe('BlockServer with deferred opens (describeDevice)', () => {
+  let dir: string;
+  let socketPath: string;
+  let server: BlockServer;
+  const dev = new MemoryBlockDevice(4 * MiB);
+  const opened: string[] = [];
+  let failNextOpens = 0;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'block-server-deferred-'));
+    socketPath = path.join(dir, 's.sock');
+    server = new BlockServer({
+      socketPath,
+      describeDevice: async (v) => {
+        if (v === 'ghost') throw new SenseError(Senses.NOT_READY, "volume 'ghost' does not exist");
+        // 'grown' is described smaller than it opens (a volume made again under its name)
+        return { size: v === 'grown' ? 2 * MiB : 4 * MiB, direct: false };
+      },
+      openDevice: async (v) => {
+        opened.push(v);
+        if (failNextOpens > 0) {
+          failNextOpens--;
+          throw new Error('the store does not answer');
+        }
+        return dev;
+      },
+      log: () => undefined,
+    });
+    await server.listen();
+  });
+
+  after(async () => {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('HELLO is answered from the description with DEFERRED_OPEN; the device opens at the first command', async () => {
+    const { client, hello } = await ProtocolClient.open(socketPath, 'lazy');
+    assert.equal(hello.size, 4 * MiB);
+    assert.equal(hello.capabilities, (ALL_CAPABILITIES & ~capabilityBit(Op.DIRECT)) | Feature.DEFERRED_OPEN);
+    assert.deepEqual(opened, [], 'nothing opened by HELLO');
+    await dev.write(8192, Buffer.alloc(4096, 0x3c));
+    // several commands at once: one open for the connection
+    const [a, b] = await Promise.all([client.read(8192, 4096), client.read(0, 4096)]);
+    assert.equal(a.status, Status.GOOD);
+    assert.ok(a.payload.every((x) => x === 0x3c));
+    assert.equal(b.status, Status.GOOD);
+    assert.deepEqual(opened, ['lazy']);
+    assert.equal((await client.write(0, Buffer.alloc(512, 7))).status, Status.GOOD);
+    assert.deepEqual(opened, ['lazy'], 'opened once');
+    client.close();
+  });
+
+  test('an open that fails fails its command with NOT READY; the next command tries again', async () => {
+    opened.length = 0;
+    failNextOpens = 1;
+    const { client } = await ProtocolClient.open(socketPath, 'flaky');
+    const first = await client.read(0, 4096);
+    assert.equal(first.status, Status.CHECK_CONDITION);
+    assert.equal(sense(first), '2/04/00');
+    assert.match(first.payload.toString(), /cannot open volume: the store does not answer/);
+    const second = await client.read(0, 4096);
+    assert.equal(second.status, Status.GOOD);
+    assert.deepEqual(opened, ['flaky', 'flaky']);
+    client.close();
+  });
+
+  test('a volume whose size is not the one described is refused at its first command; one that cannot be described, at HELLO', async () => {
+    const { client } = await ProtocolClient.open(socketPath, 'grown');
+    const r = await client.read(0, 512);
+    assert.equal(sense(r), '2/04/00');
+    assert.match(r.payload.toString(), /is 4194304 bytes now, not the 2097152 it had when the LU was made/);
+    client.close();
+    await assert.rejects(ProtocolClient.open(socketPath, 'ghost'), /does not exist|NOT READY|refused/i);
+  });
+});

@@ -63,11 +63,11 @@ test('bs_swift.so behind tgtd', async (t) => {
     await t.test('a LU on an unknown volume is refused', async () => {
       await assert.rejects(
         tgtd.addTarget('iqn.2026-11.org.swiftvol.test:nope', 'nope', 'swift', `socket=${socketPath}`),
-        /tgtadm --lld iscsi --mode logicalunit --op new/,
+        /tgtd logicalunit new tid \d+ lun 1/,
       );
       await assert.rejects(
         tgtd.addTarget('iqn.2026-11.org.swiftvol.test:badopt', 'vol1', 'swift', `socket=${socketPath};colour=blue`),
-        /tgtadm --lld iscsi --mode logicalunit --op new/,
+        /tgtd logicalunit new tid \d+ lun 1/,
       );
     });
 

@@ -12,13 +12,13 @@ import type { SnapshotStatus } from '../engine/snapshot.js';
 import type { ScrubReport } from '../engine/scrub.js';
 import type { StoreState, VolumeResync } from '../engine/mirroring.js';
 import type { SnapshotEntry } from '../engine/volume-catalog.js';
-import { EngineError } from '../engine/engine-error.js';
+import { EngineError, volumesMessage } from '../engine/engine-error.js';
 import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
 import { StoreError } from '../store/object-store.js';
 import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
-import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, volumesMessage, type TargetView } from '../daemon/target-registry.js';
+import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { TgtError } from '../daemon/tgtd.js';
 import { NativeAddonError } from '../native/addons.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
@@ -759,17 +759,17 @@ function buildProgram(): Command {
       }
       // No serve running: record the exports for the next start, every name checked first.
       const registry = new TargetRegistry(global.stateDir);
-      await withEngine(program, async (engine) => {
-        const missing = await engine.missingVolumes(volumes);
+      const sizes = await withEngine(program, async (engine) => {
+        const found = await engine.sizesOf(volumes);
+        const missing = volumes.filter((v) => !found.has(v));
         if (missing.length > 0) throw new EngineError(volumesMessage(missing, 'does not exist', 'do not exist'));
+        return found;
       });
       const recorded = new Set(registry.list().map((t) => t.volume));
       const already = volumes.filter((v) => recorded.has(v));
       if (already.length > 0) throw new EngineError(volumesMessage(already, 'is already exported', 'are already exported'));
-      for (const volume of volumes) {
-        registry.put({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap });
-        console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
-      }
+      registry.put(...volumes.map((volume) => ({ volume, iqn: targetName(global.iqnPrefix, volume), allow, chap: opts.chap, size: sizes.get(volume) })));
+      for (const volume of volumes) console.log(`exported ${volume} as ${targetName(global.iqnPrefix, volume)}; served when swiftvol serve runs`);
     });
   target
     .command('remove')
@@ -784,7 +784,7 @@ function buildProgram(): Command {
         const recorded = new Set(registry.list().map((t) => t.volume));
         const absent = volumes.filter((v) => !recorded.has(v));
         if (absent.length > 0) throw new EngineError(volumesMessage(absent, 'is not exported', 'are not exported'));
-        for (const volume of volumes) registry.remove(volume);
+        registry.remove(...volumes);
       }
       for (const volume of volumes) console.log(`removed the target of ${volume}`);
     });

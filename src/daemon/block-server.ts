@@ -14,6 +14,7 @@ import { canOpenDirect, type BlockDevice } from '../engine/block-device.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import {
   ALL_CAPABILITIES,
+  Feature,
   FrameParser,
   MAX_MESSAGE_LENGTH,
   MAX_PAYLOAD,
@@ -37,10 +38,24 @@ import {
 } from './protocol.js';
 import { SenseError, Senses, type Sense } from './sense.js';
 
+/** What HELLO answers of a device that is not open yet. */
+export interface DeviceDescription {
+  size: number;
+  /** Whether the device, once open, offers direct I/O. */
+  direct: boolean;
+}
+
 export interface BlockServerOptions {
   socketPath: string;
   /** Opens (or returns the cached) device of a volume; may run once per connection. */
   openDevice(volume: string): Promise<BlockDevice>;
+  /**
+   * Describes a volume without opening it. When given, HELLO is answered
+   * from it (with Feature.DEFERRED_OPEN) and the device is opened at the
+   * connection's first command; a device that cannot open fails that
+   * command with NOT READY, and the next command tries again.
+   */
+  describeDevice?(volume: string): Promise<DeviceDescription>;
   log?: (msg: string) => void;
   /** Largest payload advertised and accepted (default and maximum 32 MiB). */
   maxPayload?: number;
@@ -176,6 +191,7 @@ class Connection {
   private readonly ctx: RequestContext;
   private state: 'hello' | 'opening' | 'ready' | 'closed' = 'hello';
   private device: BlockDevice | null = null;
+  private deviceOpening: Promise<BlockDevice> | null = null;
   private volume = '';
   private inFlight = 0;
   private paused = false;
@@ -263,25 +279,24 @@ class Connection {
   private hello(tag: bigint, volume: string): void {
     this.state = 'opening';
     this.volume = volume;
-    this.server
-      .openDevice(volume)
-      .then((device) => {
+    const deferred = this.server.describeDevice(volume);
+    const described: Promise<DeviceDescription & { device: BlockDevice | null }> = deferred
+      ? deferred.then((d) => ({ ...d, device: null }))
+      : this.server.openDevice(volume).then((device) => ({ size: device.size, direct: canOpenDirect(device), device }));
+    described
+      .then(({ size, direct, device }) => {
         if (this.state === 'closed') return;
-        const size = device.size;
         if (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_SIZE !== 0) {
           throw new SenseError(Senses.NOT_READY, `device size ${size} is not a positive multiple of ${SECTOR_SIZE}`);
         }
         this.device = device;
         this.ctx.size = size;
         this.state = 'ready';
-        const payload = encodeHelloReply({
-          size,
-          physicalBlockSize: this.server.physicalBlockSize,
-          maxPayload: this.server.maxPayload,
-          capabilities: canOpenDirect(device) ? ALL_CAPABILITIES : ALL_CAPABILITIES & ~capabilityBit(Op.DIRECT),
-        });
+        let capabilities = direct ? ALL_CAPABILITIES : ALL_CAPABILITIES & ~capabilityBit(Op.DIRECT);
+        if (!device) capabilities |= Feature.DEFERRED_OPEN;
+        const payload = encodeHelloReply({ size, physicalBlockSize: this.server.physicalBlockSize, maxPayload: this.server.maxPayload, capabilities });
         this.send(Op.HELLO, tag, { status: Status.GOOD, payload });
-        this.server.log(`${this.name}: open, ${size} bytes`);
+        this.server.log(`${this.name}: ${device ? 'open' : 'described'}, ${size} bytes`);
       })
       .catch((err: unknown) => {
         if (this.state === 'closed') return;
@@ -293,9 +308,26 @@ class Connection {
       });
   }
 
+  /** The device, opened at the first command after a deferred HELLO; a failed open is tried again by the next command. */
+  private openDevice(): Promise<BlockDevice> {
+    this.deviceOpening ??= this.server.openDevice(this.volume).then(
+      (device) => {
+        if (device.size !== this.ctx.size) {
+          throw new SenseError(Senses.NOT_READY, `volume '${this.volume}' is ${device.size} bytes now, not the ${this.ctx.size ?? 0} it had when the LU was made: recreate the target`);
+        }
+        this.device = device;
+        return device;
+      },
+      (err: unknown) => {
+        this.deviceOpening = null;
+        throw err;
+      },
+    );
+    return this.deviceOpening;
+  }
+
   private start(req: Request): void {
-    const device = this.device;
-    if (device === null) {
+    if (this.state !== 'ready') {
       this.drop('request before HELLO');
       return;
     }
@@ -304,7 +336,17 @@ class Connection {
     const started = process.hrtime.bigint();
     let work: Promise<Outcome>;
     try {
-      work = this.execute(device, req);
+      const device = this.device;
+      work = device
+        ? this.execute(device, req)
+        : this.openDevice().then(
+            (d) => this.execute(d, req),
+            (err: unknown) => {
+              const out = failure(err, Senses.NOT_READY, false);
+              out.message = `cannot open volume: ${out.message ?? ''}`;
+              return out;
+            },
+          );
     } catch (err) {
       work = Promise.resolve(failure(err, Senses.INTERNAL, false));
     }
@@ -572,6 +614,11 @@ export class BlockServer {
 
   openDevice(volume: string): Promise<BlockDevice> {
     return this.opts.openDevice(volume);
+  }
+
+  /** The deferred HELLO's description, or null where HELLO opens the device. */
+  describeDevice(volume: string): Promise<DeviceDescription> | null {
+    return this.opts.describeDevice?.(volume) ?? null;
   }
 
   /** @internal */

@@ -1,18 +1,20 @@
 // swiftvold: serves exported volumes to tgtd's bs_swift over the block
-// socket, drives tgtd (its own, or an existing one) through tgtadm, and
+// socket, drives tgtd (its own, or an existing one) through its control socket, and
 // answers the CLI on the control socket.
 import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import type { Volume } from '../engine/volume.js';
-import { EngineError } from '../engine/engine-error.js';
+import { EngineError, volumesMessage } from '../engine/engine-error.js';
 import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
-import { BlockServer, type RequestEvent } from './block-server.js';
+import { BlockServer, type DeviceDescription, type RequestEvent } from './block-server.js';
+import { canOpenDirect } from '../engine/block-device.js';
 import type { Log } from './serve-log.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
-import { TargetRegistry, targetName, viewOf, volumesMessage, type TargetSpec, type TargetView } from './target-registry.js';
-import { TgtAdmin, Tgtd, lowestFreeTid, type TargetShow, type TgtdRecord } from './tgtd.js';
+import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
+import { TgtAdmin, TgtError, Tgtd, lowestFreeTid, type TargetShow, type TgtdRecord } from './tgtd.js';
+import { TgtErrno } from './tgt-ipc.js';
 import { mirrorOf } from '../store/mirror-store.js';
 import { volumeNameOfContainer } from '../format/volume-format.js';
 import { runPool } from '../store/run-pool.js';
@@ -21,7 +23,8 @@ import { runPool } from '../store/run-pool.js';
 const RESYNC_CHECK_MS = 1000;
 const RESYNC_RETRY_MS = 10_000;
 /** Volumes opened at once when serve starts, and targets made at once. */
-const START_OPENS = 16;
+/** Volumes opened at once in the background (each is round trips to the store: lease, tables). */
+const BACKGROUND_OPENS = 16;
 const START_TARGETS = 4;
 
 export interface DaemonOptions {
@@ -60,6 +63,10 @@ export class Daemon {
   private readonly registry: TargetRegistry;
   private readonly volumes = new Map<string, Volume>();
   private readonly opening = new Map<string, Promise<Volume>>();
+  /** Sizes of served volumes, for HELLOs that come before their volume is open. */
+  private readonly sizes = new Map<string, number>();
+  /** The last batch of background opens (tests and stop wait on it). */
+  private backgroundOpens: Promise<void> = Promise.resolve();
   /** Snapshots started here, per volume (the last few). */
   private readonly jobs = new Map<string, SnapshotJob[]>();
   private readonly served = new Map<string, ServedTarget>();
@@ -106,6 +113,7 @@ export class Daemon {
       this.blockServer = new BlockServer({
         socketPath: blockSocketPath(stateDir),
         openDevice: (volume) => this.device(volume),
+        describeDevice: (volume) => this.describe(volume),
         log,
         onRequest: this.options.onRequest,
       });
@@ -120,7 +128,7 @@ export class Daemon {
       }
       if (this.options.existingTgtd !== undefined) {
         this.admin = new TgtAdmin(this.options.existingTgtd);
-        await this.admin.run(['--mode', 'system', '--op', 'show']);
+        await this.admin.ping();
         log(`using the tgtd on control port ${this.options.existingTgtd}`);
       } else {
         this.tgtd = await this.ownTgtd();
@@ -128,10 +136,11 @@ export class Daemon {
       }
       const existing = await this.admin.show();
       const specs = this.registry.list();
-      // The volumes first, in parallel; then the targets, tids handed out from one listing.
-      await this.openAll(specs);
+      // The targets first, tids handed out from one listing; LUNs are described
+      // from the export records, and the volumes open in the background (or at
+      // their first command), so that serve is ready without waiting on the store.
       const used = new Set(existing.map((t) => t.tid));
-      // a few targets at once: each is several tgtadm runs, whose start-up is most of their cost
+      // a few targets at once: tgtd runs one request at a time, but the volumes' HELLOs and our turns overlap
       await runPool(specs, START_TARGETS, async (spec) => {
         try {
           await this.serve(spec, existing, used);
@@ -140,6 +149,7 @@ export class Daemon {
           this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
         }
       });
+      this.openInBackground(specs.map((s) => s.volume).filter((v) => this.served.get(v)?.state === 'served'));
     } catch (err) {
       await this.stop();
       throw err;
@@ -161,6 +171,9 @@ export class Daemon {
         if (target.chap) await this.admin?.deleteAccount(target.chap.user).catch((err: Error) => log(err.message));
       }
       this.served.clear();
+      // Opens under way end first, so that their volumes are closed below.
+      await this.backgroundOpens.catch(() => undefined);
+      await Promise.allSettled([...this.opening.values()]);
       // Snapshots being uploaded finish first: they read the overlay.
       await Promise.allSettled([...this.jobs.values()].flat().map((j) => j.done));
       await this.blockServer?.close();
@@ -188,7 +201,7 @@ export class Daemon {
       case 'target.list':
         return Promise.resolve(this.targets());
       case 'target.add':
-        return this.serialized(() => this.add({ volume: req.volume, iqn: targetName(req.iqnPrefix, req.volume), allow: req.allow, chap: req.chap }));
+        return this.addMany([{ volume: req.volume, iqn: targetName(req.iqnPrefix, req.volume), allow: req.allow, chap: req.chap }]);
       case 'target.remove':
         return this.serialized(() => this.remove(req.volume));
       case 'targets.add':
@@ -231,8 +244,8 @@ export class Daemon {
 
   /** Freezes a served volume's dirty set now and uploads it in the background. */
   private async startSnapshot(name: string, snapshot: string): Promise<SnapshotStatus> {
-    const volume = this.volumes.get(name);
-    if (!volume) throw new EngineError(`volume '${name}' is not served here`);
+    if (!this.volumes.has(name) && this.served.get(name)?.state !== 'served') throw new EngineError(`volume '${name}' is not served here`);
+    const volume = await this.device(name);
     const job = await this.options.engine.startSnapshot(volume, snapshot);
     // Uploads in progress, and the last few finished ones: a CLI waiting on a job may ask again after it settled.
     const old = this.jobs.get(name) ?? [];
@@ -295,21 +308,69 @@ export class Daemon {
     return run;
   }
 
-  private async add(spec: TargetSpec, usedTids?: Set<number>): Promise<TargetView> {
-    if (this.stopping) throw new Error('swiftvol serve is stopping');
-    const current = this.served.get(spec.volume);
-    if (current?.state === 'served') throw new EngineError(`volume '${spec.volume}' is already exported as ${current.iqn}`);
-    const target = await this.serve(spec, [], usedTids);
-    this.registry.put(spec);
-    return viewOf(target);
+  /**
+   * Opens served volumes BACKGROUND_OPENS at once, so that leases are taken
+   * and first commands find their volume open; a command that comes first
+   * opens its volume at once. A volume that cannot be served here (held by
+   * another machine, deleted) has its target taken down and marked failed; a
+   * store that does not answer leaves the target up, and the next command
+   * tries again.
+   */
+  private openInBackground(names: string[]): void {
+    if (names.length === 0) return;
+    const started = Date.now();
+    let failed = 0;
+    const opens = runPool(names, BACKGROUND_OPENS, async (name) => {
+      if (this.stopping || this.served.get(name)?.state !== 'served') return;
+      try {
+        await this.device(name);
+      } catch (err) {
+        failed++;
+        await this.openFailed(name, err as Error);
+      }
+    });
+    this.backgroundOpens = opens.then(() => {
+      if (!this.stopping) this.options.log(`opened ${names.length - failed} of ${names.length} volume(s) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    });
+  }
+
+  private async openFailed(name: string, err: Error): Promise<void> {
+    const { log } = this.options;
+    const target = this.served.get(name);
+    if (!(err instanceof EngineError) || target?.state !== 'served') {
+      log(`cannot open ${name} yet (its next command tries again): ${err.message}`, { volume: name, level: 'warn' });
+      return;
+    }
+    log(`cannot serve ${name}: ${err.message}`, { volume: name, level: 'error' });
+    await this.serialized(async () => {
+      if (this.served.get(name) !== target || this.stopping) return;
+      const present = await this.admin?.targets().catch(() => null);
+      if (present?.get(target.tid) === target.iqn) await this.admin?.deleteTarget(target.tid).catch((e: Error) => log(e.message));
+      if (target.chap && !(await this.admin?.show().catch(() => []))?.some((t) => t.accounts.includes(target.chap!.user))) {
+        await this.admin?.deleteAccount(target.chap.user).catch(() => undefined);
+      }
+      this.served.set(name, { ...target, tid: 0, state: 'failed', error: err.message });
+    });
   }
 
   /**
-   * Opens the volumes of these targets, START_OPENS at once (round trips to the
-   * store: the lease, the tables); one that fails is left for serve() to report.
+   * What HELLO says of a volume that may not be open yet: its size, from the
+   * open volume, the export record, or the volume's metadata (read once).
+   * Sizes never change (a volume deleted and made again under the same name
+   * is refused at its first command, when the open finds another size).
    */
-  private async openAll(specs: TargetSpec[]): Promise<void> {
-    await runPool(specs, START_OPENS, (spec) => this.device(spec.volume).then(() => undefined, () => undefined));
+  private async describe(name: string): Promise<DeviceDescription> {
+    const open = this.volumes.get(name);
+    if (open) return { size: open.size, direct: canOpenDirect(open) };
+    if (this.stopping) throw new Error('swiftvol serve is stopping');
+    let size = this.sizes.get(name) ?? this.served.get(name)?.size;
+    if (size === undefined) {
+      const sizes = await this.options.engine.sizesOf([name]);
+      size = sizes.get(name);
+      if (size === undefined) throw new EngineError(`volume '${name}' does not exist`);
+    }
+    this.sizes.set(name, size);
+    return { size, direct: true };
   }
 
   /** target add of several: every name checked before anything changes; the volumes opened in parallel, the targets made one at a time. */
@@ -317,14 +378,26 @@ export class Daemon {
     if (this.stopping) throw new Error('swiftvol serve is stopping');
     const already = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
     if (already.length > 0) throw new EngineError(volumesMessage(already.map((s) => s.volume), 'is already exported', 'are already exported'));
-    const missing = await this.options.engine.missingVolumes(specs.map((s) => s.volume));
-    if (missing.length > 0) throw new EngineError(volumesMessage(missing, 'does not exist', 'do not exist'));
-    await this.openAll(specs);
+    // exists and is not held elsewhere: checked now, the open itself comes after (openInBackground)
+    const sizes = await this.options.engine.servable(specs.map((s) => s.volume));
     return this.serialized(async () => {
-      const used = new Set((await this.admin?.targets())?.keys() ?? []);
-      const views: TargetView[] = [];
-      for (const spec of specs) views.push(await this.add(spec, used));
-      return views;
+      if (this.stopping) throw new Error('swiftvol serve is stopping');
+      const raced = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
+      if (raced.length > 0) throw new EngineError(volumesMessage(raced.map((s) => s.volume), 'is already exported', 'are already exported'));
+        const used = await this.usedTids();
+      const made: TargetSpec[] = [];
+      try {
+        for (const spec of specs) {
+          const sized = { ...spec, size: sizes.get(spec.volume) };
+          await this.serve(sized, [], used);
+          made.push(sized);
+        }
+      } finally {
+        // recorded for the next start: what was made, also when a later one failed
+        this.registry.put(...made);
+        this.openInBackground(made.map((s) => s.volume));
+      }
+      return made.map((spec) => viewOf(this.served.get(spec.volume)!));
     });
   }
 
@@ -333,18 +406,32 @@ export class Daemon {
     const known = this.registry.remove(volume);
     if (!target && !known) throw new EngineError(`volume '${volume}' is not exported`);
     if (target?.state === 'served') {
-      const present = await this.admin!.targets();
-      if (present.get(target.tid) === target.iqn) await this.admin!.deleteTarget(target.tid);
+      // Our own tgtd has our targets only; a shared one is asked whether the tid still has our IQN.
+      if (await this.stillOurs(target)) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
       // CHAP accounts are global in tgtd: delete ours unless another target uses it too.
       const user = target.chap?.user;
       if (user && !(await this.admin!.show()).some((t) => t.accounts.includes(user))) await this.admin!.deleteAccount(user).catch(() => undefined);
     }
     this.served.delete(volume);
+    this.sizes.delete(volume);
+    await this.opening.get(volume)?.catch(() => undefined);
     const device = this.volumes.get(volume);
     this.volumes.delete(volume);
     await device?.close();
     this.options.log(`stopped serving ${volume}`, { volume });
     return { volume };
+  }
+
+  /** Tids in use: ours, in our own tgtd (whose targets are all ours); tgtd's listing, in a shared one. */
+  private async usedTids(): Promise<Set<number>> {
+    if (this.tgtd) return new Set([...this.served.values()].filter((t) => t.state === 'served').map((t) => t.tid));
+    return new Set((await this.admin!.targets()).keys());
+  }
+
+  /** Whether the target's tid still names our target (a shared tgtd's other users may have changed it). */
+  private async stillOurs(target: ServedTarget): Promise<boolean> {
+    if (this.tgtd) return true;
+    return (await this.admin!.targets()).get(target.tid) === target.iqn;
   }
 
   /**
@@ -415,21 +502,30 @@ export class Daemon {
       if (lun?.bstype !== 'swift' || lun.path !== spec.volume) {
         throw new EngineError(`tgtd already has a target ${spec.iqn} (tid ${same.tid}) that is not a swift LUN of volume '${spec.volume}'`);
       }
-      await this.device(spec.volume);
       const target: ServedTarget = { ...spec, tid: same.tid, state: 'served' };
       this.served.set(spec.volume, target);
       this.options.log(`serving ${spec.volume} as ${spec.iqn} again (tid ${same.tid}, kept by tgtd)`, { volume: spec.volume });
       return target;
     }
-    const volume = await this.device(spec.volume);
+    if (spec.size !== undefined) this.sizes.set(spec.volume, spec.size);
     // a batch (and the start) hands tids out from one listing; one target asks tgtd
-    const used = usedTids ?? new Set((await admin.targets()).keys());
-    const tid = lowestFreeTid(used);
+    const used = usedTids ?? (await this.usedTids());
+    let tid = lowestFreeTid(used);
     used.add(tid);
     let created = false;
     let account = false;
     try {
-      await admin.addTarget(tid, spec.iqn);
+      for (;;) {
+        try {
+          await admin.addTarget(tid, spec.iqn);
+          break;
+        } catch (err) {
+          // a tid taken meanwhile (another tool, in a shared tgtd): the next one
+          if (!(err instanceof TgtError && err.tgtErrno === TgtErrno.TARGET_EXIST)) throw err;
+          tid = lowestFreeTid(used);
+          used.add(tid);
+        }
+      }
       created = true;
       await admin.addLun(tid, 1, spec.volume, { bstype: 'swift', bsopts: `socket=${blockSocketPath(this.options.stateDir)}`, thinProvisioning: true });
       if (spec.chap) {
@@ -443,8 +539,6 @@ export class Daemon {
     } catch (err) {
       if (created) await admin.deleteTarget(tid).catch(() => undefined);
       if (account && spec.chap) await admin.deleteAccount(spec.chap.user).catch(() => undefined);
-      this.volumes.delete(spec.volume);
-      await volume.close().catch(() => undefined);
       throw err;
     }
     const target: ServedTarget = { ...spec, tid, state: 'served' };
@@ -452,4 +546,9 @@ export class Daemon {
     this.options.log(`serving ${spec.volume} as ${spec.iqn} (tid ${tid}, LUN 1, allowed: ${spec.allow.join(' ')}${spec.chap ? ', CHAP' : ''})`, { volume: spec.volume });
     return target;
   }
+}
+
+/** A target already gone (deleted by hand) is as good as deleted. */
+function ignoreNoTarget(err: unknown): void {
+  if (!(err instanceof TgtError && err.tgtErrno === TgtErrno.NO_TARGET)) throw err;
 }

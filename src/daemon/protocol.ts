@@ -105,6 +105,13 @@ export const Feature = {
    * sector is kept (an iSCSI data-out shorter than the SCSI transfer).
    */
   PARTIAL_SECTOR: 1 << 16,
+  /**
+   * The daemon opens the volume at the connection's first command, not at
+   * HELLO (answered from what it knows of the volume): the client asks for
+   * DIRECT after its first good exchange rather than while the LU is being
+   * created, so that creating a LU never waits on the store.
+   */
+  DEFERRED_OPEN: 1 << 17,
 } as const;
 
 /** Everything this daemon offers: every opcode and every feature. */

@@ -12,12 +12,10 @@ export interface TargetSpec {
   /** Initiator addresses, CIDRs, or IQNs allowed to log in. */
   allow: string[];
   chap?: { user: string; secret: string };
+  /** The volume's size in bytes when it was exported (sizes never change): serve answers bs_swift with it before the volume is open. */
+  size?: number;
 }
 
-/** "volume 'a' is not exported", "volumes 'a', 'b' are not exported": what a batch of target changes says of the names it refuses. */
-export function volumesMessage(names: readonly string[], one: string, many: string): string {
-  return `${names.length === 1 ? 'volume' : 'volumes'} ${names.map((n) => `'${n}'`).join(', ')} ${names.length === 1 ? one : many}`;
-}
 
 export class TargetSpecError extends Error {
   constructor(message: string) {
@@ -77,16 +75,18 @@ export class TargetRegistry {
     return this.list().find((t) => t.volume === volume);
   }
 
-  put(spec: TargetSpec): void {
-    this.save([...this.list().filter((t) => t.volume !== spec.volume), spec]);
+  put(...specs: TargetSpec[]): void {
+    const names = new Set(specs.map((t) => t.volume));
+    this.save([...this.list().filter((t) => !names.has(t.volume)), ...specs]);
   }
 
-  remove(volume: string): boolean {
+  /** Removes the entries of these volumes; how many there were. */
+  remove(...volumes: string[]): number {
+    const names = new Set(volumes);
     const before = this.list();
-    const after = before.filter((t) => t.volume !== volume);
-    if (after.length === before.length) return false;
-    this.save(after);
-    return true;
+    const after = before.filter((t) => !names.has(t.volume));
+    if (after.length !== before.length) this.save(after);
+    return before.length - after.length;
   }
 
   private save(targets: TargetSpec[]): void {

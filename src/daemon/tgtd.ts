@@ -1,15 +1,20 @@
 // tgtd, Debian's iSCSI target: starting one of our own, and driving it (ours
-// or an existing one) through tgtadm. tgtadm always runs asynchronously: when
-// a LUN with bstype swift is created, tgtd's main loop calls bs_swift, which
-// connects back to the daemon; a synchronous tgtadm from the daemon's own
-// event loop would deadlock.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+// or an existing one) through its control socket, as tgtadm does. Requests
+// are always asynchronous: when a LUN with bstype swift is created, tgtd's
+// main loop calls bs_swift, which connects back to the daemon; a synchronous
+// request from the daemon's own event loop would deadlock.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { isProcessAlive, waitForExit } from '../engine/processes.js';
+import { TgtIpcError, tgtRequest, type TgtRequest } from './tgt-ipc.js';
 
 export class TgtError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** tgtd's tgtadm_errno when it refused a request (TgtErrno), else null. */
+    readonly tgtErrno: number | null = null,
+  ) {
     super(message);
     this.name = 'TgtError';
   }
@@ -40,7 +45,6 @@ export interface LunOptions {
   blockSize?: number;
 }
 
-/** tgtadm -C N. */
 /** The lowest tid (from 1) not in used. */
 export function lowestFreeTid(used: { has(tid: number): boolean }): number {
   let tid = 1;
@@ -48,62 +52,69 @@ export function lowestFreeTid(used: { has(tid: number): boolean }): number {
   return tid;
 }
 
+/**
+ * tgtd's management, as tgtadm offers it, spoken over tgtd's control socket
+ * (tgt-ipc.ts) rather than by running tgtadm: one process per step made
+ * serving hundreds of volumes slow.
+ */
 export class TgtAdmin {
   constructor(readonly control: number, private readonly timeoutMs = 30_000) {}
 
-  run(args: string[], timeoutMs = this.timeoutMs): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile('tgtadm', ['-C', String(this.control), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new TgtError('tgtadm not found: install the Debian package tgt'));
-        reject(new TgtError(`tgtadm ${args.join(' ')}: ${stderr.trim() || stdout.trim() || err.message}`));
-      });
+  request(req: TgtRequest, timeoutMs = this.timeoutMs): Promise<string> {
+    return tgtRequest(this.control, req, timeoutMs).catch((err: Error) => {
+      throw new TgtError(err.message, err instanceof TgtIpcError ? err.tgtErrno : null);
     });
   }
 
+  /** Answers once tgtd runs (tgtadm --mode system --op show). */
+  async ping(timeoutMs = this.timeoutMs): Promise<void> {
+    await this.request({ mode: 'system', op: 'show' }, timeoutMs);
+  }
+
   async addTarget(tid: number, iqn: string): Promise<void> {
-    await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(tid), '--targetname', iqn]);
+    await this.request({ mode: 'target', op: 'new', lld: 'iscsi', tid, params: [['targetname', iqn]] });
     for (const [name, value] of THROUGHPUT_PARAMS) {
-      await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'update', '--tid', String(tid), '--name', name, '--value', String(value)]);
+      await this.request({ mode: 'target', op: 'update', lld: 'iscsi', tid, params: [[name, value]] });
     }
   }
 
   async addLun(tid: number, lun: number, backingStore: string, options: LunOptions): Promise<void> {
-    const args = ['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'new', '--tid', String(tid), '--lun', String(lun), '--backing-store', backingStore, '--bstype', options.bstype];
-    if (options.bsopts !== undefined) args.push('--bsopts', options.bsopts);
-    if (options.blockSize !== undefined) args.push('--blocksize', String(options.blockSize));
-    await this.run(args);
+    // tgtadm's order: path, bstype, bsopts, blocksize
+    const params: Array<[string, string | number]> = [['path', backingStore], ['bstype', options.bstype]];
+    if (options.bsopts !== undefined) params.push(['bsopts', options.bsopts]);
+    if (options.blockSize !== undefined) params.push(['blocksize', options.blockSize]);
+    await this.request({ mode: 'device', op: 'new', lld: 'iscsi', tid, lun, params });
     if (options.thinProvisioning) {
-      await this.run(['--lld', 'iscsi', '--mode', 'logicalunit', '--op', 'update', '--tid', String(tid), '--lun', String(lun), '--params', 'thin_provisioning=1']);
+      await this.request({ mode: 'device', op: 'update', lld: 'iscsi', tid, lun, params: [['thin_provisioning', 1]] });
     }
   }
 
   /** Allows an initiator address (or CIDR, or ALL). */
-  bindAddress(tid: number, address: string): Promise<string> {
-    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-address', address]);
+  async bindAddress(tid: number, address: string): Promise<void> {
+    await this.request({ mode: 'target', op: 'bind', lld: 'iscsi', tid, params: [['initiator-address', address]] });
   }
 
   /** Allows an initiator by its IQN. */
-  bindName(tid: number, iqn: string): Promise<string> {
-    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-name', iqn]);
+  async bindName(tid: number, iqn: string): Promise<void> {
+    await this.request({ mode: 'target', op: 'bind', lld: 'iscsi', tid, params: [['initiator-name', iqn]] });
   }
 
   async addChap(tid: number, user: string, secret: string): Promise<void> {
-    await this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'new', '--user', user, '--password', secret]);
-    await this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'bind', '--tid', String(tid), '--user', user]);
+    await this.request({ mode: 'account', op: 'new', lld: 'iscsi', params: [['user', user], ['password', secret]] });
+    await this.request({ mode: 'account', op: 'bind', lld: 'iscsi', tid, params: [['user', user]] });
   }
 
-  deleteAccount(user: string): Promise<string> {
-    return this.run(['--lld', 'iscsi', '--mode', 'account', '--op', 'delete', '--user', user]);
+  async deleteAccount(user: string): Promise<void> {
+    await this.request({ mode: 'account', op: 'delete', lld: 'iscsi', params: [['user', user]] });
   }
 
-  deleteTarget(tid: number): Promise<string> {
-    return this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'delete', '--force', '--tid', String(tid)]);
+  async deleteTarget(tid: number): Promise<void> {
+    await this.request({ mode: 'target', op: 'delete', lld: 'iscsi', tid, force: true });
   }
 
   /** Every target with its LUNs and bound accounts, as `tgtadm --op show` tells. */
   async show(): Promise<TargetShow[]> {
-    const out = await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'show']);
+    const out = await this.request({ mode: 'target', op: 'show', lld: 'iscsi' });
     const targets: TargetShow[] = [];
     let section = '';
     let lun: { lun: number; bstype: string; path: string } | null = null;
@@ -136,7 +147,7 @@ export class TgtAdmin {
 
   /** Targets tgtd has, by tid. */
   async targets(): Promise<Map<number, string>> {
-    const out = await this.run(['--lld', 'iscsi', '--mode', 'target', '--op', 'show']);
+    const out = await this.request({ mode: 'target', op: 'show', lld: 'iscsi' });
     const found = new Map<number, string>();
     for (const m of out.matchAll(/^Target (\d+): (\S+)$/gm)) found.set(Number(m[1]), m[2]!);
     return found;
@@ -148,8 +159,8 @@ export class TgtAdmin {
   }
 
   /** Makes tgtd exit (it does once no target is left). */
-  shutdown(): Promise<string> {
-    return this.run(['--mode', 'system', '--op', 'delete'], 10_000);
+  async shutdown(): Promise<void> {
+    await this.request({ mode: 'system', op: 'delete' }, 10_000);
   }
 }
 
@@ -214,7 +225,7 @@ export class Tgtd {
         throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${tail()}`);
       }
       try {
-        await tgtd.admin.run(['--mode', 'system', '--op', 'show'], 5000);
+        await tgtd.admin.ping(5000);
         if (await canConnect(options.host, options.port)) return tgtd;
       } catch {
         // not up yet
@@ -239,7 +250,7 @@ export class Tgtd {
     if (!args[0]?.endsWith('tgtd') || !cmdline.includes(`-C\0${record.control}\0`) || !args.includes(`portal=${record.host}:${record.port}`)) return null;
     const tgtd = new Tgtd(record);
     try {
-      await tgtd.admin.run(['--mode', 'system', '--op', 'show'], 5000);
+      await tgtd.admin.ping(5000);
     } catch {
       return null;
     }

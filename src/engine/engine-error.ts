@@ -6,3 +6,8 @@ export class EngineError extends Error {
     this.name = 'EngineError';
   }
 }
+
+/** "volume 'a' is not exported", "volumes 'a', 'b' are not exported": what a batch of changes says of the names it refuses. */
+export function volumesMessage(names: readonly string[], one: string, many: string): string {
+  return `${names.length === 1 ? 'volume' : 'volumes'} ${names.map((n) => `'${n}'`).join(', ')} ${names.length === 1 ? one : many}`;
+}

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ObjectStore } from '../store/object-store.js';
+import { isNotFound, type ObjectStore } from '../store/object-store.js';
 import { Overlay } from '../overlay/overlay.js';
 import {
   DEFAULT_OBJECT_SIZE,
@@ -22,7 +22,7 @@ import {
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
 import { DEFAULT_LEASE_MS, Lease } from './lease.js';
 import type { SnapshotEntry } from './volume-catalog.js';
-import { EngineError } from './engine-error.js';
+import { EngineError, volumesMessage } from './engine-error.js';
 import { StateDir } from './state-dir.js';
 import { Volume } from './volume.js';
 import { VolumeCatalog, summaryOf, type VolumeSummary } from './volume-catalog.js';
@@ -319,10 +319,29 @@ export class Engine {
   }
 
   /** Of these names, those that are no volume in the store (one metadata read each, in parallel). */
-  async missingVolumes(names: string[]): Promise<string[]> {
+  /** The sizes of the volumes that exist, of these names. */
+  async sizesOf(names: string[]): Promise<Map<string, number>> {
     for (const n of names) validateVolumeName(n);
-    const found = await runPool(names, 16, async (n) => ((await this.catalog.readMetadata(n)) ? null : n));
-    return found.filter((n): n is string => n !== null);
+    const found = await runPool(names, 16, async (n) => [n, (await this.catalog.readMetadata(n))?.size] as const);
+    return new Map(found.filter((f): f is readonly [string, number] => f[1] !== undefined));
+  }
+
+  /**
+   * What exporting these volumes here needs, checked without opening them:
+   * they exist (their sizes are returned) and no other live holder has
+   * their lease. Fails naming the volumes that do not exist, or the holder.
+   */
+  async servable(names: string[]): Promise<Map<string, number>> {
+    // both looks at once: a round trip less for each volume
+    const [sizes, held] = await Promise.all([
+      this.sizesOf(names),
+      runPool(names, 16, (n) => Lease.heldElsewhere(this.store, n, this.state.root).catch((err: unknown) => (isNotFound(err) ? null : Promise.reject(err)))),
+    ]);
+    const missing = names.filter((n) => !sizes.has(n));
+    if (missing.length > 0) throw new EngineError(volumesMessage(missing, 'does not exist', 'do not exist'));
+    const first = held.find((h) => h !== null);
+    if (first) throw new EngineError(first);
+    return sizes;
   }
 
   /** One volume: what it costs grows with its clones, not with the number of volumes (VolumeCatalog.children). */

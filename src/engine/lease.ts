@@ -51,7 +51,7 @@ export class Lease {
   ): Promise<Lease> {
     const ttlMs = options.ttlMs ?? DEFAULT_LEASE_MS;
     const record: LeaseRecord = {
-      holder: `${os.hostname()}:${process.pid}:${stateDir}`,
+      holder: holderName(stateDir),
       purpose,
       host: os.hostname(),
       pid: process.pid,
@@ -60,11 +60,8 @@ export class Lease {
     };
     for (let attempt = 0; attempt < 3; attempt++) {
       const { n, current } = await Lease.latest(store, volume);
-      if (current && current.expiresAt > Date.now() && current.holder !== record.holder && !Lease.holderIsGone(current)) {
-        throw new EngineError(
-          `volume '${volume}' is held by ${current.holder} (${current.purpose}) until ${new Date(current.expiresAt).toISOString()}`,
-        );
-      }
+      const held = Lease.heldMessage(volume, current, record.holder);
+      if (held) throw new EngineError(held);
       const lease = new Lease(store, volume, record, n, ttlMs, options.onLost ?? (() => undefined));
       // The lease is only as good as the store's conditional PUT. Where it is not
       // atomic (Swift checks If-None-Match when a PUT starts: two PUTs racing in the
@@ -79,6 +76,19 @@ export class Lease {
       // Someone else wrote the next lease object first: look again.
     }
     throw new EngineError(`volume '${volume}': could not take its lease (contended)`);
+  }
+
+  /**
+   * Why this process could not take the volume's lease now (another live
+   * holder's lease has not run out), or null: a look, without taking it.
+   */
+  static async heldElsewhere(store: ObjectStore, volume: string, stateDir: string): Promise<string | null> {
+    return Lease.heldMessage(volume, (await Lease.latest(store, volume)).current, holderName(stateDir));
+  }
+
+  private static heldMessage(volume: string, current: LeaseRecord | null, holder: string): string | null {
+    if (!current || current.expiresAt <= Date.now() || current.holder === holder || Lease.holderIsGone(current)) return null;
+    return `volume '${volume}' is held by ${current.holder} (${current.purpose}) until ${new Date(current.expiresAt).toISOString()}`;
   }
 
   /** The newest lease object and its record. */
@@ -163,4 +173,9 @@ export class Lease {
     await this.renewing;
     if (!this.lost) await this.write(0).catch(() => undefined);
   }
+}
+
+/** Who holds a lease: this host, process and state directory. */
+function holderName(stateDir: string): string {
+  return `${os.hostname()}:${process.pid}:${stateDir}`;
 }
