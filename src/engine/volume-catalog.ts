@@ -35,6 +35,7 @@ import {
 } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 import { runPool } from '../store/run-pool.js';
+import { CatalogIndex } from './catalog-index.js';
 
 /** Volumes summarised at once by list(). */
 const LIST_CONCURRENCY = 32;
@@ -93,7 +94,12 @@ export function summaryOf(meta: VolumeMetadata, latest: VersionTable | null): Vo
 }
 
 export class VolumeCatalog {
-  constructor(readonly store: ObjectStore) {}
+  /** What `list` reads first (catalog-index.ts); kept after every commit. */
+  private readonly index: CatalogIndex;
+
+  constructor(readonly store: ObjectStore) {
+    this.index = new CatalogIndex(store);
+  }
 
   async readMetadata(name: string): Promise<VolumeMetadata | null> {
     const container = containerName(name);
@@ -169,6 +175,8 @@ export class VolumeCatalog {
       if (err instanceof StoreError && err.kind === 'conflict') throw new EngineError(`volume '${name}' already exists`);
       throw err;
     }
+    // listed as incomplete until its first version (and entries of an earlier volume of the name dropped)
+    await this.index.record(summaryOf(meta, null));
     return meta;
   }
 
@@ -215,6 +223,8 @@ export class VolumeCatalog {
       }
       throw err;
     }
+    // after the commit point, best effort: an entry that could not be written leaves the volume to be read directly
+    await this.index.record(summaryOf(meta, table));
     return table;
   }
 
@@ -404,10 +414,14 @@ export class VolumeCatalog {
     return (await this.store.listContainers(CONTAINER_PREFIX)).map(volumeNameOfContainer).filter((n): n is string => n !== null);
   }
 
+  /**
+   * Every volume: from the catalog index where it has a trusted entry, else
+   * read from the volume itself (three small reads: metadata, version
+   * listing, latest table; many at once).
+   */
   async list(): Promise<VolumeSummary[]> {
-    const names = await this.names();
-    // three small reads a volume (metadata, version listing, latest table): many at once
-    const summaries = await runPool(names, LIST_CONCURRENCY, (name) => this.summary(name));
+    const [names, indexed] = await Promise.all([this.names(), this.index.read()]);
+    const summaries = await runPool(names, LIST_CONCURRENCY, async (name) => indexed.get(name) ?? this.summary(name));
     return summaries.filter((s): s is VolumeSummary => s !== null);
   }
 
@@ -419,6 +433,8 @@ export class VolumeCatalog {
    */
   async delete(name: string, concurrency = 8): Promise<number> {
     const container = containerName(name);
+    // first: a volume half deleted has no entry, and is read (as incomplete) rather than listed as it was
+    await this.index.forget(name);
     const names: string[] = [];
     try {
       for await (const obj of this.store.list(container)) names.push(obj.name);

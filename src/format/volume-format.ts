@@ -7,8 +7,11 @@ import { randomBytes } from 'node:crypto';
 // per-block CRC32C sums; 4: a volume's clones are recorded in its container
 // (children/NAME/UUID), which readers of its children and garbage collection
 // rely on; an older swiftvol refuses a version 4 volume rather than clone it
-// without recording the clone (doc/format.md).
-export const FORMAT_VERSION = 4;
+// without recording the clone (doc/format.md); 5: every version committed is
+// also recorded in the catalog index (swiftvol_catalog), which `volume list`
+// trusts; an older swiftvol, which would commit without recording, refuses a
+// version 5 volume or table.
+export const FORMAT_VERSION = 5;
 /** The first format whose volumes record their clones (CHILDREN_PREFIX). */
 export const LINEAGE_FORMAT_VERSION = 4;
 export const CONTAINER_PREFIX = 'swiftvol-';
@@ -45,6 +48,11 @@ export class FormatError extends Error {
 
 const VOLUME_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
+/** Whether s is a valid volume (or snapshot) name, without throwing. */
+export function isVolumeName(s: string): boolean {
+  return VOLUME_NAME.test(s);
+}
+
 export function validateVolumeName(name: string): void {
   if (!VOLUME_NAME.test(name)) {
     throw new FormatError(
@@ -79,8 +87,10 @@ export function containerName(volume: string): string {
   return CONTAINER_PREFIX + volume;
 }
 
+/** The volume whose container this is; null for any other container (the catalog index's among them). */
 export function volumeNameOfContainer(container: string): string | null {
-  return container.startsWith(CONTAINER_PREFIX) ? container.slice(CONTAINER_PREFIX.length) : null;
+  const name = container.startsWith(CONTAINER_PREFIX) ? container.slice(CONTAINER_PREFIX.length) : null;
+  return name !== null && VOLUME_NAME.test(name) ? name : null;
 }
 
 export function newGeneration(): string {
