@@ -39,6 +39,8 @@ export const METRICS: readonly MetricDef[] = [
   { metric: 'daemon_rss_mib', unit: 'MiB', what: 'peak RSS (VmHWM) of swiftvol serve', target: { kind: 'value-max', value: 256 } },
   { metric: 'scale_ready_s', unit: 's', what: 'swiftvol serve with N exported volumes: start to ready (N in the notes)', target: { kind: 'value-max', value: 10 } },
   { metric: 'scale_open_s', unit: 's', what: 'that serve: start until every volume is open (leases taken, in the background after ready)' },
+  { metric: 'scale_hot_randread_4k_iops', unit: 'IOPS', what: 'hot 4k random read, QD16, on one of the N scale LUNs (vs bs_rdwr)', target: { kind: 'ratio-min', value: 0.9 } },
+  { metric: 'scale_hot_randwrite_4k_iops', unit: 'IOPS', what: 'hot 4k random write, QD16, on one of the N scale LUNs (vs bs_rdwr)', target: { kind: 'ratio-min', value: 0.9 } },
   { metric: 'scale_rss_mib', unit: 'MiB', what: 'peak RSS (VmHWM) of that serve once every volume is open', target: { kind: 'value-max', value: 512 } },
   { metric: 'scale_tgtd_threads', unit: 'threads', what: "tgtd's threads with the N swift LUNs (vs with one)", target: { kind: 'ratio-max', value: 1.1 } },
   { metric: 'target_add_ms', unit: 'ms', what: '`swiftvol target add` of one volume against that running serve (median of 5)', target: { kind: 'value-max', value: 200 } },
