@@ -25,3 +25,14 @@ export async function waitForExit(pid: number, ms: number): Promise<boolean> {
   }
   return true;
 }
+
+/** This process's soft limit of open files (ulimit -n), or null where /proc does not tell. */
+export function openFileLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    if (!m) return null;
+    return m[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
