@@ -10,6 +10,7 @@ import {
   chunkCount,
   chunkLength,
   containerName,
+  HEARTBEAT_FORMAT_VERSION,
   validateObjectSize,
   validateVolumeName,
   validateSnapshotName,
@@ -20,7 +21,8 @@ import {
   type ParentRef,
 } from '../format/volume-format.js';
 import { SnapshotJob, type SnapshotOptions } from './snapshot.js';
-import { DEFAULT_LEASE_MS, Lease } from './lease.js';
+import { DEFAULT_LEASE_MS, Lease, holderName } from './lease.js';
+import { HolderHeartbeat } from './holder-heartbeat.js';
 import type { SnapshotEntry } from './volume-catalog.js';
 import { EngineError, volumesMessage } from './engine-error.js';
 import { StateDir } from './state-dir.js';
@@ -108,6 +110,7 @@ export class Engine {
   private readonly uploading = new Map<string, Set<string>>();
   /** How long a lease lasts unless renewed (SWIFTVOL_LEASE_SECONDS). */
   readonly leaseMs: number;
+  private holderHeartbeat: HolderHeartbeat | null = null;
 
   /** The key of encrypted volumes, if one was given (--key-file, SWIFTVOL_KEY_FILE). */
   private readonly key: VolumeKey | undefined;
@@ -234,6 +237,12 @@ export class Engine {
    * Opens a volume for I/O, attaching it here at its latest version if it has
    * no local state yet. The volume holds the lock until closed.
    */
+  /** This holder's heartbeat, made at the first lease that follows it. */
+  private heartbeat(): HolderHeartbeat {
+    this.holderHeartbeat ??= new HolderHeartbeat(this.store, holderName(this.state.root), this.leaseMs);
+    return this.holderHeartbeat;
+  }
+
   async open(name: string, purpose: string, options: OpenOptions = {}): Promise<Volume> {
     validateVolumeName(name);
     const release = this.state.lock(name, purpose);
@@ -253,7 +262,9 @@ export class Engine {
       const meta = await this.catalog.requireMetadata(name);
       const key = this.keyFor(meta);
       if (options.lease !== false) {
-        lease = await Lease.acquire(this.store, name, this.state.root, purpose, { ttlMs: this.leaseMs, onLost: options.onLeaseLost });
+        // a format 5 volume's lease follows this holder's one heartbeat; an older volume's renews itself (older code reads it)
+        const heartbeat = meta.formatVersion >= HEARTBEAT_FORMAT_VERSION ? this.heartbeat() : undefined;
+        lease = await Lease.acquire(this.store, name, this.state.root, purpose, { ttlMs: this.leaseMs, onLost: options.onLeaseLost, heartbeat });
       }
       if (!this.state.hasVolume(name)) {
         const latest = await this.catalog.latestVersion(name);

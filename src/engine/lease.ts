@@ -4,12 +4,14 @@
 // `lease/<n>`; taking or renewing writes `lease/<n+1>` with If-None-Match,
 // so of two contenders one wins. A lease runs out unless renewed; a holder's
 // successor takes over once it has expired (at once if the holder was this
-// machine's own process that is gone).
+// machine's own process that is gone). Format 5 leases follow their holder's
+// heartbeat (holder-heartbeat.ts) instead of being renewed one by one.
 import os from 'node:os';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { LEASE_PREFIX, containerName } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
 import { isProcessAlive } from './processes.js';
+import { readHeartbeat, type HeartbeatFollower, type HolderHeartbeat } from './holder-heartbeat.js';
 
 export interface LeaseRecord {
   /** host:pid:state-dir of the holder. */
@@ -20,6 +22,12 @@ export interface LeaseRecord {
   stateDir: string;
   /** Milliseconds since the epoch; 0 when released. */
   expiresAt: number;
+  /**
+   * Format 5: the holder's heartbeat object (holder-heartbeat.ts). The lease
+   * lasts as long as that heartbeat (of the same holder) is fresh; expiresAt
+   * is its expiry when the lease was taken, and counts if it is gone.
+   */
+  heartbeat?: string;
 }
 
 export const DEFAULT_LEASE_MS = 30_000;
@@ -28,8 +36,9 @@ function leaseObjectName(n: number): string {
   return `${LEASE_PREFIX}${String(n).padStart(10, '0')}`;
 }
 
-export class Lease {
+export class Lease implements HeartbeatFollower {
   private timer: NodeJS.Timeout | null = null;
+  private heartbeat: HolderHeartbeat | null = null;
   private renewing: Promise<void> = Promise.resolve();
   private lost = false;
 
@@ -47,9 +56,10 @@ export class Lease {
     volume: string,
     stateDir: string,
     purpose: string,
-    options: { ttlMs?: number; onLost?: (message: string) => void } = {},
+    options: { ttlMs?: number; onLost?: (message: string) => void; heartbeat?: HolderHeartbeat } = {},
   ): Promise<Lease> {
     const ttlMs = options.ttlMs ?? DEFAULT_LEASE_MS;
+    const heartbeat = options.heartbeat ?? null;
     const record: LeaseRecord = {
       holder: holderName(stateDir),
       purpose,
@@ -58,19 +68,26 @@ export class Lease {
       stateDir,
       expiresAt: 0,
     };
+    if (heartbeat) record.heartbeat = heartbeat.objectName;
     for (let attempt = 0; attempt < 3; attempt++) {
       const { n, current } = await Lease.latest(store, volume);
-      const held = Lease.heldMessage(volume, current, record.holder);
+      const held = await Lease.heldMessage(store, volume, current, record.holder);
       if (held) throw new EngineError(held);
       const lease = new Lease(store, volume, record, n, ttlMs, options.onLost ?? (() => undefined));
+      lease.heartbeat = heartbeat;
       // The lease is only as good as the store's conditional PUT. Where it is not
       // atomic (Swift checks If-None-Match when a PUT starts: two PUTs racing in the
       // same instant can both succeed, the later one winning), reading back catches
       // most such races; where it is (FileStore), the PUT that succeeded won.
-      const won = (await lease.write()) && (store.consistency.atomicConditionalPut || (await lease.confirm()));
+      const expiresAt = heartbeat ? await heartbeat.fresh() : undefined;
+      const won = (await lease.write(expiresAt)) && (store.consistency.atomicConditionalPut || (await lease.confirm()));
       if (won) {
-        lease.timer = setInterval(() => void lease.renew(), Math.max(1000, ttlMs / 3));
-        lease.timer.unref();
+        // one heartbeat renews every lease of this holder that names it; others renew themselves
+        if (heartbeat) heartbeat.follow(lease);
+        else {
+          lease.timer = setInterval(() => void lease.renew(), Math.max(1000, ttlMs / 3));
+          lease.timer.unref();
+        }
         return lease;
       }
       // Someone else wrote the next lease object first: look again.
@@ -83,12 +100,36 @@ export class Lease {
    * holder's lease has not run out), or null: a look, without taking it.
    */
   static async heldElsewhere(store: ObjectStore, volume: string, stateDir: string): Promise<string | null> {
-    return Lease.heldMessage(volume, (await Lease.latest(store, volume)).current, holderName(stateDir));
+    return Lease.heldMessage(store, volume, (await Lease.latest(store, volume)).current, holderName(stateDir));
   }
 
-  private static heldMessage(volume: string, current: LeaseRecord | null, holder: string): string | null {
-    if (!current || current.expiresAt <= Date.now() || current.holder === holder || Lease.holderIsGone(current)) return null;
-    return `volume '${volume}' is held by ${current.holder} (${current.purpose}) until ${new Date(current.expiresAt).toISOString()}`;
+  private static async heldMessage(store: ObjectStore, volume: string, current: LeaseRecord | null, holder: string): Promise<string | null> {
+    if (!current || current.expiresAt === 0 || current.holder === holder || Lease.holderIsGone(current)) return null;
+    const until = await Lease.expiryOf(store, current);
+    if (until <= Date.now()) return null;
+    return `volume '${volume}' is held by ${current.holder} (${current.purpose}) until ${new Date(until).toISOString()}`;
+  }
+
+  /** When a lease runs out: its heartbeat's expiry where it follows one (of its holder), else its own. */
+  private static async expiryOf(store: ObjectStore, record: LeaseRecord): Promise<number> {
+    if (!record.heartbeat) return record.expiresAt;
+    const beat = await readHeartbeat(store, record.heartbeat);
+    return beat && beat.holder === record.holder ? beat.expiresAt : record.expiresAt;
+  }
+
+  /** A heartbeat that could not be written: as a failed renewal (the next one tries again). */
+  tell(message: string): void {
+    this.onLost(`volume '${this.volume}': ${message}`);
+  }
+
+  /** After a late heartbeat: still ours unless someone wrote a newer lease object meanwhile. */
+  async verify(): Promise<void> {
+    if (this.lost) return;
+    const { n } = await Lease.latest(this.store, this.volume);
+    if (n === this.n) return;
+    this.lost = true;
+    this.heartbeat?.unfollow(this);
+    this.onLost(`lost the lease of volume '${this.volume}': another holder took it over while its heartbeat was late`);
   }
 
   /** The newest lease object and its record. */
@@ -160,9 +201,14 @@ export class Lease {
   private stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.heartbeat?.unfollow(this);
   }
 
-  /** Stops renewing without letting go, as a crash would (tests, error paths). */
+  /**
+   * Stops renewing without letting go, as a crash would (tests, error paths).
+   * A lease that follows a heartbeat stays held while that heartbeat is
+   * renewed for the holder's other leases, until the process ends.
+   */
   abandon(): void {
     this.stop();
   }
@@ -176,6 +222,6 @@ export class Lease {
 }
 
 /** Who holds a lease: this host, process and state directory. */
-function holderName(stateDir: string): string {
+export function holderName(stateDir: string): string {
   return `${os.hostname()}:${process.pid}:${stateDir}`;
 }

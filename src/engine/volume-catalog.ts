@@ -420,7 +420,8 @@ export class VolumeCatalog {
    * listing, latest table; many at once).
    */
   async list(): Promise<VolumeSummary[]> {
-    const [names, indexed] = await Promise.all([this.names(), this.index.read()]);
+    // an index that cannot be read leaves every volume to be read directly
+    const [names, indexed] = await Promise.all([this.names(), this.index.read().catch(() => new Map<string, VolumeSummary | null>())]);
     const summaries = await runPool(names, LIST_CONCURRENCY, async (name) => indexed.get(name) ?? this.summary(name));
     return summaries.filter((s): s is VolumeSummary => s !== null);
   }

@@ -9,9 +9,12 @@ import { randomBytes } from 'node:crypto';
 // rely on; an older swiftvol refuses a version 4 volume rather than clone it
 // without recording the clone (doc/format.md); 5: every version committed is
 // also recorded in the catalog index (swiftvol_catalog), which `volume list`
-// trusts; an older swiftvol, which would commit without recording, refuses a
+// trusts; a version 5 volume's leases follow their holder's heartbeat
+// (swiftvol_holders), which an older swiftvol would not read; so it refuses a
 // version 5 volume or table.
 export const FORMAT_VERSION = 5;
+/** The first format whose leases follow their holder's heartbeat (holder-heartbeat.ts). */
+export const HEARTBEAT_FORMAT_VERSION = 5;
 /** The first format whose volumes record their clones (CHILDREN_PREFIX). */
 export const LINEAGE_FORMAT_VERSION = 4;
 export const CONTAINER_PREFIX = 'swiftvol-';
