@@ -9,7 +9,7 @@ import path from 'node:path';
 import { onEachStore } from './fixtures/stores.js';
 import { Engine } from '../src/engine/engine.js';
 import type { Volume } from '../src/engine/volume.js';
-import { HOLDERS_CONTAINER } from '../src/engine/holder-heartbeat.js';
+import { HOLDERS_CONTAINER, HolderHeartbeat, readHeartbeat, type HeartbeatFollower } from '../src/engine/holder-heartbeat.js';
 import { FaultStore } from '../src/store/fault-store.js';
 import { PassThroughStore } from '../src/store/pass-through-store.js';
 import type { PutOptions } from '../src/store/object-store.js';
@@ -58,6 +58,21 @@ onEachStore((run) => {
     // released: taken at once
     const w = await b.open('h1', 'other');
     await w.close();
+  });
+
+  test('the heartbeat keeps beating for a follower that joins just after the last one let go', async () => {
+    const hb = new HolderHeartbeat(run.store, 'race-test:1:/nowhere', TTL);
+    const first: HeartbeatFollower = { verify: async () => undefined, tell: () => undefined };
+    const second: HeartbeatFollower = { verify: async () => undefined, tell: () => undefined };
+    await hb.fresh();
+    hb.follow(first);
+    hb.unfollow(first); // the last follower gone: the beat stops
+    hb.follow(second); // one that took its lease meanwhile (after fresh(), before follow())
+    const before = (await readHeartbeat(run.store, hb.objectName))!.expiresAt;
+    await sleep(TTL / 3 + 700);
+    const after = (await readHeartbeat(run.store, hb.objectName))!.expiresAt;
+    assert.ok(after > before, `the heartbeat was written again (${before} -> ${after})`);
+    hb.unfollow(second);
   });
 
   test('a holder that stops beating (a crash) loses its volumes once the heartbeat runs out', async () => {

@@ -23,7 +23,6 @@ import { runPool } from '../store/run-pool.js';
 /** How often serve looks for mirrored volumes with a store behind, and how long it waits before trying one again. */
 const RESYNC_CHECK_MS = 1000;
 const RESYNC_RETRY_MS = 10_000;
-/** Volumes opened at once when serve starts, and targets made at once. */
 /**
  * Files an open, served volume holds in serve: the overlay (twice), its
  * SQLite database with journal files, the block map, and bs_swift's
@@ -32,6 +31,7 @@ const RESYNC_RETRY_MS = 10_000;
 const FILES_PER_VOLUME = 8;
 /** Volumes opened at once in the background (each is round trips to the store: lease, tables). */
 const BACKGROUND_OPENS = 16;
+/** Targets made at once when serve starts. */
 const START_TARGETS = 4;
 /** Volumes closed at once (each flushes and gives its lease back: a write to the store). */
 const CLOSES = 16;
@@ -376,7 +376,11 @@ export class Daemon {
     return { size, direct: true };
   }
 
-  /** target add of several: every name checked before anything changes; the volumes opened in parallel, the targets made one at a time. */
+  /**
+   * target add of one or more: every name checked before anything changes
+   * (exists, not held elsewhere); the targets made one at a time, then the
+   * volumes opened in the background.
+   */
   private async addMany(specs: TargetSpec[]): Promise<TargetView[]> {
     if (this.stopping) throw new Error('swiftvol serve is stopping');
     const already = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
@@ -387,7 +391,7 @@ export class Daemon {
       if (this.stopping) throw new Error('swiftvol serve is stopping');
       const raced = specs.filter((s) => this.served.get(s.volume)?.state === 'served');
       if (raced.length > 0) throw new EngineError(volumesMessage(raced.map((s) => s.volume), 'is already exported', 'are already exported'));
-        const used = await this.usedTids();
+      const used = await this.usedTids();
       const made: TargetSpec[] = [];
       try {
         for (const spec of specs) {

@@ -8,7 +8,8 @@
 // SEQ is the latest version (10 digits; 0: none yet, the volume is
 // incomplete), FLAGS is `e` (encrypted) or `-`. Volume and snapshot names
 // have no `/`. An entry is written after each version is committed and the
-// volume's older entries are deleted; the index is a cache of the volumes'
+// volume's older entries are deleted (a new volume's creation deletes any an
+// earlier volume of its name left); the index is a cache of the volumes'
 // own objects, never a commit point: a reader trusts an entry only where it
 // is unambiguous and says the volume is ready, and reads the volume itself
 // otherwise (and for volumes with no entry: made before the index, or whose

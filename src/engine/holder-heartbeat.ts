@@ -70,15 +70,20 @@ export class HolderHeartbeat {
   async fresh(): Promise<number> {
     await this.beating;
     if (this.safeUntil - Date.now() < (this.ttlMs * 2) / 3) await this.beat(true);
-    if (!this.timer) {
-      this.timer = setInterval(() => void this.beat(false).catch(() => undefined), Math.max(1000, this.ttlMs / 3));
-      this.timer.unref();
-    }
+    this.keepBeating();
     return this.safeUntil;
   }
 
   follow(f: HeartbeatFollower): void {
     this.followers.add(f);
+    // again here: the last follower may have let go while this one was taking its lease
+    this.keepBeating();
+  }
+
+  private keepBeating(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.beat(false).catch(() => undefined), Math.max(1000, this.ttlMs / 3));
+    this.timer.unref();
   }
 
   /** A follower that let go; the heartbeat stops with the last one (and runs out by itself). */

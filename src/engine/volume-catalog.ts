@@ -175,8 +175,10 @@ export class VolumeCatalog {
       if (err instanceof StoreError && err.kind === 'conflict') throw new EngineError(`volume '${name}' already exists`);
       throw err;
     }
-    // listed as incomplete until its first version (and entries of an earlier volume of the name dropped)
-    await this.index.record(summaryOf(meta, null));
+    // No entry until its first version: a volume without one is read directly (and shows as
+    // incomplete). Entries an earlier volume of the name left (a delete that failed) go now,
+    // or they would be taken for this one's.
+    await this.index.forget(name);
     return meta;
   }
 
