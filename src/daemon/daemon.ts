@@ -347,11 +347,7 @@ export class Daemon {
     log(`cannot serve ${name}: ${err.message}`, { volume: name, level: 'error' });
     await this.serialized(async () => {
       if (this.served.get(name) !== target || this.stopping) return;
-      const present = await this.admin?.targets().catch(() => null);
-      if (present?.get(target.tid) === target.iqn) await this.admin?.deleteTarget(target.tid).catch((e: Error) => log(e.message));
-      if (target.chap && !(await this.admin?.show().catch(() => []))?.some((t) => t.accounts.includes(target.chap!.user))) {
-        await this.admin?.deleteAccount(target.chap.user).catch(() => undefined);
-      }
+      await this.takeDown([target]).catch((e: Error) => log(e.message));
       this.served.set(name, { ...target, tid: 0, state: 'failed', error: err.message });
     });
   }
@@ -418,20 +414,12 @@ export class Daemon {
     const absent = volumes.filter((v) => !this.served.has(v) && !recorded.has(v));
     if (absent.length > 0) throw new EngineError(volumesMessage(absent, 'is not exported', 'are not exported'));
     this.registry.remove(...volumes);
-    const chapUsers = new Set<string>();
+    const served = volumes.map((v) => this.served.get(v)).filter((t): t is ServedTarget => t?.state === 'served');
     for (const volume of volumes) {
-      const target = this.served.get(volume);
-      // Our own tgtd has our targets only; a shared one is asked whether the tid still has our IQN.
-      if (target?.state === 'served' && (await this.stillOurs(target))) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
-      if (target?.state === 'served' && target.chap) chapUsers.add(target.chap.user);
       this.served.delete(volume);
       this.sizes.delete(volume);
     }
-    // CHAP accounts are global in tgtd: delete ours unless another target uses it too.
-    if (chapUsers.size > 0) {
-      const inUse = new Set((await this.admin!.show()).flatMap((t) => t.accounts));
-      for (const user of chapUsers) if (!inUse.has(user)) await this.admin!.deleteAccount(user).catch(() => undefined);
-    }
+    await this.takeDown(served);
     await runPool(volumes, CLOSES, async (volume) => {
       await this.opening.get(volume)?.catch(() => undefined);
       const device = this.volumes.get(volume);
@@ -440,6 +428,23 @@ export class Daemon {
       this.options.log(`stopped serving ${volume}`, { volume });
     });
     return volumes.map((volume) => ({ volume }));
+  }
+
+  /**
+   * Deletes these served targets from tgtd, one at a time (tgtd runs one
+   * request at a time), then their CHAP accounts that no other target uses
+   * (accounts are global in tgtd), with one listing.
+   */
+  private async takeDown(targets: ServedTarget[]): Promise<void> {
+    const chapUsers = new Set<string>();
+    for (const target of targets) {
+      // Our own tgtd has our targets only; a shared one is asked whether the tid still has our IQN.
+      if (await this.stillOurs(target)) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
+      if (target.chap) chapUsers.add(target.chap.user);
+    }
+    if (chapUsers.size === 0) return;
+    const inUse = new Set((await this.admin!.show()).flatMap((t) => t.accounts));
+    for (const user of chapUsers) if (!inUse.has(user)) await this.admin!.deleteAccount(user).catch(() => undefined);
   }
 
   /** Tids in use: ours, in our own tgtd (whose targets are all ours); tgtd's listing, in a shared one. */

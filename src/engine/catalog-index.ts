@@ -14,7 +14,7 @@
 // is unambiguous and says the volume is ready, and reads the volume itself
 // otherwise (and for volumes with no entry: made before the index, or whose
 // entry could not be written).
-import { isNotFound, type ObjectStore } from '../store/object-store.js';
+import { isNotFound, putCreatingContainer, type ObjectStore } from '../store/object-store.js';
 import { isVolumeName } from '../format/volume-format.js';
 import type { VolumeSummary } from './volume-catalog.js';
 
@@ -80,7 +80,7 @@ export class CatalogIndex {
   async record(summary: VolumeSummary): Promise<Error | null> {
     const name = entryName(summary);
     try {
-      await this.putEntry(name);
+      await putCreatingContainer(this.store, CATALOG_CONTAINER, name, Buffer.alloc(0));
       await this.dropOthers(summary.name, name);
       return null;
     } catch (err) {
@@ -117,16 +117,6 @@ export class CatalogIndex {
       out.set(volume, oneUuid && newest.state === 'ready' ? newest : null);
     }
     return out;
-  }
-
-  private async putEntry(name: string): Promise<void> {
-    try {
-      await this.store.put(CATALOG_CONTAINER, name, Buffer.alloc(0));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.store.createContainer(CATALOG_CONTAINER);
-      await this.store.put(CATALOG_CONTAINER, name, Buffer.alloc(0));
-    }
   }
 
   /** Deletes the volume's entries but keep (all of them when keep is null). */

@@ -14,7 +14,7 @@
 // every lease that follows it is checked against its volume's newest lease
 // object, and one that was taken over is reported lost.
 import { createHash } from 'node:crypto';
-import { isNotFound, type ObjectStore } from '../store/object-store.js';
+import { isNotFound, putCreatingContainer, type ObjectStore } from '../store/object-store.js';
 
 export const HOLDERS_CONTAINER = 'swiftvol_holders';
 
@@ -102,7 +102,7 @@ export class HolderHeartbeat {
       const expiresAt = sent + this.ttlMs;
       const body = Buffer.from(JSON.stringify({ holder: this.holder, expiresAt } satisfies HeartbeatRecord));
       try {
-        await this.put(body);
+        await putCreatingContainer(this.store, HOLDERS_CONTAINER, this.objectName, body, { contentType: 'application/json' });
       } catch (err) {
         if (throwing) throw err;
         const message = `could not renew the heartbeat of ${this.holder} (its leases run out at ${new Date(this.safeUntil).toISOString()} unless a later one is written): ${(err as Error).message}`;
@@ -117,15 +117,5 @@ export class HolderHeartbeat {
     const done = this.beating;
     this.beating = done.catch(() => undefined);
     return done;
-  }
-
-  private async put(body: Buffer): Promise<void> {
-    try {
-      await this.store.put(HOLDERS_CONTAINER, this.objectName, body, { contentType: 'application/json' });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.store.createContainer(HOLDERS_CONTAINER);
-      await this.store.put(HOLDERS_CONTAINER, this.objectName, body, { contentType: 'application/json' });
-    }
   }
 }

@@ -54,6 +54,21 @@ export function isNotFound(err: unknown): boolean {
 }
 
 /**
+ * Puts an object into a container of swiftvol's own that is made on first
+ * use (the catalog index, the holders' heartbeats): a put into a missing
+ * container creates it and puts again.
+ */
+export async function putCreatingContainer(store: ObjectStore, container: string, name: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+  try {
+    await store.put(container, name, data, options);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await store.createContainer(container);
+    await store.put(container, name, data, options);
+  }
+}
+
+/**
  * What a store promises beyond the operations' own contracts: the properties
  * the layers above build their locking on. A wrapper that does not change a
  * property passes it through; one made of several stores (a mirror) declares
