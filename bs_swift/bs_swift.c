@@ -14,11 +14,12 @@
  * Concurrency: requests run on one pool of worker threads shared by every
  * swift LU of the tgtd (nr_iothreads, 16 by default, whatever the number of
  * LUs: bs_thread would start that many per LU), and come back to tgtd's main
- * loop through an eventfd, as bs_aio's do. Each LU keeps a pool of
- * connections to the daemon; a worker takes an idle one (or opens a new one)
- * for one request/reply exchange, so a LU has at most as many connections
- * as it has requests in flight, and tgtd's main loop never waits on the
- * daemon.
+ * loop through an eventfd, as bs_aio's do. Each LU keeps one connection to
+ * the daemon for its commands, shared by the workers: requests are
+ * pipelined on it (each sent whole under a send lock) and replies, which
+ * come in any order, are read by whichever waiting worker holds the reader
+ * role and handed to their waiters by tag (struct swift_mux). tgtd's main
+ * loop never waits on the daemon.
  *
  * Direct I/O: when the daemon offers it (DIRECT), bs_swift maps the
  * volume's shared block map and opens its overlay file, and serves READs of
@@ -30,11 +31,13 @@
  * stopped or died), bs_swift stops direct I/O before the next command, so a
  * daemon's absence is seen as before.
  *
- * Daemon loss: every send/recv/connect has a time limit (timeout=, seconds);
- * a connection that fails is closed, the command gets CHECK CONDITION, and a
- * later command connects again. A pooled connection found dead before
- * anything was sent on it (the daemon restarted) is dropped with the rest of
- * the pool and the request is retried once on a new connection.
+ * Daemon loss: every send/recv/connect has a time limit (timeout=, seconds),
+ * and so has each request's wait for its reply; a connection that fails is
+ * closed and every command waiting on it gets CHECK CONDITION, and a later
+ * command connects again. A request whose reply is late fails alone: its
+ * reply is recognised by its tag and discarded when it comes. A connection
+ * found dead before anything was sent on it (the daemon restarted) is
+ * dropped and the request is retried once on a new connection.
  *
  * Sense data when the daemon cannot answer:
  *   cannot connect (no socket, refused, handshake refused) NOT READY 04/00
@@ -93,9 +96,49 @@ enum swx {
 	SWX_NOMEM,
 };
 
-struct swift_conn {
+struct swift_res {
+	uint8_t status;
+	uint8_t key;
+	uint16_t asc;		/* asc << 8 | ascq, as sense_data_build wants */
+	uint16_t flags;
+	uint64_t info;
+};
+
+/* A request sent on a LU's connection, waiting for its reply. */
+enum swift_wait_state {
+	SWW_WAITING,		/* reply not in */
+	SWW_RECEIVING,		/* the reader is receiving its payload */
+	SWW_DONE,		/* x and res hold the outcome */
+};
+
+struct swift_wait {
+	uint64_t tag;
+	uint8_t op;
+	void *in;		/* a GOOD reply's payload: exactly in_len bytes */
+	uint32_t in_len;
+	enum swift_wait_state state;
+	int abandoned;		/* its worker timed out: the reader drains and frees it */
+	enum swx x;
+	struct swift_res res;
+	pthread_cond_t cond;	/* signalled when done, or to take over reading */
+	struct swift_wait *next;
+};
+
+/*
+ * A LU's connection, shared by the workers running its commands (the
+ * protocol lets requests be pipelined and replies come in any order). A
+ * worker registers its request, sends it whole under send_lock, then waits;
+ * one waiting worker at a time reads replies and hands each to its waiter,
+ * until its own is in, and then passes the role on. Freed when the last
+ * reference goes, so no thread ever uses a closed fd.
+ */
+struct swift_mux {
 	int fd;
-	struct swift_conn *next;
+	int refs;		/* the LU's, and each worker's using it */
+	enum swx broken;	/* SWX_OK while usable */
+	int reading;		/* a worker holds the reader role */
+	pthread_mutex_t send_lock;
+	struct swift_wait *waiting;	/* replies not yet in (and abandoned ones) */
 };
 
 struct swift_direct {
@@ -132,8 +175,13 @@ struct swift_lu {
 	int direct_wanted;	/* try DIRECT at the next good exchange */
 	int exclusive;		/* exclusive commands in progress: no direct writes */
 
-	pthread_mutex_t lock;	/* protects everything below */
-	struct swift_conn *idle;
+	pthread_mutex_t lock;	/* protects everything below, and the muxes' state */
+	struct swift_mux *mux;	/* NULL: connect at the next command */
+	int connecting;		/* a worker is connecting: the others wait */
+	unsigned connect_gen;	/* connection attempts finished */
+	enum swx connect_x;	/* how the last one ended */
+	struct swift_res connect_res;
+	pthread_cond_t connected;	/* a connection attempt finished */
 	uint64_t next_tag;
 	int down;		/* last exchange failed: log once per outage */
 };
@@ -147,14 +195,6 @@ struct swift_req {
 	int nout;
 	void *in;		/* READ: where the payload of a GOOD reply goes */
 	uint32_t in_len;
-};
-
-struct swift_res {
-	uint8_t status;
-	uint8_t key;
-	uint16_t asc;		/* asc << 8 | ascq, as sense_data_build wants */
-	uint16_t flags;
-	uint64_t info;
 };
 
 static inline struct swift_lu *SWIFT_LU(struct scsi_lu *lu)
@@ -268,11 +308,13 @@ static enum swx swift_sendv(int fd, uint8_t *hdr, const struct iovec *out,
 	return SWX_OK;
 }
 
-static enum swx swift_recv_full(int fd, void *buf, size_t len)
+/* Receives len bytes; *got counts those that came (also on failure). */
+static enum swx swift_recv_count(int fd, void *buf, size_t len, size_t *got)
 {
 	char *p = buf;
 	ssize_t r;
 
+	*got = 0;
 	while (len) {
 		r = recv(fd, p, len, MSG_WAITALL);
 		if (r < 0) {
@@ -284,38 +326,57 @@ static enum swx swift_recv_full(int fd, void *buf, size_t len)
 			return SWX_LOST;
 		p += r;
 		len -= r;
+		*got += r;
 	}
 	return SWX_OK;
 }
 
-/*
- * Receives the reply to (op, tag). On GOOD, a payload of exactly
- * good_len bytes goes to good_buf (at most good_len when got is not NULL,
- * which receives the length); an error reply may carry a message (logged).
- * Anything else breaks the protocol.
- */
-static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
-				 uint64_t tag, void *good_buf,
-				 uint32_t good_len, uint32_t *got,
-				 struct swift_res *res)
+static enum swx swift_recv_full(int fd, void *buf, size_t len)
 {
-	uint8_t h[SWP_HDR_LEN];
-	char msg[SWP_MAX_MESSAGE + 1];
-	uint32_t plen;
+	size_t got;
+
+	return swift_recv_count(fd, buf, len, &got);
+}
+
+/* Receives and throws away len bytes (the reply to an abandoned request). */
+static enum swx swift_recv_discard(int fd, size_t len)
+{
+	char buf[16384];
+	size_t n;
 	enum swx x;
 
-	x = swift_recv_full(fd, h, sizeof(h));
-	if (x)
-		return x;
-
-	plen = get_le32(h + 32);
-	if (get_le32(h) != SWP_MAGIC || h[4] != SWP_VERSION ||
-	    h[5] != (op | SWP_REPLY) || get_le64(h + 8) != tag ||
-	    (get_le16(h + 6) & ~SWP_RF_INFO_VALID) != 0) {
-		eprintf("bs_swift %s: bad reply header (op %02x tag %" PRIu64
-			")\n", s->volume, h[5], get_le64(h + 8));
-		return SWX_PROTO;
+	while (len) {
+		n = len < sizeof(buf) ? len : sizeof(buf);
+		x = swift_recv_full(fd, buf, n);
+		if (x)
+			return x;
+		len -= n;
 	}
+	return SWX_OK;
+}
+
+/* Whether h is a reply header of this protocol version. */
+static int swift_reply_framed(const uint8_t *h)
+{
+	return get_le32(h) == SWP_MAGIC && h[4] == SWP_VERSION &&
+		(h[5] & SWP_REPLY) &&
+		(get_le16(h + 6) & ~SWP_RF_INFO_VALID) == 0;
+}
+
+/*
+ * The rest of a reply to op whose header h has been received and matched:
+ * on GOOD, a payload of exactly good_len bytes goes to good_buf (at most
+ * good_len when got is not NULL, which receives the length; thrown away
+ * when good_buf is NULL); an error reply may carry a message (logged).
+ * Anything else breaks the protocol.
+ */
+static enum swx swift_reply_rest(struct swift_lu *s, int fd, const uint8_t *h,
+				 uint8_t op, void *good_buf, uint32_t good_len,
+				 uint32_t *got, struct swift_res *res)
+{
+	char msg[SWP_MAX_MESSAGE + 1];
+	uint32_t plen = get_le32(h + 32);
+	enum swx x;
 
 	res->status = h[36];
 	res->key = h[37];
@@ -333,7 +394,10 @@ static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
 		}
 		if (got)
 			*got = plen;
-		return plen ? swift_recv_full(fd, good_buf, plen) : SWX_OK;
+		if (!plen)
+			return SWX_OK;
+		return good_buf ? swift_recv_full(fd, good_buf, plen) :
+			swift_recv_discard(fd, plen);
 	}
 
 	if (res->status != SWP_STATUS_CHECK_CONDITION || res->key == 0 ||
@@ -353,6 +417,27 @@ static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
 			s->volume, op, msg, res->key, res->asc);
 	}
 	return SWX_OK;
+}
+
+/* Receives the reply to (op, tag) on a connection of one exchange at a time. */
+static enum swx swift_recv_reply(struct swift_lu *s, int fd, uint8_t op,
+				 uint64_t tag, void *good_buf,
+				 uint32_t good_len, uint32_t *got,
+				 struct swift_res *res)
+{
+	uint8_t h[SWP_HDR_LEN];
+	enum swx x;
+
+	x = swift_recv_full(fd, h, sizeof(h));
+	if (x)
+		return x;
+	if (!swift_reply_framed(h) || h[5] != (op | SWP_REPLY) ||
+	    get_le64(h + 8) != tag) {
+		eprintf("bs_swift %s: bad reply header (op %02x tag %" PRIu64
+			")\n", s->volume, h[5], get_le64(h + 8));
+		return SWX_PROTO;
+	}
+	return swift_reply_rest(s, fd, h, op, good_buf, good_len, got, res);
 }
 
 /* A normal mutex only fails on misuse: say so loudly if it ever does. */
@@ -524,71 +609,399 @@ static enum swx swift_connect(struct swift_lu *s, int *out_fd,
 	return SWX_OK;
 }
 
-static void swift_conn_drop(struct swift_lu *s, struct swift_conn *c)
+/* ---- the LU's connection (struct swift_mux) ---- */
+
+static void swift_cond_op(struct swift_lu *s, int err, const char *name)
 {
-	if (close(c->fd))
-		eprintf("bs_swift %s: close: %m\n", s->volume);
-	free(c);
-}
-
-static void swift_pool_flush(struct swift_lu *s)
-{
-	struct swift_conn *list, *c;
-
-	swift_lock(s);
-	list = s->idle;
-	s->idle = NULL;
-	swift_unlock(s);
-
-	while (list) {
-		c = list;
-		list = c->next;
-		swift_conn_drop(s, c);
+	/* condition variable calls only fail on misuse: say so loudly */
+	if (err) {
+		eprintf("bs_swift %s: %s: %s\n", s->volume, name,
+			strerror(err));
+		abort();
 	}
 }
 
-static enum swx swift_conn_get(struct swift_lu *s, struct swift_conn **out,
-			       int *reused, struct swift_res *res)
+static struct swift_wait *swift_wait_new(struct swift_lu *s)
 {
-	struct swift_conn *c;
+	pthread_condattr_t attr;
+	struct swift_wait *w;
+	int err;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	/* deadlines are on the monotonic clock: a clock step changes nothing */
+	err = pthread_condattr_init(&attr);
+	if (!err) {
+		err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+		if (!err)
+			err = pthread_cond_init(&w->cond, &attr);
+		if (pthread_condattr_destroy(&attr))
+			eprintf("bs_swift: pthread_condattr_destroy failed\n");
+	}
+	if (err) {
+		eprintf("bs_swift %s: pthread_cond_init: %s\n", s->volume,
+			strerror(err));
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+static void swift_wait_free(struct swift_lu *s, struct swift_wait *w)
+{
+	swift_cond_op(s, pthread_cond_destroy(&w->cond),
+		      "pthread_cond_destroy");
+	free(w);
+}
+
+/* Takes w off m's list (under s->lock). */
+static void swift_wait_unlink(struct swift_mux *m, struct swift_wait *w)
+{
+	struct swift_wait **pp;
+
+	for (pp = &m->waiting; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			w->next = NULL;
+			return;
+		}
+	}
+}
+
+/* Completes w with x (under s->lock); an abandoned one is freed. */
+static void swift_wait_done(struct swift_lu *s, struct swift_wait *w,
+			    enum swx x)
+{
+	if (w->abandoned) {
+		swift_wait_free(s, w);
+		return;
+	}
+	w->x = x;
+	w->state = SWW_DONE;
+	swift_cond_op(s, pthread_cond_signal(&w->cond), "pthread_cond_signal");
+}
+
+/* Asks a waiting worker other than self to take over reading (under s->lock). */
+static void swift_mux_pass_reading(struct swift_lu *s, struct swift_mux *m,
+				   struct swift_wait *self)
+{
+	struct swift_wait *w;
+
+	for (w = m->waiting; w; w = w->next) {
+		if (w != self && !w->abandoned && w->state == SWW_WAITING) {
+			swift_cond_op(s, pthread_cond_signal(&w->cond),
+				      "pthread_cond_signal");
+			return;
+		}
+	}
+}
+
+/*
+ * Marks m broken and fails every request waiting on it (under s->lock);
+ * the one being received is finished by the reader, whose recv the
+ * shutdown wakes. Returns 1 if m is now unreferenced: the caller frees it
+ * after unlocking.
+ */
+static int swift_mux_break(struct swift_lu *s, struct swift_mux *m, enum swx x)
+{
+	struct swift_wait *w, *next, **pp;
+
+	if (!m->broken) {
+		m->broken = x;
+		if (shutdown(m->fd, SHUT_RDWR) && errno != ENOTCONN)
+			eprintf("bs_swift %s: shutdown: %m\n", s->volume);
+		pp = &m->waiting;
+		for (w = m->waiting; w; w = next) {
+			next = w->next;
+			if (w->state == SWW_RECEIVING) {
+				pp = &w->next;
+				continue;
+			}
+			*pp = next;
+			w->next = NULL;
+			swift_wait_done(s, w, x);
+		}
+	}
+	if (s->mux == m) {
+		s->mux = NULL;
+		m->refs--;
+	}
+	return m->refs == 0;
+}
+
+static void swift_mux_free(struct swift_lu *s, struct swift_mux *m)
+{
+	struct swift_wait *w;
+	int err;
+
+	/* only abandoned requests can be left: their workers are gone */
+	while ((w = m->waiting)) {
+		m->waiting = w->next;
+		swift_wait_free(s, w);
+	}
+	if (close(m->fd))
+		eprintf("bs_swift %s: close: %m\n", s->volume);
+	err = pthread_mutex_destroy(&m->send_lock);
+	if (err)
+		eprintf("bs_swift %s: pthread_mutex_destroy: %s\n", s->volume,
+			strerror(err));
+	free(m);
+}
+
+/* A new connection, shared from now on; takes fd (closed on failure). */
+static struct swift_mux *swift_mux_new(struct swift_lu *s, int fd)
+{
+	struct swift_mux *m = calloc(1, sizeof(*m));
+	int err = m ? pthread_mutex_init(&m->send_lock, NULL) : ENOMEM;
+
+	if (err) {
+		eprintf("bs_swift %s: no memory for a connection\n", s->volume);
+		free(m);
+		if (close(fd))
+			eprintf("bs_swift %s: close: %m\n", s->volume);
+		return NULL;
+	}
+	m->fd = fd;
+	return m;
+}
+
+/* Installs m as the LU's connection, with the caller's reference (under s->lock). */
+static void swift_mux_install(struct swift_lu *s, struct swift_mux *m,
+			      int caller_refs)
+{
+	m->refs = 1 + caller_refs;
+	s->mux = m;
+}
+
+static void swift_mux_release(struct swift_lu *s, struct swift_mux *m)
+{
+	int last;
+
+	swift_lock(s);
+	last = --m->refs == 0;
+	swift_unlock(s);
+	if (last)
+		swift_mux_free(s, m);
+}
+
+/* Drops the LU's connection (closing or replacing it). */
+static void swift_mux_drop(struct swift_lu *s)
+{
+	struct swift_mux *m;
+	int last = 0;
+
+	swift_lock(s);
+	m = s->mux;
+	if (m)
+		last = swift_mux_break(s, m, SWX_LOST);
+	swift_unlock(s);
+	if (last)
+		swift_mux_free(s, m);
+}
+
+/*
+ * A reference to the LU's connection, connecting if there is none. While
+ * one worker connects the others wait, and share its failure, so that a
+ * daemon that does not answer costs one timeout, not one per worker.
+ */
+static enum swx swift_mux_get(struct swift_lu *s, struct swift_mux **out,
+			      int *reused, struct swift_res *res)
+{
+	struct swift_mux *m = NULL;
+	unsigned gen;
 	enum swx x;
 	int fd;
 
 	swift_lock(s);
-	c = s->idle;
-	if (c)
-		s->idle = c->next;
-	swift_unlock(s);
-
-	if (c) {
+	gen = s->connect_gen;
+	while (!s->mux && s->connecting)
+		swift_cond_op(s, pthread_cond_wait(&s->connected, &s->lock),
+			      "pthread_cond_wait");
+	if (s->mux) {
+		m = s->mux;
+		m->refs++;
+		swift_unlock(s);
 		*reused = 1;
-		*out = c;
+		*out = m;
 		return SWX_OK;
 	}
-
-	c = malloc(sizeof(*c));
-	if (!c)
-		return SWX_NOMEM;
-	x = swift_connect(s, &fd, res, NULL, NULL, NULL, NULL);
-	if (x) {
-		free(c);
+	if (s->connect_gen != gen) {
+		/* the attempt this worker waited for failed */
+		x = s->connect_x;
+		*res = s->connect_res;
+		swift_unlock(s);
 		return x;
 	}
-	c->fd = fd;
-	c->next = NULL;
-	*reused = 0;
+	s->connecting = 1;
+	swift_unlock(s);
+
+	x = swift_connect(s, &fd, res, NULL, NULL, NULL, NULL);
+	if (!x) {
+		m = swift_mux_new(s, fd);
+		if (!m)
+			x = SWX_NOMEM;
+	}
+
+	swift_lock(s);
+	s->connecting = 0;
+	s->connect_gen++;
+	s->connect_x = x;
+	s->connect_res = *res;
+	if (m)
+		swift_mux_install(s, m, 1);
+	swift_cond_op(s, pthread_cond_broadcast(&s->connected),
+		      "pthread_cond_broadcast");
+	swift_unlock(s);
+	if (x)
+		return x;
 	/* maybe a new daemon: offer direct I/O again if it is off */
 	__atomic_store_n(&s->direct_wanted, 1, __ATOMIC_RELAXED);
-	*out = c;
+	*reused = 0;
+	*out = m;
 	return SWX_OK;
 }
 
-static void swift_conn_put(struct swift_lu *s, struct swift_conn *c)
+/*
+ * The reader role: receives replies and hands each to its waiter, until
+ * own's is in, the connection breaks, or nothing at all comes within the
+ * timeout (then own, sent before, has waited at least that long).
+ */
+static void swift_mux_read(struct swift_lu *s, struct swift_mux *m,
+			   struct swift_wait *own)
 {
+	uint8_t h[SWP_HDR_LEN];
+	struct swift_wait *w;
+	uint64_t tag;
+	size_t got;
+	enum swx x;
+	int abandoned, last, done;
+
+	for (;;) {
+		x = swift_recv_count(m->fd, h, sizeof(h), &got);
+		if (x == SWX_TIMEOUT && !got)
+			return;
+		swift_lock(s);
+		w = NULL;
+		if (!x) {
+			tag = get_le64(h + 8);
+			for (w = m->waiting; w && w->tag != tag; w = w->next)
+				;
+			if (!swift_reply_framed(h) || !w ||
+			    h[5] != (w->op | SWP_REPLY)) {
+				eprintf("bs_swift %s: bad reply header (op "
+					"%02x tag %" PRIu64 ")\n", s->volume,
+					h[5], tag);
+				x = SWX_PROTO;
+				w = NULL;
+			}
+		}
+		if (x) {
+			last = swift_mux_break(s, m, x);
+			swift_unlock(s);
+			if (last)
+				eprintf("bs_swift %s: connection unreferenced "
+					"while read\n", s->volume);
+			return;
+		}
+		/* only the reader touches w's buffer, and w stays until done */
+		abandoned = w->abandoned;
+		if (!abandoned)
+			w->state = SWW_RECEIVING;
+		swift_unlock(s);
+		if (abandoned)
+			eprintf("bs_swift %s: late reply to op %02x tag %" PRIu64
+				" thrown away\n", s->volume, w->op, tag);
+
+		x = swift_reply_rest(s, m->fd, h, w->op,
+				     abandoned ? NULL : w->in, w->in_len, NULL,
+				     &w->res);
+
+		swift_lock(s);
+		swift_wait_unlink(m, w);
+		swift_wait_done(s, w, x);
+		if (x)
+			swift_mux_break(s, m, x);
+		done = x || m->broken || own->state == SWW_DONE;
+		swift_unlock(s);
+		if (done)
+			return;
+	}
+}
+
+static void swift_deadline(struct swift_lu *s, struct timespec *t)
+{
+	if (clock_gettime(CLOCK_MONOTONIC, t)) {
+		eprintf("bs_swift %s: clock_gettime: %m\n", s->volume);
+		abort();
+	}
+	t->tv_sec += s->timeout_ms / 1000;
+	t->tv_nsec += (long)(s->timeout_ms % 1000) * 1000000;
+	if (t->tv_nsec >= 1000000000) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000;
+	}
+}
+
+static int swift_past(struct swift_lu *s, const struct timespec *t)
+{
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now)) {
+		eprintf("bs_swift %s: clock_gettime: %m\n", s->volume);
+		abort();
+	}
+	return now.tv_sec > t->tv_sec ||
+		(now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/*
+ * Waits for w's reply, reading when no one else is. A request whose reply
+ * has not begun within the timeout is abandoned to the reader (its reply,
+ * when it comes, is thrown away) and fails alone with SWX_TIMEOUT.
+ */
+static enum swx swift_mux_wait(struct swift_lu *s, struct swift_mux *m,
+			       struct swift_wait *w, struct swift_res *res)
+{
+	struct timespec deadline;
+	enum swx x;
+	int err;
+
+	swift_deadline(s, &deadline);
 	swift_lock(s);
-	c->next = s->idle;
-	s->idle = c;
+	while (w->state != SWW_DONE) {
+		if (w->state == SWW_WAITING && swift_past(s, &deadline)) {
+			w->abandoned = 1;
+			if (!m->reading)
+				swift_mux_pass_reading(s, m, w);
+			swift_unlock(s);
+			return SWX_TIMEOUT;
+		}
+		if (!m->reading && !m->broken) {
+			m->reading = 1;
+			swift_unlock(s);
+			swift_mux_read(s, m, w);
+			swift_lock(s);
+			m->reading = 0;
+			swift_mux_pass_reading(s, m, w);
+			continue;
+		}
+		if (w->state == SWW_RECEIVING) {
+			/* the reader's recv has the timeout */
+			err = pthread_cond_wait(&w->cond, &s->lock);
+		} else {
+			err = pthread_cond_timedwait(&w->cond, &s->lock,
+						     &deadline);
+			if (err == ETIMEDOUT)
+				err = 0;
+		}
+		swift_cond_op(s, err, "pthread_cond_wait");
+	}
 	swift_unlock(s);
+	x = w->x;
+	*res = w->res;
+	swift_wait_free(s, w);
+	return x;
 }
 
 /* ---- direct I/O (doc/protocol.md, "Direct I/O") ---- */
@@ -975,16 +1388,16 @@ out:
 	return done;
 }
 
-/* One request/reply exchange. */
+/* One request/reply exchange, on the LU's shared connection. */
 static enum swx swift_call(struct swift_lu *s, struct swift_req *rq,
 			   struct swift_res *res)
 {
 	uint8_t h[SWP_HDR_LEN];
-	struct swift_conn *c;
+	struct swift_mux *m = NULL;
+	struct swift_wait *w;
 	uint32_t plen = 0;
 	size_t sent;
-	uint64_t tag;
-	int attempt, reused, i;
+	int attempt, reused = 0, stale, i, last;
 	enum swx x;
 
 	memset(res, 0, sizeof(*res));
@@ -998,34 +1411,62 @@ static enum swx swift_call(struct swift_lu *s, struct swift_req *rq,
 		plen += rq->out[i].iov_len;
 
 	for (attempt = 0; attempt < 2; attempt++) {
-		x = swift_conn_get(s, &c, &reused, res);
+		x = swift_mux_get(s, &m, &reused, res);
 		if (x)
 			return x;
+		w = swift_wait_new(s);
+		if (!w) {
+			swift_mux_release(s, m);
+			return SWX_NOMEM;
+		}
+		w->op = rq->op;
+		w->in = rq->in;
+		w->in_len = rq->in_len;
 
-		tag = swift_tag(s);
-		swift_encode_hdr(h, rq->op, rq->flags, tag, rq->offset,
-				 rq->length, plen);
-		x = swift_sendv(c->fd, h, rq->out, rq->nout, &sent);
+		/* registered before it is sent: the reply may come at once */
+		swift_lock(s);
+		w->tag = ++s->next_tag;
+		w->next = m->waiting;
+		m->waiting = w;
+		x = m->broken;
+		stale = x != SWX_OK;
+		swift_unlock(s);
+		sent = 0;
+		if (!x) {
+			swift_encode_hdr(h, rq->op, rq->flags, w->tag,
+					 rq->offset, rq->length, plen);
+			i = pthread_mutex_lock(&m->send_lock);
+			swift_cond_op(s, i, "pthread_mutex_lock");
+			x = swift_sendv(m->fd, h, rq->out, rq->nout, &sent);
+			i = pthread_mutex_unlock(&m->send_lock);
+			swift_cond_op(s, i, "pthread_mutex_unlock");
+		}
 		if (x) {
-			swift_conn_drop(s, c);
-			if (reused && !sent && x == SWX_LOST) {
-				/* the daemon went away while this connection
-				 * was idle: so did the rest of the pool */
-				swift_pool_flush(s);
+			/* a frame cut short breaks the stream for everyone */
+			swift_lock(s);
+			if (w->state != SWW_DONE)
+				swift_wait_unlink(m, w);
+			swift_mux_break(s, m, x);
+			last = --m->refs == 0;
+			swift_unlock(s);
+			swift_wait_free(s, w);
+			if (last)
+				swift_mux_free(s, m);
+			if (!sent && (stale || (reused && x == SWX_LOST))) {
+				/* nothing left: the connection had broken, or
+				 * the daemon went away while it was idle */
 				continue;
 			}
 			swift_set_down(s, 1, swx_name(x));
 			return x;
 		}
 
-		x = swift_recv_reply(s, c->fd, rq->op, tag, rq->in,
-				     rq->in_len, NULL, res);
+		x = swift_mux_wait(s, m, w, res);
+		swift_mux_release(s, m);
 		if (x) {
-			swift_conn_drop(s, c);
 			swift_set_down(s, 1, swx_name(x));
 			return x;
 		}
-		swift_conn_put(s, c);
 		if (__atomic_load_n(&s->direct_wanted, __ATOMIC_RELAXED))
 			swift_direct_start(s);
 		return SWX_OK;
@@ -1577,7 +2018,7 @@ static int bs_swift_open(struct scsi_lu *lu, char *path, int *fd,
 {
 	struct swift_lu *s = SWIFT_LU(lu);
 	struct swift_res res;
-	struct swift_conn *c;
+	struct swift_mux *m;
 	size_t i, n = strlen(path);
 	enum swx x;
 	int cfd;
@@ -1611,15 +2052,15 @@ static int bs_swift_open(struct scsi_lu *lu, char *path, int *fd,
 		return -1;
 	}
 
-	c = malloc(sizeof(*c));
-	if (!c) {
-		if (close(cfd))
-			eprintf("bs_swift %s: close: %m\n", s->volume);
+	m = swift_mux_new(s, cfd);
+	if (!m) {
 		s->size = 0;
 		return -1;
 	}
-	c->fd = cfd;
-	swift_conn_put(s, c);
+	swift_mux_drop(s);
+	swift_lock(s);
+	swift_mux_install(s, m, 0);
+	swift_unlock(s);
 
 	/* report the daemon's block as the physical block (as bs_rdwr reports
 	 * st_blksize), so initiators align their I/O to it */
@@ -1646,7 +2087,7 @@ static void bs_swift_close(struct scsi_lu *lu)
 	struct swift_lu *s = SWIFT_LU(lu);
 
 	swift_direct_stop(s, NULL);
-	swift_pool_flush(s);
+	swift_mux_drop(s);
 	s->size = 0;
 }
 
@@ -1865,6 +2306,13 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 		eprintf("bs_swift: pthread_mutex_init: %s\n", strerror(err));
 		return TGTADM_NOMEM;
 	}
+	err = pthread_cond_init(&s->connected, NULL);
+	if (err) {
+		eprintf("bs_swift: pthread_cond_init: %s\n", strerror(err));
+		if (pthread_mutex_destroy(&s->lock))
+			eprintf("bs_swift: pthread_mutex_destroy failed\n");
+		return TGTADM_NOMEM;
+	}
 	/* writers first: COMPARE AND WRITE must not wait behind a stream of
 	 * direct I/O */
 	err = pthread_rwlockattr_init(&rwattr);
@@ -1875,6 +2323,8 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 		err = pthread_rwlock_init(&s->direct_lock, &rwattr);
 	if (err) {
 		eprintf("bs_swift: pthread_rwlock_init: %s\n", strerror(err));
+		if (pthread_cond_destroy(&s->connected))
+			eprintf("bs_swift: pthread_cond_destroy failed\n");
 		if (pthread_mutex_destroy(&s->lock))
 			eprintf("bs_swift: pthread_mutex_destroy failed\n");
 		return TGTADM_NOMEM;
@@ -1888,6 +2338,10 @@ static tgtadm_err bs_swift_init(struct scsi_lu *lu, char *bsopts)
 		err = pthread_rwlock_destroy(&s->direct_lock);
 		if (err)
 			eprintf("bs_swift: pthread_rwlock_destroy: %s\n",
+				strerror(err));
+		err = pthread_cond_destroy(&s->connected);
+		if (err)
+			eprintf("bs_swift: pthread_cond_destroy: %s\n",
 				strerror(err));
 		err = pthread_mutex_destroy(&s->lock);
 		if (err)
@@ -1904,10 +2358,13 @@ static void bs_swift_exit(struct scsi_lu *lu)
 
 	swift_pool_put();
 	swift_direct_stop(s, NULL);
-	swift_pool_flush(s);
+	swift_mux_drop(s);
 	err = pthread_rwlock_destroy(&s->direct_lock);
 	if (err)
 		eprintf("bs_swift: pthread_rwlock_destroy: %s\n", strerror(err));
+	err = pthread_cond_destroy(&s->connected);
+	if (err)
+		eprintf("bs_swift: pthread_cond_destroy: %s\n", strerror(err));
 	err = pthread_mutex_destroy(&s->lock);
 	if (err)
 		eprintf("bs_swift: pthread_mutex_destroy: %s\n", strerror(err));

@@ -1,7 +1,8 @@
 // bs_swift.so end to end: initiator -> tgtd -> bs_swift.so -> Unix socket
 // -> BlockServer (in this process) -> MemoryBlockDevice: what only a device
 // in the test process can check — the exact bytes and FUA flags that reach
-// the device, commands split into several messages (small maxPayload), the
+// the device, commands split into several messages (small maxPayload),
+// commands in flight at once pipelined on one connection, the
 // daemon going away mid-read, a daemon too slow for bs_swift's timeout.
 // The real path (Swift, `swiftvol serve`) is in serve.test.ts, and libiscsi's
 // conformance suite against bs_rdwr in conformance.test.ts.
@@ -99,10 +100,53 @@ test('bs_swift.so behind tgtd', async (t) => {
       assert.ok(dev.fuaWrites > fua, 'qemu-io write -f arrived with FUA');
     });
 
+    await t.test('commands in flight at once are pipelined on the LU\'s one connection, and each gets its own reply', async () => {
+      // a distinct pattern per 64 KiB, so that a reply handed to the wrong
+      // command shows; reads slow enough that they overlap
+      const base = 40 * MiB;
+      const pattern = (i: number) => 0x80 + (i % 64);
+      for (let i = 0; i < 64; i++) dev.bytes.fill(pattern(i), base + i * 65536, base + (i + 1) * 65536);
+      const hellos = () => logs.filter((m) => /\(vol1\): (open|described)/.test(m)).length;
+      const before = hellos();
+      dev.maxReadsInFlight = 0;
+      dev.readDelayAt = (off) => (off >= base ? 30 + ((off / 65536) % 7) * 10 : 0);
+      try {
+        const cmds: string[] = [];
+        for (let i = 0; i < 64; i++) cmds.push(`aio_read -P 0x${pattern(i).toString(16)} ${base + i * 65536} 65536`);
+        cmds.push('aio_flush');
+        await qemuIoOk(url, cmds);
+      } finally {
+        dev.readDelayAt = null;
+      }
+      // writes in flight at once, with reads of what they do not touch
+      dev.writeDelayMs = 20;
+      try {
+        const cmds: string[] = [];
+        for (let i = 0; i < 32; i++) {
+          cmds.push(`aio_write -P 0x${(0x10 + i).toString(16)} ${base + i * 2 * 65536} 65536`);
+          cmds.push(`aio_read -P 0x${pattern(i * 2 + 1).toString(16)} ${base + (i * 2 + 1) * 65536} 65536`);
+        }
+        cmds.push('aio_flush');
+        await qemuIoOk(url, cmds);
+      } finally {
+        dev.writeDelayMs = 0;
+      }
+      for (let i = 0; i < 64; i++) {
+        const want = i % 2 === 0 ? 0x10 + i / 2 : pattern(i);
+        const got = dev.bytes.subarray(base + i * 65536, base + (i + 1) * 65536);
+        assert.ok(got.every((b) => b === want), `64 KiB block ${i} does not hold 0x${want.toString(16)}`);
+      }
+      t.diagnostic(`${dev.maxReadsInFlight} reads at once, ${hellos() - before} new connection(s)`);
+      assert.ok(dev.maxReadsInFlight >= 4, `only ${dev.maxReadsInFlight} read(s) reached the device at once`);
+      assert.ok(hellos() - before <= 1, `${hellos() - before} connections were opened for one LU's reads`);
+    });
+
     await t.test('daemon gone: I/O fails quickly, and works again when it is back', async () => {
-      dev.readDelayMs = 20;
+      // many in flight at once on the LU's connection when it goes
+      dev.readDelayMs = 100;
       const reads: string[] = [];
-      for (let i = 0; i < 300; i++) reads.push(`read ${(i % 64) * 65536} 65536`);
+      for (let i = 0; i < 300; i++) reads.push(`aio_read ${(i % 64) * 65536} 65536`);
+      reads.push('aio_flush');
       const running = qemuIo(url, reads, { timeoutMs: 120_000 });
       await sleep(1000);
       const closedAt = Date.now();
@@ -112,8 +156,8 @@ test('bs_swift.so behind tgtd', async (t) => {
       dev.readDelayMs = 0;
       t.diagnostic(`qemu-io ended ${afterClose} ms after the daemon closed`);
       assert.equal(r.timedOut, false);
-      assert.notEqual(r.code, 0, 'qemu-io reported the failed reads');
-      assert.match(r.stdout, /read failed/);
+      // qemu-io reports a failed aio_read on stdout (its exit code is 0)
+      assert.match(r.stdout, /(aio_read|readv) failed/, `qemu-io did not report the failed reads:\n${r.stdout}\n${r.stderr}`);
       assert.match(r.stderr, /SENSE KEY:(NOT READY|HARDWARE_ERROR)/);
       assert.ok(afterClose < 10_000, `qemu-io took ${afterClose} ms to finish after the daemon went away`);
 
@@ -133,16 +177,26 @@ test('bs_swift.so behind tgtd', async (t) => {
 
     await t.test('daemon not answering: commands fail after the timeout', async () => {
       await tgtd.addTarget(SLOW_IQN, 'slow', 'swift', `socket=${socketPath};timeout=1`);
-      slow.readDelayMs = 5000;
-      const started = Date.now();
-      const r = await qemuIo(tgtd.url(SLOW_IQN), ['read 0 4096'], { timeoutMs: 60_000 });
-      const ms = Date.now() - started;
-      slow.readDelayMs = 0;
-      assert.notEqual(r.code, 0);
-      assert.match(r.stderr, /HARDWARE_ERROR.*0x0801/);
-      assert.ok(ms < 4500, `the read failed after ${ms} ms, not after the 1 s timeout`);
-      // the next command gets a fresh connection and works
-      await qemuIoOk(tgtd.url(SLOW_IQN), ['read -P 0 0 4096']);
+      slow.bytes.fill(0xa1, 0, 4096);
+      slow.bytes.fill(0xb2, 65536, 65536 + 4096);
+      // the read at 0 answers after 4 s; the others in 0.7 s, within the timeout
+      slow.readDelayAt = (off) => (off === 0 ? 4000 : 700);
+      try {
+        const started = Date.now();
+        const r = await qemuIo(tgtd.url(SLOW_IQN), ['read 0 4096'], { timeoutMs: 60_000 });
+        const ms = Date.now() - started;
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /HARDWARE_ERROR.*0x0801/);
+        assert.ok(ms < 3500, `the read failed after ${ms} ms, not after the 1 s timeout`);
+        // the late reply (with 0xa1) comes while these wait on the same
+        // connection: it is thrown away, and each read gets its own bytes
+        const reads: string[] = [];
+        for (let i = 0; i < 7; i++) reads.push('read -P 0xb2 65536 4096');
+        await qemuIoOk(tgtd.url(SLOW_IQN), reads);
+        assert.match(tgtd.output(), /bs_swift slow: late reply to op 02 tag \d+ thrown away/);
+      } finally {
+        slow.readDelayAt = null;
+      }
     });
   } finally {
     await tgtd.stop();
