@@ -101,3 +101,34 @@ test(`tgtd's threads stay the same from 1 to ${VOLUMES} swift LUNs, and every vo
   assert.deepEqual(left, names.slice(10));
   assert.equal(threadsOf(tgtd!.pid), withOne, 'and the same after removing some');
 });
+
+test('in a shared tgtd, a tid another tool took after serve listed them: target add takes another, and both targets stay', async () => {
+  assert.ok(serve, 'serve runs (the test before)');
+  const tids = async (): Promise<Map<number, string>> => {
+    const out = await tgtd!.tgtadm(['--lld', 'iscsi', '--mode', 'target', '--op', 'show']);
+    return new Map([...out.matchAll(/^Target (\d+): (\S+)$/gm)].map((m) => [Number(m[1]), m[2]!]));
+  };
+  const before = await tids();
+  let free = 1;
+  while (before.has(free)) free++;
+  // the tids of the volumes removed above are free again: serve would pick this one
+  const other = 'iqn.2026-11.org.swiftvol.test:another-tool';
+  await tgtd!.tgtadm(['--lld', 'iscsi', '--mode', 'target', '--op', 'new', '--tid', String(free), '--targetname', other]);
+  try {
+    const added = swiftvolSync(['target', 'add', names[0]!], env);
+    assert.equal(added.status, 0, added.stderr);
+    const after = await tids();
+    assert.equal(after.get(free), other, "the other tool's target keeps its tid");
+    const ours = [...after].filter(([, iqn]) => iqn.endsWith(`:${names[0]!}`));
+    assert.equal(ours.length, 1, `one target for ${names[0]!}`);
+    assert.notEqual(ours[0]![0], free);
+    await qemuIoOk(serve!.url(names[0]!), [`read -P ${pattern(0)} 0 2M`]);
+    const removed = swiftvolSync(['target', 'remove', names[0]!], env);
+    assert.equal(removed.status, 0, removed.stderr);
+    const last = await tids();
+    assert.equal(last.get(free), other, "target remove leaves the other tool's target");
+    assert.ok(![...last.values()].some((iqn) => iqn.endsWith(`:${names[0]!}`)), `the target of ${names[0]!} is gone`);
+  } finally {
+    await tgtd!.tgtadm(['--lld', 'iscsi', '--mode', 'target', '--op', 'delete', '--tid', String(free)]);
+  }
+});

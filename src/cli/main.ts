@@ -15,16 +15,18 @@ import type { SnapshotEntry } from '../engine/volume-catalog.js';
 import { EngineError, volumesMessage } from '../engine/engine-error.js';
 import { FormatError, validateObjectSize, validateSnapshotName, validateVolumeName, validateVolumeSize } from '../format/volume-format.js';
 import { StoreError } from '../store/object-store.js';
-import { ConfigError, openStore } from '../config/store-config.js';
 import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
-import { TgtError } from '../daemon/tgtd.js';
-import { NativeAddonError } from '../native/addons.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
 import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
+
+// The store, tgtd and native addon modules are imported by the commands that
+// use them: a control command (target add, ...) starts without loading them.
+const openStore: typeof import('../config/store-config.js').openStore = async (...args) =>
+  (await import('../config/store-config.js')).openStore(...args);
 
 interface GlobalOptions {
   stateDir: string;
@@ -806,6 +808,18 @@ function buildProgram(): Command {
   return program;
 }
 
+/** Whether err is a failure the code names (its message is for the user), not a bug. */
+async function isNamedFailure(err: unknown): Promise<boolean> {
+  if (err instanceof EngineError || err instanceof StoreError || err instanceof FormatError || err instanceof TargetSpecError) return true;
+  // already loaded if the command could throw one of these; imported here otherwise
+  const [{ ConfigError }, { TgtError }, { NativeAddonError }] = await Promise.all([
+    import('../config/store-config.js'),
+    import('../daemon/tgtd.js'),
+    import('../native/addons.js'),
+  ]);
+  return err instanceof ConfigError || err instanceof TgtError || err instanceof NativeAddonError;
+}
+
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -816,14 +830,7 @@ async function main(argv: string[]): Promise<number> {
       // Commander has printed its message already; asked-for help and version are not errors.
       return err.exitCode === 0 ? 0 : 2;
     }
-    const known =
-      err instanceof EngineError ||
-      err instanceof StoreError ||
-      err instanceof ConfigError ||
-      err instanceof FormatError ||
-      err instanceof TgtError ||
-      err instanceof TargetSpecError ||
-      err instanceof NativeAddonError;
+    const known = await isNamedFailure(err);
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`swiftvol: ${known ? '' : 'unexpected error: '}${message}\n`);
     if (process.env.SWIFTVOL_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);

@@ -79,6 +79,8 @@ export class Daemon {
   /** Snapshots started here, per volume (the last few). */
   private readonly jobs = new Map<string, SnapshotJob[]>();
   private readonly served = new Map<string, ServedTarget>();
+  /** In a shared tgtd: the tids its last listing showed in use (see usedTids). */
+  private othersTids: Set<number> | null = null;
   private blockServer: BlockServer | null = null;
   private control: net.Server | null = null;
   private tgtd: Tgtd | null = null;
@@ -150,6 +152,7 @@ export class Daemon {
       // from the export records, and the volumes open in the background (or at
       // their first command), so that serve is ready without waiting on the store.
       const used = new Set(existing.map((t) => t.tid));
+      if (!this.tgtd) this.othersTids = new Set(used);
       // a few targets at once: tgtd runs one request at a time, but the volumes' HELLOs and our turns overlap
       await runPool(specs, START_TARGETS, async (spec) => {
         try {
@@ -437,9 +440,11 @@ export class Daemon {
    */
   private async takeDown(targets: ServedTarget[]): Promise<void> {
     const chapUsers = new Set<string>();
+    // Our own tgtd has our targets only; a shared one is asked (one listing) whether each tid still has our IQN.
+    const listed = this.tgtd || targets.length === 0 ? null : await this.admin!.targets();
     for (const target of targets) {
-      // Our own tgtd has our targets only; a shared one is asked whether the tid still has our IQN.
-      if (await this.stillOurs(target)) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
+      if (listed === null || listed.get(target.tid) === target.iqn) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
+      this.othersTids?.delete(target.tid);
       if (target.chap) chapUsers.add(target.chap.user);
     }
     if (chapUsers.size === 0) return;
@@ -447,16 +452,17 @@ export class Daemon {
     for (const user of chapUsers) if (!inUse.has(user)) await this.admin!.deleteAccount(user).catch(() => undefined);
   }
 
-  /** Tids in use: ours, in our own tgtd (whose targets are all ours); tgtd's listing, in a shared one. */
-  private async usedTids(): Promise<Set<number>> {
-    if (this.tgtd) return new Set([...this.served.values()].filter((t) => t.state === 'served').map((t) => t.tid));
-    return new Set((await this.admin!.targets()).keys());
-  }
-
-  /** Whether the target's tid still names our target (a shared tgtd's other users may have changed it). */
-  private async stillOurs(target: ServedTarget): Promise<boolean> {
-    if (this.tgtd) return true;
-    return (await this.admin!.targets()).get(target.tid) === target.iqn;
+  /**
+   * Tids in use: ours, in our own tgtd (whose targets are all ours); in a
+   * shared one, also those its listing showed, listed once and again only
+   * when asked to (a tid we chose turned out taken): a listing of a tgtd
+   * with a thousand targets is a megabyte of text.
+   */
+  private async usedTids(relist = false): Promise<Set<number>> {
+    const ours = [...this.served.values()].filter((t) => t.state === 'served').map((t) => t.tid);
+    if (this.tgtd) return new Set(ours);
+    if (relist || !this.othersTids) this.othersTids = new Set((await this.admin!.targets()).keys());
+    return new Set([...this.othersTids, ...ours]);
   }
 
   /**
@@ -539,14 +545,19 @@ export class Daemon {
     used.add(tid);
     let created = false;
     let account = false;
+    let relisted = false;
     try {
       for (;;) {
         try {
           await admin.addTarget(tid, spec.iqn);
           break;
         } catch (err) {
-          // a tid taken meanwhile (another tool, in a shared tgtd): the next one
+          // a tid taken meanwhile (another tool, in a shared tgtd): list again once, then the next one
           if (!(err instanceof TgtError && err.tgtErrno === TgtErrno.TARGET_EXIST)) throw err;
+          if (!relisted && !this.tgtd) {
+            for (const t of await this.usedTids(true)) used.add(t);
+            relisted = true;
+          }
           tid = lowestFreeTid(used);
           used.add(tid);
         }
