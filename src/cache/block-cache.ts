@@ -214,10 +214,12 @@ export class BlockCache {
    * Evicts the least recently used objects first if the budget needs it;
    * keeps nothing if the data alone is over budget. The file write runs on
    * libuv's pool; the blocks count as held once it is done (data before
-   * bits), and `data` must not change until then.
+   * bits), and `data` must not change until then. It starts after the work
+   * already queued: the reader that fetched the data sends its reply first
+   * (the cache's bookkeeping would otherwise add ~0.2 ms to a cold read).
    */
   write(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
-    const run = this.store(key, blocksInObject, first, data);
+    const run = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.store(key, blocksInObject, first, data));
     this.writing.add(run);
     const done = (): void => void this.writing.delete(run);
     run.then(done, done);
@@ -231,6 +233,7 @@ export class BlockCache {
   }
 
   private async store(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
+    if (this.closed) return;
     const blocks = Math.ceil(data.length / CACHE_BLOCK);
     if (blocks * CACHE_BLOCK > this.budget) return;
     const sums = crc32c().blockSums(data, CACHE_BLOCK);
