@@ -814,24 +814,30 @@ static enum swx swift_mux_get(struct swift_lu *s, struct swift_mux **out,
 	int fd;
 
 	swift_lock(s);
-	gen = s->connect_gen;
-	while (!s->mux && s->connecting)
-		swift_cond_op(s, pthread_cond_wait(&s->connected, &s->lock),
-			      "pthread_cond_wait");
-	if (s->mux) {
-		m = s->mux;
-		m->refs++;
-		swift_unlock(s);
-		*reused = 1;
-		*out = m;
-		return SWX_OK;
-	}
-	if (s->connect_gen != gen) {
-		/* the attempt this worker waited for failed */
-		x = s->connect_x;
-		*res = s->connect_res;
-		swift_unlock(s);
-		return x;
+	for (;;) {
+		gen = s->connect_gen;
+		while (!s->mux && s->connecting)
+			swift_cond_op(s, pthread_cond_wait(&s->connected,
+							   &s->lock),
+				      "pthread_cond_wait");
+		if (s->mux) {
+			m = s->mux;
+			m->refs++;
+			swift_unlock(s);
+			*reused = 1;
+			*out = m;
+			return SWX_OK;
+		}
+		if (s->connect_gen == gen)
+			break;	/* no attempt ended meanwhile: connect */
+		if (s->connect_x) {
+			/* the attempt this worker waited for failed */
+			x = s->connect_x;
+			*res = s->connect_res;
+			swift_unlock(s);
+			return x;
+		}
+		/* it succeeded, and that connection broke since: look again */
 	}
 	s->connecting = 1;
 	swift_unlock(s);
