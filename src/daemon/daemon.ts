@@ -443,8 +443,10 @@ export class Daemon {
     // Our own tgtd has our targets only; a shared one is asked (one listing) whether each tid still has our IQN.
     const listed = this.tgtd || targets.length === 0 ? null : await this.admin!.targets();
     for (const target of targets) {
-      if (listed === null || listed.get(target.tid) === target.iqn) await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
-      this.othersTids?.delete(target.tid);
+      if (listed === null || listed.get(target.tid) === target.iqn) {
+        await this.admin!.deleteTarget(target.tid).catch(ignoreNoTarget);
+        this.othersTids?.delete(target.tid); // free again (a tid another tool has taken meanwhile stays used)
+      }
       if (target.chap) chapUsers.add(target.chap.user);
     }
     if (chapUsers.size === 0) return;
