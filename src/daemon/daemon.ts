@@ -26,7 +26,7 @@ const RESYNC_RETRY_MS = 10_000;
 /**
  * Files an open, served volume holds in serve: the overlay (twice), its
  * SQLite database with journal files, the block map, and bs_swift's
- * connections (one pooled, one for direct I/O), measured with 1000 volumes.
+ * connections (one for commands, one for direct I/O), measured with 1000 volumes.
  */
 const FILES_PER_VOLUME = 8;
 /** Volumes opened at once in the background (each is round trips to the store: lease, tables). */

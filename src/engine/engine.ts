@@ -233,16 +233,16 @@ export class Engine {
     }
   }
 
-  /**
-   * Opens a volume for I/O, attaching it here at its latest version if it has
-   * no local state yet. The volume holds the lock until closed.
-   */
   /** This holder's heartbeat, made at the first lease that follows it. */
   private heartbeat(): HolderHeartbeat {
     this.holderHeartbeat ??= new HolderHeartbeat(this.store, holderName(this.state.root), this.leaseMs);
     return this.holderHeartbeat;
   }
 
+  /**
+   * Opens a volume for I/O, attaching it here at its latest version if it has
+   * no local state yet. The volume holds the lock until closed.
+   */
   async open(name: string, purpose: string, options: OpenOptions = {}): Promise<Volume> {
     validateVolumeName(name);
     const release = this.state.lock(name, purpose);
