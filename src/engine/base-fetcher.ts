@@ -81,20 +81,27 @@ export class BaseFetcher {
    */
   fetch(chunk: number, ref: ChunkRef, first: number, end: number, fromStore?: () => void): Promise<Buffer> {
     const inFlight = this.fetches.get(objectKey(ref, chunk)) ?? [];
-    if (inFlight.length === 0 || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end, fromStore);
-    // Parts of the range are being fetched already (read ahead): those are shared, the gaps fetched.
+    if ((inFlight.length === 0 && this.installs.size === 0) || inFlight.some((f) => f.first <= first && f.end >= end)) return this.fetchBlocks(chunk, ref, first, end, fromStore);
+    // Parts of the range are being fetched already (read ahead), or were fetched and are
+    // being installed: those are shared, only the gaps fetched.
+    const covered = (b: number): boolean => inFlight.some((x) => x.first <= b && b < x.end) || this.installAt(b) !== undefined;
     const parts: Promise<Buffer>[] = [];
     for (let b = first; b < end; ) {
       const f = inFlight.find((x) => x.first <= b && b < x.end);
+      const install = f ? undefined : this.installAt(b);
+      const from = b;
       if (f) {
         const stop = Math.min(end, f.end);
-        const from = b;
         if (!f.arrived) fromStore?.();
         parts.push(f.data.then((data) => data.subarray((from - f.first) * BLOCK_SIZE, (stop - f.first) * BLOCK_SIZE)));
         b = stop;
+      } else if (install) {
+        const stop = Math.min(end, install.end);
+        parts.push(Promise.resolve(install.data.subarray((from - install.first) * BLOCK_SIZE, (stop - install.first) * BLOCK_SIZE)));
+        b = stop;
       } else {
         let e = b + 1;
-        while (e < end && !inFlight.some((x) => x.first <= e && e < x.end)) e++;
+        while (e < end && !covered(e)) e++;
         parts.push(this.fetchBlocks(chunk, ref, b, e, fromStore));
         b = e;
       }
@@ -204,6 +211,12 @@ export class BaseFetcher {
       if (err instanceof IntegrityError) err.volumeOffset = chunk * this.objectSize + err.block * BLOCK_SIZE;
       throw err;
     });
+  }
+
+  /** The install covering block b, if any. */
+  private installAt(b: number): Install | undefined {
+    for (const i of this.installs) if (i.first <= b && b < i.end) return i;
+    return undefined;
   }
 
   /** The install covering all of blocks [first, end), if any: its data is what the blocks hold. */
