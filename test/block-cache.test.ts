@@ -10,6 +10,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlockCache, CACHE_BLOCK } from '../src/cache/block-cache.js';
 import { tempDir } from './fixtures/files.js';
+import { crc32c } from '../src/native/addons.js';
 
 const KiB = 1024;
 const OBJECT_BLOCKS = 256; // 1 MiB objects
@@ -35,6 +36,28 @@ test('blocks read back as written; what is not held is a miss', async () => {
     assert.equal((await cache.read('c/short', 2, 3, 4))!.toString(), 'tail');
     assert.equal(cache.stats().bytes, 17 * CACHE_BLOCK);
     assert.equal(cache.bytesOf(['c/a', 'c/none']), 16 * CACHE_BLOCK);
+    cache.close();
+  } finally {
+    tmp.remove();
+  }
+});
+
+test('block sums given with the data are kept; wrong ones make misses, never wrong bytes', async () => {
+  const tmp = tempDir('swiftvol-cache-');
+  try {
+    const cache = BlockCache.open(tmp.dir, 8 * 1024 * KiB);
+    const data = randomBytes(64 * KiB + 100); // an object's short last block too
+    const sums = crc32c().blockSums(data, CACHE_BLOCK);
+    await cache.write('c/given', 17, 0, data, sums);
+    assert.deepEqual(await cache.read('c/given', 0, 17, data.length), data);
+    const wrong = Buffer.from(sums);
+    wrong[4 * 3]! ^= 1; // block 3's
+    await cache.write('c/wrong', 17, 0, data, wrong);
+    assert.deepEqual(await cache.read('c/wrong', 0, 3, 3 * CACHE_BLOCK), data.subarray(0, 3 * CACHE_BLOCK), 'blocks 0-2 are right');
+    assert.equal(await cache.read('c/wrong', 2, 4, 2 * CACHE_BLOCK), null, 'block 3 fails its check: a miss');
+    assert.equal(await cache.read('c/wrong', 0, 1, CACHE_BLOCK), null, 'the object was dropped');
+    await assert.rejects(cache.write('c/short', 17, 0, data, sums.subarray(4)), /sums for 17 blocks/);
+    assert.equal(await cache.read('c/short', 0, 1, CACHE_BLOCK), null);
     cache.close();
   } finally {
     tmp.remove();

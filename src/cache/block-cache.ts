@@ -217,9 +217,11 @@ export class BlockCache {
    * bits), and `data` must not change until then. It starts after the work
    * already queued: the reader that fetched the data sends its reply first
    * (the cache's bookkeeping would otherwise add ~0.2 ms to a cold read).
+   * `sums`, if given, are the CRC32C of each block of data, already checked
+   * against it (a data object's trailer): they are kept instead of computed.
    */
-  write(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
-    const run = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.store(key, blocksInObject, first, data));
+  write(key: string, blocksInObject: number, first: number, data: Uint8Array, sums?: Uint8Array): Promise<void> {
+    const run = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.store(key, blocksInObject, first, data, sums));
     this.writing.add(run);
     const done = (): void => void this.writing.delete(run);
     run.then(done, done);
@@ -232,11 +234,12 @@ export class BlockCache {
     this.commit();
   }
 
-  private async store(key: string, blocksInObject: number, first: number, data: Uint8Array): Promise<void> {
+  private async store(key: string, blocksInObject: number, first: number, data: Uint8Array, given?: Uint8Array): Promise<void> {
     if (this.closed) return;
     const blocks = Math.ceil(data.length / CACHE_BLOCK);
     if (blocks * CACHE_BLOCK > this.budget) return;
-    const sums = crc32c().blockSums(data, CACHE_BLOCK);
+    if (given && given.length !== blocks * 4) throw new Error(`cache write of ${key}: ${given.length} bytes of sums for ${blocks} blocks`);
+    const sums = given ? Buffer.from(given.buffer, given.byteOffset, given.length) : crc32c().blockSums(data, CACHE_BLOCK);
     const file = path.join(this.objectsDir, this.entries.get(key)?.file ?? createHash('sha1').update(key).digest('hex'));
     await this.writeFile(file, data, first * CACHE_BLOCK);
     if (this.closed) return;

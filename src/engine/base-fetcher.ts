@@ -10,13 +10,16 @@
 import type { ObjectStore } from '../store/object-store.js';
 import type { Overlay } from '../overlay/overlay.js';
 import { BLOCK_SIZE, chunkLength, type ChunkRef, type VersionTable } from '../format/volume-format.js';
-import { IntegrityError, chunkObjectsOf, type ChunkObjects } from './chunk-objects.js';
+import { IntegrityError, chunkObjectsOf, type Checked, type ChunkObjects } from './chunk-objects.js';
+import { CACHE_BLOCK } from '../cache/block-cache.js';
 import type { VolumeKey } from './volume-key.js';
 import { StreamDetector } from './read-ahead.js';
 import { objectKey, removeFetch, type Fetch, type GatewayCache } from './gateway-cache.js';
 
 /** Objects' worth a stream is read ahead of at most (8 measured no faster here, and held ~40 MiB more in memory). */
 const READ_AHEAD_CHUNKS = 4;
+/** Whether the gateway cache's blocks are the format's: then a data object's block sums are the cache's too. */
+const SAME_BLOCKS: boolean = CACHE_BLOCK === BLOCK_SIZE;
 /** PRE-FETCH warms at most this much per command (a hint: the rest of a larger range is left alone). */
 const PREFETCH_MAX = 32 * 1024 * 1024;
 
@@ -202,12 +205,12 @@ export class BaseFetcher {
   /** The whole chunk from its data object, checked, not cached (a snapshot composing the chunk's frozen content). */
   readObject(chunk: number, ref: ChunkRef): Promise<Buffer> {
     const chunkBytes = chunkLength(this.size, this.objectSize, chunk);
-    return this.read(chunk, ref, 0, chunkBytes);
+    return this.read(chunk, ref, 0, chunkBytes).then((r) => r.data);
   }
 
-  /** Bytes [start, end) of a chunk from its object, checked (ChunkObjects); a bad block's error says where it is in the volume. */
-  private read(chunk: number, ref: ChunkRef, start: number, end: number): Promise<Buffer> {
-    return this.objects.read(ref, chunk, chunkLength(this.size, this.objectSize, chunk), start, end, this.key).catch((err: unknown) => {
+  /** Bytes [start, end) of a chunk from its object, checked (ChunkObjects), with their block sums if it has them; a bad block's error says where it is in the volume. */
+  private read(chunk: number, ref: ChunkRef, start: number, end: number): Promise<Checked> {
+    return this.objects.readWithSums(ref, chunk, chunkLength(this.size, this.objectSize, chunk), start, end, this.key).catch((err: unknown) => {
       if (err instanceof IntegrityError) err.volumeOffset = chunk * this.objectSize + err.block * BLOCK_SIZE;
       throw err;
     });
@@ -261,14 +264,15 @@ export class BaseFetcher {
     const entry: Fetch = {
       first,
       end,
-      data: this.read(chunk, ref, start, stop).then((data) => {
+      data: this.read(chunk, ref, start, stop).then(({ data, sums }) => {
         if (data.length !== stop - start) {
           throw new Error(`chunk ${chunk} of ${ref.container} returned ${data.length} bytes for a ${stop - start}-byte range`);
         }
         entry.arrived = true;
         if (cache) {
           // the fetch stays shared until its blocks are in the cache: a reader meanwhile would fetch them again
-          entry.kept = cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data).catch(() => undefined);
+          // (with the sums just checked: the cache's blocks are the format's, so it need not compute them again)
+          entry.kept = cache.write(key, Math.ceil(chunkBytes / BLOCK_SIZE), first - base, data, SAME_BLOCKS ? (sums ?? undefined) : undefined).catch(() => undefined);
         } else if (this.cacheReads) this.installClean(first, data);
         return data;
       }),

@@ -49,6 +49,23 @@ export class IntegrityError extends StoreError {
   volumeOffset: number | undefined;
 }
 
+/** Bytes read from a data object, checked, with the CRC32C of each of their 4 KiB blocks if the object carries them. */
+export interface Checked {
+  data: Buffer;
+  sums: Buffer | null;
+}
+
+/** A check's outcome: bad is -1, or the first bad block; sums are the checked block sums ('crc32c' objects). */
+interface CheckResult {
+  data: Buffer;
+  bad: number;
+  sums?: Buffer;
+}
+
+function checked(result: CheckResult): Checked {
+  return { data: result.data, sums: result.sums ?? null };
+}
+
 export class ChunkObjects {
   /** Block sums or tags by "container/object", least recently used first. */
   private readonly sums = new Map<string, Buffer>();
@@ -86,6 +103,15 @@ export class ChunkObjects {
    * store checks an ETag) and not at all for a range, as formats 1 and 2 allow.
    */
   async read(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Buffer> {
+    return (await this.readWithSums(ref, chunk, chunkBytes, start, end, key)).data;
+  }
+
+  /**
+   * read(), and the CRC32C of each 4 KiB block of the bytes read when the
+   * object carries them ('crc32c' objects: the sums just checked, so a
+   * cache keeping the bytes need not compute them again); null otherwise.
+   */
+  async readWithSums(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Checked> {
     try {
       return await this.readCopy(ref, chunk, chunkBytes, start, end, key);
     } catch (err) {
@@ -109,7 +135,7 @@ export class ChunkObjects {
     start: number,
     end: number,
     key?: VolumeKey,
-  ): Promise<Buffer> {
+  ): Promise<Checked> {
     const name = dataObjectName(ref.generation, chunk);
     const bad: string[] = [];
     for (const copy of await mirror.copies(ref.container)) {
@@ -130,27 +156,27 @@ export class ChunkObjects {
   }
 
   /** read() from this store alone. */
-  private async readCopy(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Buffer> {
+  private async readCopy(ref: ChunkRef, chunk: number, chunkBytes: number, start: number, end: number, key?: VolumeKey): Promise<Checked> {
     const name = dataObjectName(ref.generation, chunk);
     const layout = ref.layout ?? 'plain';
     if (layout === 'plain') {
       const whole = start === 0 && end === chunkBytes;
-      return this.store.get(ref.container, name, whole ? undefined : { start, end });
+      return { data: await this.store.get(ref.container, name, whole ? undefined : { start, end }), sums: null };
     }
     if (start % BLOCK_SIZE !== 0 || (end % BLOCK_SIZE !== 0 && end !== chunkBytes)) {
       throw new Error(`read of ${ref.container}/${name} [${start}, ${end}): not whole blocks`);
     }
-    let check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number } | Promise<{ data: Buffer; bad: number }>;
+    let check: (data: Buffer, trailer: Buffer) => CheckResult | Promise<CheckResult>;
     if (layout === 'crc32c') {
-      check = (data, sums) => ({ data, bad: crc32c().verifyBlocks(data, BLOCK_SIZE, sums) });
+      check = (data, sums) => ({ data, sums, bad: crc32c().verifyBlocks(data, BLOCK_SIZE, sums) });
     } else {
       if (!key) throw new EngineError(`object ${ref.container}/${name} is encrypted: give the volume's key (--key-file or SWIFTVOL_KEY_FILE)`);
       check = (sealed, tags) => key.open(sealed, tags, ref.generation, chunk, start / BLOCK_SIZE);
     }
     const what = layout === 'crc32c' ? 'CRC32C check' : 'AES-GCM authentication';
     const first = await this.readChecked(ref.container, name, layout, chunkBytes, start, end, false, check);
-    if (first.bad < 0) return first.data;
-    let again: { data: Buffer; bad: number };
+    if (first.bad < 0) return checked(first);
+    let again: CheckResult;
     try {
       again = await this.readChecked(ref.container, name, layout, chunkBytes, start, end, true, check);
     } catch (err) {
@@ -159,7 +185,7 @@ export class ChunkObjects {
     }
     if (again.bad < 0) {
       mirrorOf(this.store)?.report(`${ref.container}/${name}: block ${start / BLOCK_SIZE + first.bad} failed its ${what} (${this.store.description}); read again, it passed`);
-      return again.data;
+      return checked(again);
     }
     throw new IntegrityError(ref.container, name, start / BLOCK_SIZE + again.bad, this.store.description, what);
   }
@@ -176,8 +202,8 @@ export class ChunkObjects {
     start: number,
     end: number,
     refetch: boolean,
-    check: (data: Buffer, trailer: Buffer) => { data: Buffer; bad: number } | Promise<{ data: Buffer; bad: number }>,
-  ): Promise<{ data: Buffer; bad: number }> {
+    check: (data: Buffer, trailer: Buffer) => CheckResult | Promise<CheckResult>,
+  ): Promise<CheckResult> {
     const key = `${container}/${name}`;
     const trailerBytes = blockSumsLength(chunkBytes, layout);
     const each = trailerBytes / Math.ceil(chunkBytes / BLOCK_SIZE);
