@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { THROUGHPUT_PARAMS } from '../src/daemon/tgtd.js';
+import { THROUGHPUT_PARAMS, tgtdEnvironment } from '../src/daemon/tgtd.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
 import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
@@ -239,7 +239,8 @@ class OwnTgtd {
       if (!fs.existsSync(`/var/run/tgtd/socket.${n}`) && !fs.existsSync(`/var/run/tgtd/socket.${n}.lock`)) control = n;
     }
     const port = await freePort();
-    const d = startDaemon('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=${HOST}:${port}`], logFile, process.env);
+    // as serve starts its own tgtd, and as README.swift.md asks of an operator's (it serves bs_rdwr's LUNs too)
+    const d = startDaemon('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=${HOST}:${port}`], logFile, tgtdEnvironment());
     await new Promise((r) => setTimeout(r, 50));
     if (d.pid < 0 || d.exited()) throw new BenchError(`tgtd did not start; see ${logFile}`);
     const tgtd = new OwnTgtd(d.pid, control, port);

@@ -181,6 +181,25 @@ export interface TgtdRecord {
   port: number;
 }
 
+/** glibc's mmap threshold in tgtd: 32 MiB, the most glibc allows (see tgtdEnvironment). */
+export const TGTD_MMAP_THRESHOLD = 32 * 1024 * 1024;
+
+/**
+ * The environment tgtd runs with: env, with glibc's malloc told to serve
+ * blocks up to 32 MiB from its heap. tgtd allocates each command's data
+ * buffer (valloc) and frees it at the end; over glibc's default threshold
+ * (128 KiB) every 1 MiB read was an mmap, page faults on the whole buffer
+ * and a munmap: a third of tgtd's CPU per cold MB (1.05-1.16 ms per MB by
+ * hand, 0.68-0.70 with this). An operator's own GLIBC_TUNABLES are kept,
+ * and win if they set the threshold themselves.
+ */
+export function tgtdEnvironment(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const own = env.GLIBC_TUNABLES ?? '';
+  if (/(^|:)glibc\.malloc\.mmap_threshold=/.test(own)) return env;
+  const ours = `glibc.malloc.mmap_threshold=${TGTD_MMAP_THRESHOLD}`;
+  return { ...env, GLIBC_TUNABLES: own === '' ? ours : `${own}:${ours}` };
+}
+
 /**
  * A tgtd of our own. It runs detached, with its output in a log file, so that
  * it keeps serving (and bs_swift keeps reconnecting) while the daemon is
@@ -204,7 +223,7 @@ export class Tgtd {
     const logFd = fs.openSync(options.logFile, 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn('tgtd', args, { stdio: ['ignore', logFd, logFd], detached: true });
+      child = spawn('tgtd', args, { stdio: ['ignore', logFd, logFd], detached: true, env: tgtdEnvironment() });
     } finally {
       fs.closeSync(logFd);
     }
