@@ -25,11 +25,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { THROUGHPUT_PARAMS, tgtdEnvironment } from '../src/daemon/tgtd.js';
+import { widenSmallHeapGrowth } from '../src/daemon/heap-growth.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
 import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
+
+// The raw client runs in this process: it gets serve's heap setting, so that the cold rows compare like with like.
+widenSmallHeapGrowth();
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');

@@ -1,13 +1,6 @@
-#!/usr/bin/env -S node --initial-old-space-size=64
+#!/usr/bin/env node
 // swiftvol: the command line. Usage errors exit 2, failures exit 1, both with
 // one line on stderr; a stack trace only with SWIFTVOL_DEBUG=1.
-//
-// --initial-old-space-size (a V8 flag Node refuses in NODE_OPTIONS, so it is
-// here): serve's heap is small (~12 MiB) while it moves ~200 MB/s of
-// buffers; with V8's default limits that small heap was marked 10 times a
-// second (67 mark-compacts in a 6 s cold read of 1 GiB), about a quarter of
-// serve's CPU per cold MB. With 64 MiB it is ~3 times a second (4.4 -> 3.3
-// ms per MB by hand; 128 MiB saved no more and peaked ~15 MiB higher).
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -695,6 +688,7 @@ function buildProgram(): Command {
       const metrics = opts.metrics ? new (await import('../daemon/metrics.js')).ServeMetrics() : undefined;
       const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log: (m, level) => log(m, { level }) }, { threads, meter: metrics && ((name) => metrics.storeMeter(name)) });
       const { Daemon } = await import('../daemon/daemon.js');
+      (await import('../daemon/heap-growth.js')).widenSmallHeapGrowth(); // for as long as the process serves
       const daemon = new Daemon({
         engine: await newEngine(store, global, cache),
         stateDir: global.stateDir,
