@@ -19,6 +19,7 @@ import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
+import { widenSmallHeapGrowth } from '../daemon/heap-growth.js';
 import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
@@ -688,7 +689,6 @@ function buildProgram(): Command {
       const metrics = opts.metrics ? new (await import('../daemon/metrics.js')).ServeMetrics() : undefined;
       const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log: (m, level) => log(m, { level }) }, { threads, meter: metrics && ((name) => metrics.storeMeter(name)) });
       const { Daemon } = await import('../daemon/daemon.js');
-      (await import('../daemon/heap-growth.js')).widenSmallHeapGrowth(); // for as long as the process serves
       const daemon = new Daemon({
         engine: await newEngine(store, global, cache),
         stateDir: global.stateDir,
@@ -822,6 +822,8 @@ async function isNamedFailure(err: unknown): Promise<boolean> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // serve, import, export, snapshot and verify move hundreds of MB/s of buffers through a small heap
+  widenSmallHeapGrowth();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
