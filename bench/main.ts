@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { THROUGHPUT_PARAMS, tgtdEnvironment } from '../src/daemon/tgtd.js';
-import { widenSmallHeapGrowth } from '../src/daemon/heap-growth.js';
+import { widenSmallHeapGrowth } from '../src/cli/heap-growth.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
 import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';

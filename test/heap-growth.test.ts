@@ -1,10 +1,10 @@
-// serve's heap growth while its heap is small (src/daemon/heap-growth.ts): the
+// A swiftvol process's heap growth while its heap is small (src/cli/heap-growth.ts): the
 // setting widens the growth of a small heap to about SMALL_HEAP_LIMIT and
 // leaves a larger one to V8. (Its effect on serve, mark-compacts and CPU per
 // cold MB, is measured by hand and by the bench's cold rows, not here.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SMALL_HEAP_LIMIT, growingPercent } from '../src/daemon/heap-growth.js';
+import { SMALL_HEAP_LIMIT, growingPercent } from '../src/cli/heap-growth.js';
 
 const MiB = 1024 * 1024;
 

@@ -19,7 +19,7 @@ import { formatSize, parseSize } from './sizes.js';
 import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
-import { widenSmallHeapGrowth } from '../daemon/heap-growth.js';
+import { widenSmallHeapGrowth } from './heap-growth.js';
 import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';

@@ -22,7 +22,7 @@ export interface Fetch {
  * Bytes of fetched data kept in memory after it reached the cache, for the
  * readers right behind a read-ahead (16 MiB read a cold stream as fast here
  * as 32 did, with a peak RSS ~10 MiB lower: serve's heap is marked less
- * often now, heap-growth.ts, so dead buffers wait longer to be freed).
+ * often now, src/cli/heap-growth.ts, so dead buffers wait longer to be freed).
  */
 const RECENT_BYTES = 16 * 1024 * 1024;
 

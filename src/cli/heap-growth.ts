@@ -10,7 +10,7 @@
 // V8's own sizing applies again (a gateway with many volumes keeps its usual
 // footprint).
 //
-// A runtime flag, set and reset here: --heap-growing-percent is read each
+// A runtime flag, set here and kept in step: --heap-growing-percent is read each
 // time V8 sets a new limit. (--initial-old-space-size works only at start,
 // and in the CLI's shebang it slowed every command's start by 20 to 90 ms;
 // this costs none, 143-145 ms for `--version` with and without here.)
@@ -29,20 +29,15 @@ export function growingPercent(used: number): number {
   return Math.floor(((SMALL_HEAP_LIMIT / used - 1) * 100) / STEP) * STEP;
 }
 
-/** Keeps the setting in step with the heap until the returned function is called (which restores V8's own sizing). */
-export function widenSmallHeapGrowth(): () => void {
+/** Keeps the setting in step with the heap for as long as the process runs. */
+export function widenSmallHeapGrowth(): void {
   let current = -1;
-  const apply = (percent: number): void => {
+  const check = (): void => {
+    const percent = growingPercent(v8.getHeapStatistics().used_heap_size);
     if (percent === current) return;
     v8.setFlagsFromString(`--heap-growing-percent=${percent}`);
     current = percent;
   };
-  const check = (): void => apply(growingPercent(v8.getHeapStatistics().used_heap_size));
   check();
-  const timer = setInterval(check, CHECK_MS);
-  timer.unref();
-  return () => {
-    clearInterval(timer);
-    apply(0);
-  };
+  setInterval(check, CHECK_MS).unref();
 }
