@@ -80,7 +80,13 @@ test('counters move by the bytes an initiator reads and writes', async () => {
   assert.ok(delta(s0, s1, 'swiftvol_store_bytes_total{store="swift",direction="received"}') >= 4 * MiB, 'at least that much came from Swift');
   assert.ok(delta(s0, s1, 'swiftvol_store_requests_total{store="swift",op="get",outcome="ok"}') >= 1);
   assert.ok(get(s1, 'swiftvol_volume_request_duration_seconds_count{volume="m1",op="read"}') >= 1);
-  assert.ok(get(s1, 'swiftvol_cache_bytes{kind="held"}') >= 4 * MiB, 'the read is in the gateway cache');
+  // the gateway cache is filled in the background, after the reply: it holds the read soon after
+  let held = get(s1, 'swiftvol_cache_bytes{kind="held"}');
+  for (const deadline = Date.now() + 10_000; held < 4 * MiB && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    held = get(await scrape(), 'swiftvol_cache_bytes{kind="held"}');
+  }
+  assert.ok(held >= 4 * MiB, `the read is in the gateway cache (${held} bytes held)`);
   assert.ok(get(s1, 'swiftvol_cache_bytes{kind="budget"}') > 0);
 
   // read again: hot (the gateway cache), nothing more from Swift for it
