@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage, sha256File } from './fixtures/files.js';
@@ -154,6 +155,41 @@ test('CHAP and initiator rules decide who logs in', async () => {
   assert.doesNotMatch(JSON.stringify(list), /correct-horse/, 'secrets are not shown');
   ok(['target', 'remove', 'fenced']);
   assert.notEqual((await inq(serve!.url('fenced'))).code, 0);
+});
+
+test('serve refuses a portal it cannot listen on, and leaves no tgtd behind', async () => {
+  const other = { ...env, SWIFTVOL_STATE_DIR: path.join(tmp.dir, 'state-portal') };
+  const tgtdsOn = (portal: string): number[] =>
+    fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && (() => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(`portal=${portal}`);
+      } catch {
+        return false;
+      }
+    })()).map(Number);
+  // taken by another process (here a plain TCP listener; tgtd alone would log its failed bind and run on)
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const taken = (holder.address() as net.AddressInfo).port;
+  try {
+    const r = swiftvolSync(['serve', '--portal', `127.0.0.1:${taken}`], other);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`portal 127\\.0\\.0\\.1:${taken} is in use by another process`));
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.deepEqual(tgtdsOn(`127.0.0.1:${taken}`), []);
+  } finally {
+    holder.close();
+  }
+  // taken by the tgtd of the serve that is running (from another state dir)
+  const r = swiftvolSync(['serve', '--portal', `127.0.0.1:${port}`], other);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /is in use by another process/);
+  assert.equal(tgtdsOn(`127.0.0.1:${port}`).length, 1, 'only the running serve\'s tgtd');
+  // not an address of this host
+  const away = swiftvolSync(['serve', '--portal', '192.0.2.1:3260'], other);
+  assert.equal(away.status, 1, away.stderr);
+  assert.match(away.stderr, /192\.0\.2\.1 is not an address of this host/);
+  assert.ok(!fs.existsSync(path.join(other.SWIFTVOL_STATE_DIR, 'run', 'tgtd.json')), 'no tgtd recorded');
 });
 
 test('target commands refuse bad input', () => {

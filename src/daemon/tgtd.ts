@@ -218,9 +218,14 @@ export class Tgtd {
   }
 
   static async start(options: TgtdOptions): Promise<Tgtd> {
+    // tgtd that cannot bind its portal only logs it and runs on, unreachable, while
+    // whatever holds the port answers in its place: so the port is tried first,
+    // and tgtd's log is read for the failed bind (the port taken meanwhile).
+    await checkPortalFree(options.host, options.port);
     const control = options.control ?? freeControlPort();
     const args = ['-f', '-C', String(control), '--iscsi', `portal=${options.host}:${options.port}`];
     const logFd = fs.openSync(options.logFile, 'a', 0o600);
+    const logStart = fs.fstatSync(logFd).size;
     let child: ChildProcess;
     try {
       child = spawn('tgtd', args, { stdio: ['ignore', logFd, logFd], detached: true, env: tgtdEnvironment() });
@@ -243,11 +248,17 @@ export class Tgtd {
       if (!isProcessAlive(tgtd.pid)) {
         throw new TgtError(`tgtd exited at start (is ${options.host}:${options.port} in use?): ${tail()}`);
       }
+      let up = false;
       try {
         await tgtd.admin.ping(5000);
-        if (await canConnect(options.host, options.port)) return tgtd;
+        up = await canConnect(options.host, options.port);
       } catch {
         // not up yet
+      }
+      if (up) {
+        if (!logSince(options.logFile, logStart).includes('failed to create/bind to portal')) return tgtd;
+        await tgtd.stop();
+        throw new TgtError(portalInUse(options.host, options.port));
       }
       if (Date.now() > deadline) {
         await tgtd.stop();
@@ -298,6 +309,42 @@ export class Tgtd {
       for (const f of [`/var/run/tgtd/socket.${this.record.control}`, `/var/run/tgtd/socket.${this.record.control}.lock`]) fs.rmSync(f, { force: true });
     })();
     return this.stopping;
+  }
+}
+
+function portalInUse(host: string, port: number): string {
+  return `portal ${host}:${port} is in use by another process: choose another --portal, or stop what listens there`;
+}
+
+/** Throws a TgtError if host:port cannot be listened on (taken, or not an address of this host). */
+async function checkPortalFree(host: string, port: number): Promise<void> {
+  const server = net.createServer();
+  const failed = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+    server.once('error', resolve);
+    server.listen({ host, port, exclusive: true }, () => resolve(null));
+  });
+  if (!failed) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return;
+  }
+  if (failed.code === 'EADDRINUSE') throw new TgtError(portalInUse(host, port));
+  if (failed.code === 'EADDRNOTAVAIL') throw new TgtError(`portal ${host}:${port}: ${host} is not an address of this host`);
+  throw new TgtError(`cannot listen on portal ${host}:${port}: ${failed.message}`);
+}
+
+/** What a log file gained after byte `start`. */
+function logSince(file: string, start: number): string {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const length = Math.max(0, fs.fstatSync(fd).size - start);
+      const buffer = Buffer.alloc(Math.min(length, 1 << 20));
+      return buffer.subarray(0, fs.readSync(fd, buffer, 0, buffer.length, start)).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
   }
 }
 
