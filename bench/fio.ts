@@ -14,6 +14,10 @@ export interface FioJob {
   /** Bytes to cover (default: the whole LUN). */
   size?: string;
   offset?: string;
+  /** Seed of the random offsets (fio's default is one fixed seed: every run reads the same blocks). */
+  seed?: number;
+  /** Also log each I/O's latency (fio's lat log), returned as FioResult.latenciesMs. */
+  latencies?: boolean;
 }
 
 export interface FioResult {
@@ -27,6 +31,8 @@ export interface FioResult {
   seconds: number;
   /** fio's own CPU use, percent of one core. */
   cpu: number;
+  /** Each I/O's total latency, ms, when the job asked for them. */
+  latenciesMs?: number[];
 }
 
 /** iscsi://HOST:PORT/IQN/LUN, as fio's filename= wants it (':' escaped). */
@@ -71,6 +77,10 @@ export async function runFio(fio: string, filename: string, job: FioJob, workDir
   if (job.ramp) args.push(`--ramp_time=${job.ramp}`);
   if (job.size) args.push(`--size=${job.size}`);
   if (job.offset) args.push(`--offset=${job.offset}`);
+  // (fio 3.33 ignores randseed unless randrepeat is off)
+  if (job.seed !== undefined) args.push('--randrepeat=0', `--randseed=${job.seed}`);
+  const latLog = path.join(workDir, `fio-${label}`);
+  if (job.latencies) args.push(`--write_lat_log=${latLog}`, '--log_avg_msec=0');
   const timeoutMs = ((job.runtime ?? 120) + (job.ramp ?? 0) + 60) * 1000;
   const r = await run(fio, args, { timeoutMs });
   let parsed: FioJson;
@@ -94,5 +104,23 @@ export async function runFio(fio: string, filename: string, job: FioJob, workDir
     ios: dir.total_ios,
     seconds: dir.runtime / 1000,
     cpu: (j.usr_cpu ?? 0) + (j.sys_cpu ?? 0),
+    ...(job.latencies ? { latenciesMs: readLatLog(`${latLog}_lat.1.log`) } : {}),
   };
+}
+
+/** fio's lat log ("msec, latency ns, direction, bs, offset" per I/O): the latencies, ms. */
+function readLatLog(file: string): number[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new BenchError(`fio wrote no latency log ${file}: ${(err as Error).message}`);
+  }
+  const out: number[] = [];
+  for (const line of text.split('\n')) {
+    const ns = Number(line.split(',')[1]);
+    if (line.trim() !== '' && Number.isFinite(ns)) out.push(ns / 1e6);
+  }
+  if (out.length === 0) throw new BenchError(`fio's latency log ${file} holds no I/O`);
+  return out;
 }
