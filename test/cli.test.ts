@@ -171,6 +171,16 @@ test('a config file with the Swift variables works like the environment', () => 
   assert.equal(viaEnv.status, 0, viaEnv.stderr);
   assert.equal(swiftvol(['--config', config, 'volume', 'delete', 'viaconfig'], env).status, 0);
   assertFails(swiftvol(['--config', path.join(tmp.dir, 'missing.env'), 'volume', 'list'], env), 1, /cannot read config file/);
+  // With Swift credentials in the environment too, the environment wins, and a file asked for is said to be left unread
+  // (it may name other stores, a mirror's): here one that would not even parse.
+  const other = path.join(tmp.dir, 'other.env');
+  fs.writeFileSync(other, 'not a setting\n');
+  for (const run of [swiftvol(['--config', other, 'volume', 'list'], swiftEnv(path.join(tmp.dir, 'config'))), swiftvol(['volume', 'list'], { ...swiftEnv(path.join(tmp.dir, 'config')), SWIFTVOL_CONFIG: other })]) {
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stderr, `swiftvol: config file ${other} is not read: the environment sets Swift credentials (ST_AUTH), which win\n`);
+  }
+  const quiet = swiftvol(['volume', 'list'], swiftEnv(path.join(tmp.dir, 'config')));
+  assert.equal(quiet.stderr, '', 'no file named: nothing to say');
 });
 
 test('an import killed midway leaves a volume that shows as incomplete, and delete removes it', async () => {

@@ -101,8 +101,13 @@ async function openLeaf(
   leafOptions: LeafOptions,
 ): Promise<{ store: ObjectStore; source: string; settings: NodeJS.ProcessEnv }> {
   const fromEnv = await swiftFrom(env, 'environment', leafOptions, 'swift');
-  if (fromEnv) return { store: fromEnv, source: 'environment', settings: env };
-  const file = configFile ?? env.SWIFTVOL_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  const named = configFile ?? env.SWIFTVOL_CONFIG;
+  if (fromEnv) {
+    // the environment wins (README); a file asked for by name is said to be left unread, as it may name other stores (a mirror)
+    if (named) mirror.log?.(`config file ${named} is not read: the environment sets Swift credentials (${env.ST_AUTH !== undefined ? 'ST_AUTH' : 'OS_AUTH_URL'}), which win`, 'warn');
+    return { store: fromEnv, source: 'environment', settings: env };
+  }
+  const file = named ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
     const config = readConfigFile(file);
     if (config.sections.size > 0) return { store: await mirrorFrom(config, file, env, mirror, leafOptions), source: file, settings: config.global };
