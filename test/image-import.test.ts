@@ -177,6 +177,29 @@ test('export --format qcow2 writes a sparse qcow2 of the volume', () => {
   const again = swiftvolSync(['export', 'to-qcow2', out, '--format', 'qcow2'], env);
   assert.equal(again.status, 1);
   assert.match(again.stderr, /exists; use --force/);
+  // where no image can be written: one line naming the file and why, nothing left behind
+  const ro = file('read-only');
+  fs.mkdirSync(ro);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro', 'tmpfs', ro]);
+  try {
+    for (const [target, args, why] of [
+      [path.join(tmp.dir, 'no-such-dir', 'x.raw'), [], /no directory .*no-such-dir$/],
+      [path.join(tmp.dir, 'no-such-dir', 'x.qcow2'), ['--format', 'qcow2'], /no directory .*no-such-dir$/],
+      ['/proc/x.raw', [], /no file can be made in \/proc$/],
+      [tmp.dir, ['--force'], /it is a directory$/],
+      [path.join(ro, 'x.raw'), [], /read-only file system$/],
+    ] as Array<[string, string[], RegExp]>) {
+      const r = swiftvolSync(['export', 'to-qcow2', target, ...args], env);
+      assert.equal(r.status, 1, `${target}: ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.ok(lines[0]!.startsWith(`swiftvol: cannot write image '${target}': `), r.stderr);
+      assert.match(lines[0]!, why);
+    }
+  } finally {
+    execFileSync('umount', [ro]);
+  }
+  assert.equal(fs.readdirSync(tmp.dir).filter((n) => n.includes('.swiftvol-')).length, 0, 'no temporary files left');
 });
 
 /** Token and storage URL of the test Swift's account. */

@@ -1,6 +1,7 @@
 // Raw image files on the local disk: the source of an import (an
 // ImageSource; src/image/ has the others) and the output of an export.
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { EngineError } from './engine-error.js';
 import { isAllZero } from './all-zero.js';
@@ -86,7 +87,11 @@ export class SparseImageWriter {
 
   constructor(private readonly file: string) {
     this.temp = `${file}.swiftvol-${process.pid}.tmp`;
-    this.fd = fs.openSync(this.temp, 'w', 0o644);
+    try {
+      this.fd = fs.openSync(this.temp, 'w', 0o644);
+    } catch (err) {
+      throw cannotWrite(file, err);
+    }
   }
 
   /** Writes data at position, leaving all-zero granules as holes. */
@@ -107,7 +112,12 @@ export class SparseImageWriter {
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     this.fd = null;
-    fs.renameSync(this.temp, this.file);
+    try {
+      fs.renameSync(this.temp, this.file);
+    } catch (err) {
+      fs.rmSync(this.temp, { force: true });
+      throw cannotWrite(this.file, err);
+    }
   }
 
   /** Removes the temporary file (after a failure); the target is untouched. */
@@ -121,4 +131,18 @@ export class SparseImageWriter {
     if (this.fd === null) throw new Error(`image ${this.file} is already finished`);
     return this.fd;
   }
+}
+
+/** Why an output image cannot be written, in the user's terms (its directory, its permissions). */
+function cannotWrite(file: string, err: unknown): EngineError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const dir = path.dirname(path.resolve(file));
+  const reason =
+    code === 'ENOENT' ? (fs.existsSync(dir) ? `no file can be made in ${dir}` : `no directory ${dir}`)
+    : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+    : code === 'EISDIR' ? 'it is a directory'
+    : code === 'EROFS' ? 'read-only file system'
+    : code === 'ENOSPC' ? 'no space left on the device'
+    : (err as Error).message;
+  return new EngineError(`cannot write image '${file}': ${reason}`);
 }
