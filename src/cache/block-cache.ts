@@ -22,6 +22,7 @@ import Database from 'better-sqlite3';
 import { promisify } from 'node:util';
 import { crc32c, overlayIo } from '../native/addons.js';
 import { OpenFiles } from './open-files.js';
+import { makeDirs } from '../os/make-dirs.js';
 
 const fsRead = promisify(fs.read);
 const fsWrite = promisify(fs.write);
@@ -80,7 +81,7 @@ export class BlockCache {
     readonly budget: number,
   ) {
     this.objectsDir = path.join(dir, 'objects');
-    fs.mkdirSync(this.objectsDir, { recursive: true });
+    makeDirs(this.objectsDir);
     this.db = new Database(path.join(dir, 'cache.db'));
     this.db.pragma('journal_mode = WAL');
     this.db.exec('CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, file TEXT NOT NULL, bits BLOB NOT NULL, sums BLOB NOT NULL, used INTEGER NOT NULL)');

@@ -22,6 +22,7 @@ import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetN
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
 import { widenSmallHeapGrowth } from './heap-growth.js';
 import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
+import { LocalPathError, makeDirs } from '../os/make-dirs.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/swiftvol';
 
@@ -156,7 +157,7 @@ async function newEngine(store: ObjectStore, opts: GlobalOptions, cache?: Gatewa
 
 /** The clean cache's budget when --cache-size is not given: a tenth of the state dir's filesystem. */
 function defaultCacheSize(stateDir: string): number {
-  fs.mkdirSync(stateDir, { recursive: true });
+  makeDirs(stateDir);
   const st = fs.statfsSync(stateDir);
   return Math.floor((st.bsize * st.blocks) / 10 / 4096) * 4096;
 }
@@ -815,7 +816,7 @@ function buildProgram(): Command {
 
 /** Whether err is a failure the code names (its message is for the user), not a bug. */
 async function isNamedFailure(err: unknown): Promise<boolean> {
-  if (err instanceof EngineError || err instanceof StoreError || err instanceof FormatError || err instanceof TargetSpecError) return true;
+  if (err instanceof EngineError || err instanceof StoreError || err instanceof FormatError || err instanceof TargetSpecError || err instanceof LocalPathError) return true;
   // already loaded if the command could throw one of these; imported here otherwise
   const [{ ConfigError }, { TgtError }, { NativeAddonError }] = await Promise.all([
     import('../config/store-config.js'),

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { EngineError } from '../engine/engine-error.js';
+import { makeDirs } from '../os/make-dirs.js';
 
 export type ControlRequest =
   | { op: 'target.add'; volume: string; allow: string[]; chap?: { user: string; secret: string }; iqnPrefix: string }
@@ -69,7 +70,7 @@ export function sendControl(stateDir: string, request: ControlRequest, timeoutMs
 /** Serves control requests; handler errors become { ok: false, error }. */
 export async function listenControl(stateDir: string, handler: (request: ControlRequest) => Promise<unknown>): Promise<net.Server> {
   const socketPath = controlSocketPath(stateDir);
-  fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+  makeDirs(path.dirname(socketPath), 0o700);
   // allowHalfOpen: the client ends its side after the request and still awaits the reply.
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     let data = '';

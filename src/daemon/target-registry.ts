@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { makeDirs } from '../os/make-dirs.js';
 
 export const DEFAULT_IQN_PREFIX = 'iqn.2026-11.org.swiftvol';
 
@@ -90,7 +91,7 @@ export class TargetRegistry {
   }
 
   private save(targets: TargetSpec[]): void {
-    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    makeDirs(path.dirname(this.file), 0o700);
     const temp = `${this.file}.${process.pid}.tmp`;
     const sorted = [...targets].sort((a, b) => a.volume.localeCompare(b.volume));
     fs.writeFileSync(temp, JSON.stringify({ version: 1, targets: sorted }, null, 2) + '\n', { mode: 0o600 });

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { EngineError } from './engine-error.js';
 import { isProcessAlive } from './processes.js';
+import { makeDirs } from '../os/make-dirs.js';
 
 export class StateDir {
   constructor(readonly root: string) {}
@@ -27,7 +28,7 @@ export class StateDir {
    */
   lock(name: string, purpose: string): () => void {
     const dir = path.join(this.root, 'locks');
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     const file = path.join(dir, `${name}.lock`);
     const content = JSON.stringify({ pid: process.pid, purpose, since: new Date().toISOString() });
     for (let attempt = 0; attempt < 2; attempt++) {

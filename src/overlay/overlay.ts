@@ -21,6 +21,7 @@ import Database from 'better-sqlite3';
 import { BLOCK_SIZE, VersionTable } from '../format/volume-format.js';
 import { countAndNot, countBits, popcount8, testBit } from './bitmap.js';
 import { DirectMap, type DirectIoCounters } from './direct-map.js';
+import { makeDirs } from '../os/make-dirs.js';
 
 const fdatasync = promisify(fs.fdatasync);
 const fsWrite = promisify(fs.write);
@@ -167,7 +168,7 @@ export class Overlay {
 
   /** Opens (creating if needed) the overlay in dir. An existing one must have the same geometry. */
   static open(dir: string, geometry: OverlayGeometry): Overlay {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     const db = new Database(path.join(dir, 'state.db'));
     try {
       db.pragma('journal_mode = WAL');

@@ -10,6 +10,7 @@ import { link, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } fr
 import { join } from 'node:path';
 import { StoreError, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type StoreConsistency } from './object-store.js';
 import { checkContainerName, checkObjectName, checkRange, compareNames, isHexMd5 } from './names.js';
+import { makeDirs } from '../os/make-dirs.js';
 
 const MAGIC = Buffer.from('SWVOBJ1\n', 'latin1'); // 8 bytes
 /** magic (8) | MD5 (16) | data length, u64 LE (8) */
@@ -138,7 +139,7 @@ export class FileStore implements ObjectStore {
   async createContainer(container: string): Promise<void> {
     const dir = this.containerDir(container);
     try {
-      await mkdir(this.root, { recursive: true });
+      makeDirs(this.root);
       await mkdir(dir);
       await fsyncDir(this.root);
     } catch (err) {
