@@ -129,6 +129,17 @@ test('the wrong key and no key are refused with a clear error and read nothing; 
   assert.equal(none.status, 1);
   assert.match(none.stderr, /^swiftvol: volume 'kid' is encrypted: give its key with --key-file FILE or SWIFTVOL_KEY_FILE$/m);
   assert.equal(fs.existsSync(out), false);
+  // a clone with the wrong key or none is refused by its parent's key check, and nothing is created
+  const wrongClone = cli(['clone', 'sealed@s1', 'kid2'], { ...elsewhere, SWIFTVOL_KEY_FILE: wrongKeyFile });
+  assert.equal(wrongClone.status, 1);
+  assert.match(wrongClone.stderr, /^swiftvol: the key given is not the key of volume 'sealed' \(its key check does not match\)$/m);
+  const noKeyClone = cli(['clone', 'sealed@s1', 'kid2'], { ...elsewhere, SWIFTVOL_KEY_FILE: '' });
+  assert.equal(noKeyClone.status, 1);
+  assert.match(noKeyClone.stderr, /^swiftvol: volume 'sealed' is encrypted: give its key with --key-file FILE or SWIFTVOL_KEY_FILE$/m);
+  assert.equal(cli(['volume', 'info', 'kid2'], elsewhere).status, 1, 'no volume kid2');
+  const missing = cli(['volume', 'info', 'sealed'], { SWIFTVOL_KEY_FILE: path.join(tmp.dir, 'no-such.key') });
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /^swiftvol: key file .*no-such\.key does not exist$/m);
   const short = path.join(tmp.dir, 'short.key');
   fs.writeFileSync(short, 'too short');
   const bad = cli(['volume', 'info', 'sealed'], { SWIFTVOL_KEY_FILE: short });

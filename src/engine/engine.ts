@@ -507,9 +507,10 @@ export class Engine {
     const release = this.state.lock(name, 'clone');
     try {
       await this.refuseExisting(name);
-      // a clone reads its parent's objects: it has the parent's encryption (and key)
-      const { encryption } = await this.catalog.requireMetadata(source);
-      const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq }, encryption);
+      // a clone reads its parent's objects: it has the parent's encryption (and key), checked before anything is written
+      const parent = await this.catalog.requireMetadata(source);
+      this.keyFor(parent);
+      const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq }, parent.encryption);
       let table: VersionTable;
       try {
         table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'clone', from: from.chunks });

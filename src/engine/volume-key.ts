@@ -33,7 +33,9 @@ export class VolumeKey {
     try {
       data = fs.readFileSync(file);
     } catch (err) {
-      throw new EngineError(`cannot read key file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new EngineError(`key file ${file} does not exist`);
+      throw new EngineError(`cannot read key file ${file}: ${code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (code ?? (err as Error).message)}`);
     }
     const text = data.toString('latin1').trim();
     if (/^[0-9a-fA-F]{64}$/.test(text)) return new VolumeKey(Buffer.from(text, 'hex'));
