@@ -106,6 +106,7 @@ test('usage errors exit 2 with one line', () => {
   const env = swiftEnv(path.join(tmp.dir, 'usage'));
   assertFails(swiftvol(['volume', 'create', 'v1', '--size', '10X'], env), 2, /'10X' is not a size/);
   assertFails(swiftvol(['volume', 'create', 'v1', '--size', 'ten'], env), 2, /'ten' is not a size/);
+  assertFails(swiftvol(['volume', 'create', 'v1', '--size', '99999999999T'], env), 2, /'99999999999T' is too large \(at most 9007199254740991 bytes\)/);
   assertFails(swiftvol(['volume', 'create', 'v1', '--size', '1G', '--object-size', '3M'], env), 2, /power of two/);
   assertFails(swiftvol(['volume', 'create', 'v1', '--size', '1G', '--object-size', '128M'], env), 2, /power of two from 1M to 64M/);
   assertFails(swiftvol(['volume', 'create', 'v1', '--size', '1000'], env), 2, /multiple of 512/);
@@ -159,6 +160,33 @@ test('an unreachable Swift gives a clear error after the retry budget, without h
   assertFails(r, 1, /unreachable/);
   assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${port}`));
   assert.ok(Date.now() - started < 110_000, 'it gave up on its own');
+});
+
+test("a volume larger than a file can be on the state dir's file system is refused before anything is written", () => {
+  const stateDir = path.join(tmp.dir, 'huge');
+  const env = swiftEnv(stateDir);
+  const size = 2 ** 50; // 1 PiB: more than ext4 allows a file (16 TiB), less than xfs or tmpfs do
+  fs.mkdirSync(stateDir, { recursive: true });
+  const probe = path.join(stateDir, 'probe');
+  const fd = fs.openSync(probe, 'w');
+  let fits = true;
+  try {
+    fs.ftruncateSync(fd, size);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EFBIG') throw err;
+    fits = false;
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(probe);
+  }
+  const r = swiftvol(['volume', 'create', 'huge', '--size', '1P'], env);
+  if (fits) {
+    assert.equal(r.status, 0, `this file system holds a 1 PiB sparse file, so the volume is made: ${r.stderr}`);
+    assert.equal(swiftvol(['volume', 'delete', 'huge'], env).status, 0);
+  } else {
+    assertFails(r, 1, /^swiftvol: a volume of 1125899906842624 bytes \(1024\.0 TiB\) is larger than a file can be on the file system of /);
+    assertFails(swiftvol(['volume', 'info', 'huge'], env), 1, /volume 'huge' does not exist/);
+  }
 });
 
 test('a config file with the Swift variables works like the environment', () => {

@@ -5,6 +5,7 @@ export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
   if (!m) throw new Error(`'${text}' is not a size (examples: 10G, 512M, 1048576)`);
   const value = Number(m[1]) * UNITS[m[2]!.toUpperCase()]!;
+  if (value > Number.MAX_SAFE_INTEGER) throw new Error(`'${text}' is too large (at most ${Number.MAX_SAFE_INTEGER} bytes)`);
   if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`'${text}' is not a whole positive number of bytes`);
   return value;
 }

@@ -152,6 +152,7 @@ export class Engine {
     const release = this.state.lock(name, 'volume create');
     try {
       await this.refuseExisting(name);
+      this.state.checkRoomFor(size);
       const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
       const table = await new VersionWriter(this.store, this.catalog, meta, this.keyFor(meta)).write({ kind: 'create', from: new Map() });
       await this.createLocalState(meta.uuid, table);
@@ -194,6 +195,7 @@ export class Engine {
       await this.refuseExisting(name);
       release = this.state.lock(name, 'import');
       await this.refuseExisting(name);
+      this.state.checkRoomFor(size);
       const meta = await this.catalog.begin(name, size, objectSize, undefined, encryption);
       begun = true;
       let done = 0;
@@ -270,6 +272,7 @@ export class Engine {
         const latest = await this.catalog.latestVersion(name);
         await checkAttach(this.store, name, latest?.seq ?? null, options.force ?? false);
         if (!latest) throw new EngineError(`volume '${name}' is incomplete (an interrupted import?); delete it and import again`);
+        this.state.checkRoomFor(meta.size);
         await this.createLocalState(meta.uuid, latest);
       }
       const overlay = Overlay.open(this.state.volumeDir(name), meta);
@@ -510,6 +513,7 @@ export class Engine {
       // a clone reads its parent's objects: it has the parent's encryption (and key), checked before anything is written
       const parent = await this.catalog.requireMetadata(source);
       this.keyFor(parent);
+      this.state.checkRoomFor(from.size);
       const meta = await this.catalog.begin(name, from.size, from.objectSize, { volume: source, snapshot, seq: from.seq }, parent.encryption);
       let table: VersionTable;
       try {

@@ -23,6 +23,30 @@ export class StateDir {
   }
 
   /**
+   * Throws an EngineError if a file of `size` bytes cannot be made here: a
+   * volume's overlay is a sparse file of its size, and file systems bound a
+   * file's size (ext4 at 16 TiB). Checked before a volume is written to the
+   * store, so that a size this gateway cannot hold changes nothing.
+   */
+  checkRoomFor(size: number): void {
+    makeDirs(this.root, 0o700);
+    const probe = path.join(this.root, `.size-probe-${process.pid}`);
+    const fd = fs.openSync(probe, 'w', 0o600);
+    try {
+      fs.ftruncateSync(fd, Math.ceil(size / 4096) * 4096);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EFBIG') throw err;
+      throw new EngineError(
+        `a volume of ${size} bytes (${(size / 2 ** 40).toFixed(1)} TiB) is larger than a file can be on the file system of ${this.root}, ` +
+          "where its overlay is a sparse file of the volume's size: use a smaller size, or a state dir on a file system that allows it (ext4 stops at 16 TiB, xfs at 8 EiB)",
+      );
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(probe, { force: true });
+    }
+  }
+
+  /**
    * Takes the volume's lock, or fails naming the process that holds it. A
    * lock whose process is gone is taken over. Returns the release function.
    */
