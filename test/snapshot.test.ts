@@ -213,7 +213,7 @@ test('rollback restores a snapshot byte for byte, and is refused while served or
   const good = path.join(tmp.dir, 'good.raw');
   ok(['export', 'vol@good', good]);
   await qemuIoOk(serve!.url('vol'), ['write -P 0x99 0 6M', 'write -P 0x98 30M 1M', 'flush']);
-  fails(['snapshot', 'rollback', 'vol', 'good'], 1, /being served/);
+  fails(['snapshot', 'rollback', 'vol', 'good'], 1, /^swiftvol: cannot roll back volume 'vol': it is being served \(swiftvol serve\); run 'swiftvol target remove vol' first$/m);
   ok(['target', 'remove', 'vol']);
   fails(['snapshot', 'rollback', 'vol', 'good'], 1, /written since its last snapshot; --force/);
   fails(['snapshot', 'rollback', 'vol', 'nosuch', '--force'], 1, /has no snapshot 'nosuch'/);

@@ -242,7 +242,7 @@ function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
 async function refuseServed(program: Command, name: string, what: string): Promise<void> {
   const served = await servedVolumes(program.opts<GlobalOptions>().stateDir);
   if (served?.has(name)) {
-    throw new EngineError(`volume '${name}' is being served (swiftvol serve): cannot ${what} it; run 'swiftvol target remove ${name}' first`);
+    throw new EngineError(`cannot ${what} volume '${name}': it is being served (swiftvol serve); run 'swiftvol target remove ${name}' first`);
   }
 }
 
