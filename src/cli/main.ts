@@ -4,7 +4,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
-import path from 'node:path';
 import os from 'node:os';
 import type { Engine, Progress, VolumeInfo } from '../engine/engine.js';
 import type { GatewayCache } from '../engine/gateway-cache.js';
@@ -409,15 +408,12 @@ function buildProgram(): Command {
       const bar = progressBar('export');
       const abort = abortOnSignals();
       if (!opts.force && fs.existsSync(file)) throw new EngineError(`'${file}' exists; use --force to replace it`);
-      // said of the file asked for (the writer would name a temporary file beside it)
-      const dir = path.dirname(path.resolve(file));
-      if (!fs.existsSync(dir)) throw new EngineError(`cannot write image '${file}': no directory ${dir}`);
       // another format: a sparse raw image first (beside the target), converted by qemu-img
       const raw = opts.format === 'raw' ? file : `${file}.swiftvol-${process.pid}.raw`;
       const converted = `${file}.swiftvol-${process.pid}.${opts.format}`;
       try {
         await withEngine(program, (engine) =>
-          engine.exportVolume(ref.volume, raw, { ...opts, force: true, snapshot: ref.snapshot, onProgress: bar.onProgress, signal: abort.signal }),
+          engine.exportVolume(ref.volume, raw, { ...opts, force: true, snapshot: ref.snapshot, onProgress: bar.onProgress, signal: abort.signal, shownAs: file }),
         );
         bar.stop();
         if (raw !== file) {

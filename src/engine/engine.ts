@@ -83,6 +83,8 @@ export interface ExportOptions {
   concurrency?: number;
   onProgress?: Progress;
   signal?: AbortSignal;
+  /** The image errors name: the file asked for, where FILE is a temporary beside it (another format, converted after). */
+  shownAs?: string;
 }
 
 export interface VolumeInfo extends Omit<VolumeSummary, 'parent'> {
@@ -297,7 +299,7 @@ export class Engine {
     if (!options.force && fs.existsSync(file)) throw new EngineError(`'${file}' exists; use --force to replace it`);
     const volume = await this.openForReading(name, options.snapshot);
     try {
-      const output = new SparseImageWriter(file);
+      const output = new SparseImageWriter(file, options.shownAs);
       try {
         let done = 0;
         options.onProgress?.(0, volume.size);

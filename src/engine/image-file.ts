@@ -85,12 +85,16 @@ export class SparseImageWriter {
   private readonly temp: string;
   private fd: number | null;
 
-  constructor(private readonly file: string) {
+  constructor(
+    private readonly file: string,
+    /** The name its errors give it (the file asked for, when `file` is a temporary in the same directory). */
+    private readonly shownAs = file,
+  ) {
     this.temp = `${file}.swiftvol-${process.pid}.tmp`;
     try {
       this.fd = fs.openSync(this.temp, 'w', 0o644);
     } catch (err) {
-      throw cannotWrite(file, err);
+      throw cannotWrite(shownAs, err);
     }
   }
 
@@ -116,7 +120,7 @@ export class SparseImageWriter {
       fs.renameSync(this.temp, this.file);
     } catch (err) {
       fs.rmSync(this.temp, { force: true });
-      throw cannotWrite(this.file, err);
+      throw cannotWrite(this.shownAs, err);
     }
   }
 
