@@ -10,7 +10,7 @@ import { onEachStore } from './fixtures/stores.js';
 import { writeImage } from './fixtures/files.js';
 import { Engine } from '../src/engine/engine.js';
 import { PassThroughStore } from '../src/store/pass-through-store.js';
-import type { ByteRange, ObjectStore } from '../src/store/object-store.js';
+import type { ReadRange, ObjectStore } from '../src/store/object-store.js';
 import { CHILDREN_PREFIX, METADATA_OBJECT, containerName, volumeNameOfContainer } from '../src/format/volume-format.js';
 
 const MiB = 1024 * 1024;
@@ -21,7 +21,7 @@ class ReadLog extends PassThroughStore {
   constructor(inner: ObjectStore) {
     super(inner);
   }
-  override get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  override get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     this.gets.push({ container, name });
     return super.get(container, name, range);
   }

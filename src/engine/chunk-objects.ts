@@ -10,7 +10,7 @@
 // A range is fetched with the sums of its blocks: in the same GET when it
 // runs to the end of the chunk (the sums follow it), else from a small cache
 // of sums by object (objects are write-once, so cached sums never go stale),
-// fetched alongside on a miss. A block that fails its check is fetched again
+// fetched in the same GET on a miss (a request for two ranges). A block that fails its check is fetched again
 // once, sums included; a second failure is an IntegrityError naming the
 // object, the block and the store.
 import { crc32c } from '../native/addons.js';
@@ -220,7 +220,11 @@ export class ChunkObjects {
       entries = got.subarray(end - start + firstEntry);
       if (start === 0 && !cached) this.remember(key, got.subarray(chunkBytes));
     } else {
-      const [got, all] = await Promise.all([this.store.get(container, name, { start, end }), cached ?? this.trailer(container, name, chunkBytes, trailerBytes, refetch)]);
+      const shared = cached ?? (refetch ? undefined : this.trailerGets.get(key));
+      let got: Buffer;
+      let all: Buffer;
+      if (shared) [got, all] = await Promise.all([this.store.get(container, name, { start, end }), shared]);
+      else [got, all] = await this.withTrailer(container, name, start, end, chunkBytes, trailerBytes, refetch);
       if (all.length !== trailerBytes) throw new StoreError('checksum', `object ${key} returned ${all.length} bytes of its block trailer, not ${trailerBytes} (${this.store.description})`);
       data = got;
       entries = all.subarray(firstEntry, endEntry);
@@ -233,20 +237,30 @@ export class ChunkObjects {
     return result;
   }
 
-  /** An object's trailer: one GET shared by the readers of that object that miss the cache at once (a fresh one when `refetch`). */
-  private trailer(container: string, name: string, chunkBytes: number, trailerBytes: number, refetch: boolean): Promise<Buffer> {
+  /**
+   * Bytes [start, end) and the object's whole trailer, in one GET of two
+   * ranges (a second, parallel GET of the trailer would cost the store a
+   * request as dear as the read's). The trailer is shared with the readers
+   * of that object that miss the cache meanwhile (not when `refetch`: a
+   * read again after a bad check wants fresh sums for itself).
+   */
+  private async withTrailer(container: string, name: string, start: number, end: number, chunkBytes: number, trailerBytes: number, refetch: boolean): Promise<[Buffer, Buffer]> {
     const key = `${container}/${name}`;
-    const shared = refetch ? undefined : this.trailerGets.get(key);
-    if (shared) return shared;
-    const get = this.store.get(container, name, { start: chunkBytes, end: chunkBytes + trailerBytes });
+    const both = this.store.get(container, name, [
+      { start, end },
+      { start: chunkBytes, end: chunkBytes + trailerBytes },
+    ]);
     if (!refetch) {
-      this.trailerGets.set(key, get);
+      const trailer = both.then((got) => got.subarray(end - start));
+      this.trailerGets.set(key, trailer);
       const done = (): void => {
-        if (this.trailerGets.get(key) === get) this.trailerGets.delete(key);
+        if (this.trailerGets.get(key) === trailer) this.trailerGets.delete(key);
       };
-      get.then(done, done);
+      trailer.then(done, done);
     }
-    return get;
+    const got = await both;
+    if (got.length !== end - start + trailerBytes) throw new StoreError('checksum', `object ${key} returned ${got.length} bytes for ranges of ${end - start} and ${trailerBytes} bytes (${this.store.description})`);
+    return [got.subarray(0, end - start), got.subarray(end - start)];
   }
 
   private remember(key: string, sums: Buffer): void {

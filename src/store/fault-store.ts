@@ -6,7 +6,7 @@
 // store's: a fault makes a call fail, never lets two conditional puts win.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StoreError, type ByteRange, type StoreErrorKind } from './object-store.js';
+import { StoreError, type ReadRange, type StoreErrorKind } from './object-store.js';
 import { PassThroughStore, type StoreOp } from './pass-through-store.js';
 
 export type { StoreOp } from './pass-through-store.js';
@@ -62,8 +62,8 @@ export class FaultStore extends PassThroughStore {
 
   /**
    * The next `count` successful gets (of objects whose names match `names`,
-   * all when absent) return data with one byte flipped: corruption in
-   * transit, above the store's own checks.
+   * all when absent) return data with one byte flipped (in each range, of a
+   * get of several): corruption in transit, above the store's own checks.
    */
   corruptNextGets(count: number, names?: RegExp): void {
     this.corruptGets += count;
@@ -106,14 +106,19 @@ export class FaultStore extends PassThroughStore {
     return result;
   }
 
-  override async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  override async get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     const data = await super.get(container, name, range);
     if (this.corruptGets > 0 && (this.corruptNames === null || this.corruptNames.test(name))) {
       this.corruptGets--;
       // A copy: the inner store may hand out a buffer it keeps.
       if (data.length === 0) return Buffer.from([0]);
       const bad = Buffer.from(data);
-      bad[bad.length >> 1] ^= 0xff;
+      // the middle byte of each range asked for (of several: the data, and what checks it)
+      let at = 0;
+      for (const r of range && !('start' in range) ? range : [{ start: 0, end: data.length }]) {
+        bad[at + ((r.end - r.start) >> 1)] ^= 0xff;
+        at += r.end - r.start;
+      }
       return bad;
     }
     return data;

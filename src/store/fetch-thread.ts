@@ -2,14 +2,14 @@
 // stores it is told of and runs their GETs, handing each body back by
 // transfer, not copy.
 import { parentPort } from 'node:worker_threads';
-import { StoreError, type ByteRange, type StoreErrorKind } from './object-store.js';
+import { StoreError, type ReadRange, type StoreErrorKind } from './object-store.js';
 import { swiftStoreFromEnv, type SwiftStore } from './swift-store.js';
 import type { StoreSpec } from './threaded-store.js';
 
 export type FetchRequest =
   | { op: 'open'; store: number; spec: StoreSpec }
   | { op: 'close'; store: number }
-  | { op: 'get'; id: number; store: number; container: string; name: string; range: ByteRange | undefined };
+  | { op: 'get'; id: number; store: number; container: string; name: string; range: ReadRange | undefined };
 
 export type FetchReply =
   | { id: number; ok: true; buffer: ArrayBuffer; offset: number; length: number }

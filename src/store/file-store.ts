@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StoreError, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type StoreConsistency } from './object-store.js';
+import { StoreError, rangeLength, rangesOf, type ObjectInfo, type ObjectStore, type PutOptions, type ReadRange, type StoreConsistency } from './object-store.js';
 import { checkContainerName, checkObjectName, checkRange, compareNames, isHexMd5 } from './names.js';
 import { makeDirs } from '../os/make-dirs.js';
 
@@ -245,7 +245,7 @@ export class FileStore implements ObjectStore {
     return { etag: md5 };
   }
 
-  async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  async get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     const file = this.objectFile(container, name);
     const what = `${container}/${name}`;
     if (range) checkRange(range);
@@ -259,12 +259,17 @@ export class FileStore implements ObjectStore {
     try {
       const header = await this.readHeader(fh, what);
       if (range) {
-        if (range.end > header.size) {
-          throw new StoreError('invalid', `range [${range.start}, ${range.end}) is past the end of ${what} (${header.size} bytes)`);
+        const buf = Buffer.allocUnsafe(rangeLength(range));
+        let at = 0;
+        for (const r of rangesOf(range)) {
+          if (r.end > header.size) {
+            throw new StoreError('invalid', `range [${r.start}, ${r.end}) is past the end of ${what} (${header.size} bytes)`);
+          }
+          const part = buf.subarray(at, at + r.end - r.start);
+          const n = await readFully(fh, part, HEADER_SIZE + r.start);
+          if (n !== part.length) throw new StoreError('checksum', `${what}: object file is shorter than its header says`);
+          at += part.length;
         }
-        const buf = Buffer.allocUnsafe(range.end - range.start);
-        const n = await readFully(fh, buf, HEADER_SIZE + range.start);
-        if (n !== buf.length) throw new StoreError('checksum', `${what}: object file is shorter than its header says`);
         return buf;
       }
       const buf = Buffer.allocUnsafe(header.size);

@@ -3,7 +3,7 @@
 // It knows nothing of Prometheus: serve's metrics (src/daemon/metrics.ts)
 // are one meter. serve puts one around each leaf store, so a mirror's
 // members are counted apart.
-import { StoreError, type ByteRange, type ObjectStore, type PutOptions } from './object-store.js';
+import { StoreError, type ReadRange, type ObjectStore, type PutOptions } from './object-store.js';
 import { PassThroughStore, type StoreOp } from './pass-through-store.js';
 
 export interface StoreRequest {
@@ -35,7 +35,7 @@ export class MeteredStore extends PassThroughStore {
     return this.measure('put', () => this.inner.put(container, name, data, options), data.length, () => 0);
   }
 
-  override get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  override get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     return this.measure('get', () => this.inner.get(container, name, range), 0, (data) => data.length);
   }
 

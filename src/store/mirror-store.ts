@@ -17,7 +17,7 @@
 // says how far a member is: a member whose latest commit is older than the
 // newest is behind; two members holding different objects under one commit
 // name are in split brain, which is reported and never merged.
-import { StoreError, isNotFound, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type StoreConsistency } from './object-store.js';
+import { StoreError, isNotFound, type ReadRange, type ObjectInfo, type ObjectStore, type PutOptions, type StoreConsistency } from './object-store.js';
 import { checkContainerName, checkObjectName, compareNames } from './names.js';
 
 export const MIRROR_PREFIX = 'mirror/';
@@ -599,7 +599,7 @@ export class MirrorStore implements ObjectStore {
     });
   }
 
-  get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     return this.readAny(container, name, `a read of ${name}`, (s) => s.get(container, name, range));
   }
 

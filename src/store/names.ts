@@ -1,7 +1,7 @@
 // Name and range checks shared by the stores, so every store refuses the same
 // inputs with StoreError('invalid') instead of each failing in its own way.
 
-import { StoreError, type ByteRange } from './object-store.js';
+import { StoreError, type ByteRange, type ReadRange } from './object-store.js';
 
 // Swift's defaults (constraints.py): container names up to 256 bytes, object
 // names up to 1024 bytes, both as UTF-8.
@@ -53,11 +53,25 @@ export function checkObjectName(name: string): void {
   }
 }
 
-/** Checks a [start, end) range; an empty range (start === end) is allowed. */
-export function checkRange(range: ByteRange): void {
-  const { start, end } = range;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
-    throw new StoreError('invalid', `bad byte range [${start}, ${end})`);
+/**
+ * Checks a [start, end) range, where an empty range (start === end) is
+ * allowed; or a list of ranges: not empty, none empty, ascending and disjoint.
+ */
+export function checkRange(range: ReadRange): void {
+  const one = (r: ByteRange): void => {
+    const { start, end } = r;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+      throw new StoreError('invalid', `bad byte range [${start}, ${end})`);
+    }
+  };
+  if ('start' in range) return one(range);
+  if (range.length === 0) throw new StoreError('invalid', 'an empty list of byte ranges');
+  let last = 0;
+  for (const r of range) {
+    one(r);
+    if (r.start === r.end) throw new StoreError('invalid', `an empty byte range [${r.start}, ${r.end}) in a list of ranges`);
+    if (r.start < last) throw new StoreError('invalid', `byte range [${r.start}, ${r.end}) overlaps or precedes the one before it`);
+    last = r.end;
   }
 }
 

@@ -8,6 +8,26 @@ export interface ByteRange {
   end: number;
 }
 
+/**
+ * What a get reads: one range, or several of one object (ascending, not
+ * overlapping, none empty), which a store fetches in one request where it can
+ * (Swift: one GET with a multi-range header); their bytes come back
+ * concatenated, in order.
+ */
+export type ReadRange = ByteRange | readonly ByteRange[];
+
+/** The ranges of a ReadRange, as a list. */
+export function rangesOf(range: ReadRange): readonly ByteRange[] {
+  return 'start' in range ? [range] : range;
+}
+
+/** How many bytes a ReadRange reads. */
+export function rangeLength(range: ReadRange): number {
+  let n = 0;
+  for (const r of rangesOf(range)) n += r.end - r.start;
+  return n;
+}
+
 export interface ObjectInfo {
   name: string;
   size: number;
@@ -148,15 +168,18 @@ export interface ObjectStore {
   /**
    * Reads the whole object, or the bytes [start, end) of it (an empty range
    * reads nothing but still checks that the object exists and that start is
-   * not past its end). Returns exactly the bytes asked for. A whole read is
+   * not past its end), or those of several ranges of it (ReadRange), in one
+   * request where the store can. Returns exactly the bytes asked for. A whole read is
    * verified against the ETag: 'checksum' when the stored bytes do not match
    * it (a ranged read is not: callers check ranges with their own sums), or
    * when the store hands back other bytes than were asked for. Errors besides:
    * 'not-found' if the object or its container
    * is absent; 'invalid' for a range with start > end, a negative or
-   * non-integer bound, or end past the end of the object.
+   * non-integer bound, or end past the end of the object, and for a list of
+   * ranges that is empty, holds an empty range, or is not ascending and
+   * disjoint.
    */
-  get(container: string, name: string, range?: ByteRange): Promise<Buffer>;
+  get(container: string, name: string, range?: ReadRange): Promise<Buffer>;
   /** The object's name, size and ETag, or null if it (or its container) is absent. Reads no data. */
   head(container: string, name: string): Promise<ObjectInfo | null>;
   /** Deletes the object; an absent object (or container) is not an error. */

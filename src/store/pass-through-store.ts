@@ -9,7 +9,7 @@
 // changes what a conditional put promises (one that retries puts, say) must
 // override `consistency` and say why.
 
-import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, StoreConsistency } from './object-store.js';
+import type { ReadRange, ObjectInfo, ObjectStore, PutOptions, StoreConsistency } from './object-store.js';
 
 /** The operations that pass through PassThroughStore.call. */
 export type StoreOp =
@@ -65,7 +65,7 @@ export class PassThroughStore implements ObjectStore {
     return this.call('put', () => this.inner.put(container, name, data, options));
   }
 
-  get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     return this.call('get', () => this.inner.get(container, name, range));
   }
 

@@ -5,12 +5,15 @@
 import { createHash } from 'node:crypto';
 import {
   StoreError,
+  rangesOf,
   type ByteRange,
   type ObjectInfo,
   type ObjectStore,
   type PutOptions,
+  type ReadRange,
   type StoreConsistency,
 } from './object-store.js';
+import { ByterangesError, byterangesBoundary, parseByteranges, parseContentRange, partsCover, type BytePart } from './byteranges.js';
 import { checkContainerName, checkObjectName, checkRange, isHexMd5 } from './names.js';
 import { md5OnPool } from './md5.js';
 import { KeystoneAuth, TempAuth, type SwiftAuth, type SwiftCredentials } from './swift-auth.js';
@@ -70,6 +73,11 @@ function objectPath(container: string, name: string): string {
 /** Swift quotes the ETag of large-object manifests (and may in future of all). */
 function unquote(etag: string | undefined): string | undefined {
   return etag?.replace(/^"(.*)"$/, '$1').toLowerCase();
+}
+
+/** Ranges as messages show them: '[0, 4096), [8388608, 8396800)'. */
+function rangeText(ranges: readonly ByteRange[]): string {
+  return ranges.length === 0 ? 'the range' : `range ${ranges.map((r) => `[${r.start}, ${r.end})`).join(', ')}`;
 }
 
 function contentLength(res: Response): number | undefined {
@@ -331,13 +339,13 @@ export class SwiftStore implements ObjectStore {
     });
   }
 
-  async get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
+  async get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
     checkContainerName(container);
     checkObjectName(name);
     const what = `${container}/${name}`;
     if (range) {
       checkRange(range);
-      if (range.start === range.end) {
+      if ('start' in range && range.start === range.end) {
         // HTTP cannot ask for zero bytes; still report a missing object or a bad range.
         const info = await this.head(container, name);
         if (!info) throw new StoreError('not-found', `object ${what} does not exist`);
@@ -347,25 +355,24 @@ export class SwiftStore implements ObjectStore {
         return Buffer.alloc(0);
       }
     }
-    const headers: Record<string, string> = range ? { range: `bytes=${range.start}-${range.end - 1}` } : {};
+    const ranges = range ? rangesOf(range) : undefined;
+    // several ranges: one GET for all of them (RFC 7233 multi-range; Swift answers multipart/byteranges)
+    const headers: Record<string, string> = ranges ? { range: `bytes=${ranges.map((r) => `${r.start}-${r.end - 1}`).join(',')}` } : {};
     let badChecksums = 0;
     return this.exec('GET', objectPath(container, name), { headers }, async (res) => {
       switch (res.statusCode) {
         case 200:
-          return this.readWhole(res, what, range, () => ++badChecksums <= CHECKSUM_RETRIES);
+          return this.readWhole(res, what, ranges, () => ++badChecksums <= CHECKSUM_RETRIES);
         case 206:
-          if (!range) throw await this.unexpected(res, `getting ${what}`);
-          return this.readRange(res, what, range);
+          if (!ranges) throw await this.unexpected(res, `getting ${what}`);
+          return ranges.length === 1 ? this.readRange(res, what, ranges[0]!) : this.readRanges(res, what, ranges);
         case 404:
           await drain(res.body);
           throw new StoreError('not-found', `object ${what} does not exist`);
         case 416: {
           await drain(res.body);
           const size = /\/(\d+)$/.exec(header(res, 'content-range') ?? '')?.[1];
-          throw new StoreError(
-            'invalid',
-            `range [${range?.start}, ${range?.end}) is past the end of ${what}${size ? ` (${size} bytes)` : ''}`,
-          );
+          throw new StoreError('invalid', `${rangeText(ranges ?? [])} is past the end of ${what}${size ? ` (${size} bytes)` : ''}`);
         }
         case 403:
           throw new StoreError('auth', `getting ${what}: ${await statusLine(res)}`);
@@ -375,8 +382,8 @@ export class SwiftStore implements ObjectStore {
     });
   }
 
-  /** A 200: the whole object, checked against its ETag (sliced if a range was asked for). */
-  private async readWhole(res: Response, what: string, range: ByteRange | undefined, mayRetry: () => boolean): Promise<Buffer> {
+  /** A 200: the whole object, checked against its ETag (sliced if ranges were asked for). */
+  private async readWhole(res: Response, what: string, ranges: readonly ByteRange[] | undefined, mayRetry: () => boolean): Promise<Buffer> {
     // Manifests of large objects carry a quoted ETag that is not the MD5 of the body.
     const manifest = header(res, 'x-static-large-object') === 'True' || header(res, 'x-object-manifest') !== undefined;
     const etag = manifest ? undefined : unquote(header(res, 'etag'));
@@ -402,12 +409,41 @@ export class SwiftStore implements ObjectStore {
         throw err;
       }
     }
-    if (!range) return data;
+    if (!ranges) return data;
     // A server may ignore Range and send everything: cut out what was asked for.
-    if (range.end > data.length) {
-      throw new StoreError('invalid', `range [${range.start}, ${range.end}) is past the end of ${what} (${data.length} bytes)`);
+    const past = ranges.find((r) => r.end > data.length);
+    if (past) throw new StoreError('invalid', `${rangeText([past])} is past the end of ${what} (${data.length} bytes)`);
+    return partsCover([{ start: 0, end: data.length, total: data.length, data }], ranges)!;
+  }
+
+  /**
+   * A 206 to a request for several ranges: a multipart/byteranges body, or
+   * one part when the server coalesced them (or could satisfy only one);
+   * exactly the bytes asked for, or a retry.
+   */
+  private async readRanges(res: Response, what: string, ranges: readonly ByteRange[]): Promise<Buffer> {
+    const bad = (message: string): Transient => {
+      const err = new StoreError('checksum', `${what}: ${message}`);
+      return new Transient(err.message, { giveUp: err });
+    };
+    let parts: BytePart[];
+    try {
+      const boundary = byterangesBoundary(header(res, 'content-type'));
+      const single = boundary === null ? parseContentRange(header(res, 'content-range')) : null;
+      const body = await readBody(res);
+      if (boundary !== null) parts = parseByteranges(body, boundary);
+      else if (single && body.length === single.end - single.start) parts = [{ ...single, data: body }];
+      else throw new ByterangesError(`a 206 answer of ${body.length} bytes whose Content-Range (${header(res, 'content-range') ?? 'none'}) does not describe them`);
+    } catch (err) {
+      if (!(err instanceof ByterangesError)) throw err;
+      throw bad(`asked for ${rangeText(ranges)}: ${err.message}`);
     }
-    return data.subarray(range.start, range.end);
+    const total = parts.find((p) => p.total !== undefined)?.total;
+    const past = total === undefined ? undefined : ranges.find((r) => r.end > total);
+    if (past) throw new StoreError('invalid', `${rangeText([past])} is past the end of ${what} (${total} bytes)`);
+    const out = partsCover(parts, ranges);
+    if (!out) throw bad(`asked for ${rangeText(ranges)}, got ${rangeText(parts)}`);
+    return out;
   }
 
   /** A 206: exactly the asked bytes, or a retry. */

@@ -12,7 +12,7 @@
 // on Swift, not on the thread, and a hop to a worker and back would only add
 // to its latency.
 import { Worker } from 'node:worker_threads';
-import { StoreError, type ByteRange } from './object-store.js';
+import { StoreError, rangeLength, type ReadRange } from './object-store.js';
 import { PassThroughStore } from './pass-through-store.js';
 import type { SwiftStore, SwiftStoreOptions } from './swift-store.js';
 import type { FetchReply, FetchRequest } from './fetch-thread.js';
@@ -70,7 +70,7 @@ export class FetchThreads {
     if (this.specs.size === 0) await this.close();
   }
 
-  get(store: number, container: string, name: string, range: ByteRange | undefined): Promise<Buffer> {
+  get(store: number, container: string, name: string, range: ReadRange | undefined): Promise<Buffer> {
     if (this.closed) return Promise.reject(new StoreError('other', 'the store is closed'));
     const thread = this.pick();
     const id = this.nextRequest++;
@@ -157,8 +157,8 @@ export class ThreadedStore extends PassThroughStore {
     this.id = threads.register(spec);
   }
 
-  override get(container: string, name: string, range?: ByteRange): Promise<Buffer> {
-    if (range && range.end - range.start < THREADED_GET_MIN) return super.get(container, name, range);
+  override get(container: string, name: string, range?: ReadRange): Promise<Buffer> {
+    if (range && rangeLength(range) < THREADED_GET_MIN) return super.get(container, name, range);
     return this.call('get', () => this.threads.get(this.id, container, name, range));
   }
 
