@@ -428,9 +428,9 @@ export class SwiftStore implements ObjectStore {
     };
     let parts: BytePart[];
     try {
+      const body = await readBody(res); // first: a body left unread would hold its connection
       const boundary = byterangesBoundary(header(res, 'content-type'));
       const single = boundary === null ? parseContentRange(header(res, 'content-range')) : null;
-      const body = await readBody(res);
       if (boundary !== null) parts = parseByteranges(body, boundary);
       else if (single && body.length === single.end - single.start) parts = [{ ...single, data: body }];
       else throw new ByterangesError(`a 206 answer of ${body.length} bytes whose Content-Range (${header(res, 'content-range') ?? 'none'}) does not describe them`);
