@@ -27,9 +27,9 @@ import { makeDirs } from '../os/make-dirs.js';
 const fsRead = promisify(fs.read);
 const fsWrite = promisify(fs.write);
 /**
- * Object files kept open at most (each may be open twice: to read, and to
- * write). 64 made cold random reads over more objects than that open and
- * close a file for most fills.
+ * Descriptors of object files kept open at most (a file open to read and to
+ * write holds two). 64 made cold random reads over more objects than that
+ * open and close a file for most fills.
  */
 export const CACHE_OPEN_FILES = 256;
 /**

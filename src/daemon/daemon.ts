@@ -595,7 +595,7 @@ function ignoreNoTarget(err: unknown): void {
 /** Says so at start when the exported volumes will need more open files than this process may have. */
 function warnIfFewFiles(volumes: number, log: Log): void {
   const limit = openFileLimit();
-  const need = volumes * FILES_PER_VOLUME + 256 + 2 * CACHE_OPEN_FILES;
+  const need = volumes * FILES_PER_VOLUME + 256 + CACHE_OPEN_FILES;
   if (limit !== null && need > limit) {
     log(`${volumes} exported volumes need about ${need} open files, and this process may open ${limit}: raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit)`, { level: 'warn' });
   }
