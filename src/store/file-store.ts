@@ -259,12 +259,11 @@ export class FileStore implements ObjectStore {
     try {
       const header = await this.readHeader(fh, what);
       if (range) {
+        const past = rangesOf(range).find((r) => r.end > header.size);
+        if (past) throw new StoreError('invalid', `range [${past.start}, ${past.end}) is past the end of ${what} (${header.size} bytes)`);
         const buf = Buffer.allocUnsafe(rangeLength(range));
         let at = 0;
         for (const r of rangesOf(range)) {
-          if (r.end > header.size) {
-            throw new StoreError('invalid', `range [${r.start}, ${r.end}) is past the end of ${what} (${header.size} bytes)`);
-          }
           const part = buf.subarray(at, at + r.end - r.start);
           const n = await readFully(fh, part, HEADER_SIZE + r.start);
           if (n !== part.length) throw new StoreError('checksum', `${what}: object file is shorter than its header says`);
