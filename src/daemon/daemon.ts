@@ -2,7 +2,6 @@
 // socket, drives tgtd (its own, or an existing one) through its control socket, and
 // answers the CLI on the control socket.
 import fs from 'node:fs';
-import { CACHE_OPEN_FILES } from '../cache/block-cache.js';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Engine } from '../engine/engine.js';
@@ -20,6 +19,7 @@ import { TgtErrno } from './tgt-ipc.js';
 import { mirrorOf } from '../store/mirror-store.js';
 import { volumeNameOfContainer } from '../format/volume-format.js';
 import { runPool } from '../store/run-pool.js';
+import { CACHE_OPEN_FILES } from '../cache/block-cache.js';
 
 /** How often serve looks for mirrored volumes with a store behind, and how long it waits before trying one again. */
 const RESYNC_CHECK_MS = 1000;

@@ -10,9 +10,9 @@
 // A range is fetched with the sums of its blocks: in the same GET when it
 // runs to the end of the chunk (the sums follow it), else from a small cache
 // of sums by object (objects are write-once, so cached sums never go stale),
-// fetched in the same GET on a miss (a request for two ranges). A block that fails its check is fetched again
-// once, sums included; a second failure is an IntegrityError naming the
-// object, the block and the store.
+// fetched in the same GET on a miss (a request for two ranges). A block that
+// fails its check is fetched again once, sums included; a second failure is
+// an IntegrityError naming the object, the block and the store.
 import { crc32c } from '../native/addons.js';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { mirrorOf, type MirrorStore } from '../store/mirror-store.js';

@@ -6,7 +6,7 @@
 // store's: a fault makes a call fail, never lets two conditional puts win.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StoreError, type ReadRange, type StoreErrorKind } from './object-store.js';
+import { StoreError, rangesOf, type ReadRange, type StoreErrorKind } from './object-store.js';
 import { PassThroughStore, type StoreOp } from './pass-through-store.js';
 
 export type { StoreOp } from './pass-through-store.js';
@@ -115,7 +115,7 @@ export class FaultStore extends PassThroughStore {
       const bad = Buffer.from(data);
       // the middle byte of each range asked for (of several: the data, and what checks it)
       let at = 0;
-      for (const r of range && !('start' in range) ? range : [{ start: 0, end: data.length }]) {
+      for (const r of range ? rangesOf(range) : [{ start: 0, end: data.length }]) {
         bad[at + ((r.end - r.start) >> 1)] ^= 0xff;
         at += r.end - r.start;
       }
