@@ -20,7 +20,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { promisify } from 'node:util';
-import { crc32c, overlayIo } from '../native/addons.js';
+import { DIRECT_IO_MIN, crc32c, overlayIo } from '../native/addons.js';
 import { OpenFiles } from './open-files.js';
 import { makeDirs } from '../os/make-dirs.js';
 
@@ -38,9 +38,10 @@ export const CACHE_OPEN_FILES = 256;
  * page cache is for); smaller ones, a random read's few blocks, through the
  * page cache, where a 4 KiB O_DIRECT write cost more than its read
  * (measured: about a tenth of serve's CPU per cold 4 KiB read, a disk
- * request and a virtio notification each).
+ * request and a virtio notification each). A fetched body that large is
+ * page-aligned (alignedBuffer), so the write needs no bounce copy.
  */
-const DIRECT_WRITE_MIN = 64 * 1024;
+const DIRECT_WRITE_MIN = DIRECT_IO_MIN;
 
 export const CACHE_BLOCK = 4096;
 /** How often the in-memory state is committed (what a crash can lose is cache, never correctness). */

@@ -14,6 +14,8 @@ export interface OverlayIo {
   mapShared(fd: number, length: number): Buffer;
   takeBytes(map: Buffer, offset: number, length: number, out: Uint8Array): boolean;
   waitZero(map: Buffer, offset: number, timeoutMs: number): boolean;
+  /** Where the buffer's memory starts within its 4 KiB page. */
+  pageOffset(buffer: Buffer): number;
 }
 
 /** native/md5_digest.cc: MD5 fed a piece at a time on libuv's pool. */
@@ -73,4 +75,25 @@ export function crc32c(): Crc32c {
 
 export function aesGcm(): AesGcm {
   return load<AesGcm>('aes_gcm');
+}
+
+/** The alignment of alignedBuffer's memory: a page, which O_DIRECT asks of the memory it writes from. */
+export const PAGE_ALIGN = 4096;
+/**
+ * Writes at least this large go through O_DIRECT (the gateway cache's fills),
+ * so buffers this large that may be written so are made page-aligned (a
+ * fetched body); smaller ones stay in Node's pool.
+ */
+export const DIRECT_IO_MIN = 64 * 1024;
+
+/**
+ * length bytes (uninitialized) that start on a page boundary, so that a
+ * write of them through O_DIRECT needs no bounce copy (writeAligned): a view
+ * of a buffer one page larger. It owns its memory (never Node's shared pool),
+ * so it can be transferred to another thread.
+ */
+export function alignedBuffer(length: number): Buffer {
+  const room = Buffer.allocUnsafeSlow(length + PAGE_ALIGN);
+  const skip = (PAGE_ALIGN - overlayIo().pageOffset(room)) % PAGE_ALIGN;
+  return room.subarray(skip, skip + length);
 }

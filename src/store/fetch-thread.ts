@@ -23,8 +23,9 @@ async function get(req: Extract<FetchRequest, { op: 'get' }>): Promise<void> {
   try {
     if (!store) throw new StoreError('other', `fetch thread: store ${req.store} is not open`);
     const data = await store.get(req.container, req.name, req.range);
-    // Only a buffer that owns its memory is transferred (a small one may sit in Node's shared pool).
-    const owns = data.byteOffset === 0 && data.buffer.byteLength === data.byteLength && data.byteLength > Buffer.poolSize >>> 1;
+    // Only a buffer that does not sit in Node's shared pool (a small one may) has its memory transferred:
+    // the whole of it (a page-aligned body is a view of a slightly larger one, alignedBuffer).
+    const owns = data.byteLength > Buffer.poolSize >>> 1;
     const out = owns ? data : new Uint8Array(data);
     const buffer = out.buffer as ArrayBuffer;
     port!.postMessage({ id: req.id, ok: true, buffer, offset: out.byteOffset, length: out.byteLength } satisfies FetchReply, [buffer]);

@@ -8,6 +8,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
 import { StoreError } from './object-store.js';
+import { DIRECT_IO_MIN, alignedBuffer } from '../native/addons.js';
 
 export interface RetryPolicy {
   /** Total tries, including the first. */
@@ -121,16 +122,18 @@ export async function drain(body: Body): Promise<void> {
 }
 
 /**
- * Reads a body into one Buffer, pre-allocated when Content-Length is known,
- * feeding `hash` on the way so checksumming costs no second pass. Transport
- * failures and short bodies become Transient.
+ * Reads a body into one Buffer, pre-allocated when Content-Length is known
+ * (page-aligned from DIRECT_IO_MIN on: a layer above may write it to disk
+ * with O_DIRECT, which would otherwise copy it), feeding `hash` on the way
+ * so checksumming costs no second pass. Transport failures and short bodies
+ * become Transient.
  */
 export async function readBody(res: Response, hash?: Hash): Promise<Buffer> {
   const lenHeader = header(res, 'content-length');
   const length = lenHeader !== undefined && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined;
   try {
     if (length !== undefined) {
-      const out = Buffer.allocUnsafe(length);
+      const out = length >= DIRECT_IO_MIN ? alignedBuffer(length) : Buffer.allocUnsafe(length);
       let off = 0;
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         if (off + chunk.length > length) {
