@@ -2,13 +2,20 @@
 // Swift itself delivers: no retries, no checksums, no copies beyond landing
 // the body in one buffer. Everything swiftvol does on top shows as the ratio.
 import { Agent, request } from 'undici';
+import { Http1Gets } from '../src/store/http1-gets.js';
 
 export class RawSwift {
+  /** swiftvol's own GET path (Http1Gets: bodies read straight into their buffer), for a note beside the undici figures. */
+  private readonly lean: Http1Gets;
+
   private constructor(
     private readonly agent: Agent,
     readonly storageUrl: string,
     private readonly token: string,
-  ) {}
+    connections: number,
+  ) {
+    this.lean = new Http1Gets({ connections, timeoutMs: 60_000, keepAliveMs: 30_000 });
+  }
 
   static async connect(authUrl: string, user: string, key: string, connections = 32): Promise<RawSwift> {
     const agent = new Agent({ connections, pipelining: 1, keepAliveTimeout: 30_000 });
@@ -20,7 +27,7 @@ export class RawSwift {
       await agent.close();
       throw new Error(`Swift auth at ${authUrl} answered ${res.statusCode}`);
     }
-    return new RawSwift(agent, url, token);
+    return new RawSwift(agent, url, token, connections);
   }
 
   private url(container: string, name?: string): string {
@@ -65,6 +72,14 @@ export class RawSwift {
     return off;
   }
 
+  /** As get, through Http1Gets (plain HTTP only). */
+  async getLean(container: string, name: string): Promise<number> {
+    const u = new URL(this.url(container, name));
+    const res = await this.lean.get(u.origin, u.pathname, { 'x-auth-token': this.token });
+    if (res.statusCode !== 200) throw new Error(`GET ${container}/${name}: ${res.statusCode}`);
+    return res.body.length;
+  }
+
   async getJson<T>(container: string, name: string): Promise<T> {
     const res = await request(this.url(container, name), { dispatcher: this.agent, headers: { 'x-auth-token': this.token } });
     if (res.statusCode !== 200) {
@@ -92,6 +107,7 @@ export class RawSwift {
   }
 
   close(): Promise<void> {
+    this.lean.close();
     return this.agent.close();
   }
 }

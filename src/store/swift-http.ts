@@ -1,14 +1,16 @@
 // The HTTP plumbing under SwiftStore and the Swift auth modes: one keep-alive
-// undici Agent, per-request timeouts, and a retry loop with exponential
-// backoff and full jitter. Everything that talks to Swift or Keystone goes
-// through here, so nothing can wait forever and every failure after the
-// budget reads the same way.
+// undici Agent (and Http1Gets for GETs over plain HTTP, the cold read path),
+// per-request timeouts, and a retry loop with exponential backoff and full
+// jitter. Everything that talks to Swift or Keystone goes through here, so
+// nothing can wait forever and every failure after the budget reads the same
+// way.
 
 import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
 import { StoreError } from './object-store.js';
 import { DIRECT_IO_MIN, alignedBuffer } from '../native/addons.js';
+import { HttpGetError, Http1Gets, NotReadHere } from './http1-gets.js';
 
 export interface RetryPolicy {
   /** Total tries, including the first. */
@@ -21,12 +23,14 @@ export interface RetryPolicy {
 export const DEFAULT_RETRIES: RetryPolicy = { attempts: 5, baseMs: 100, capMs: 5000 };
 export const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_CONNECTIONS = 16;
+/** An idle connection is closed after this long. */
+const KEEP_ALIVE_MS = 10_000;
 
 export interface SwiftHttpOptions {
   /** Connect, response-headers and body-idle timeout of each request, ms. */
   timeoutMs?: number;
   retries?: Partial<RetryPolicy>;
-  /** Connections per origin. */
+  /** Connections per origin (GETs over plain HTTP have as many again of their own, Http1Gets). */
   connections?: number;
 }
 
@@ -47,8 +51,44 @@ export class Transient extends Error {
 }
 
 export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
-export type Response = Dispatcher.ResponseData;
-type Body = Response['body'];
+
+/** What the handlers use of an answer's body: undici's stream, or a body read already (ReadBody). */
+export interface Body extends AsyncIterable<Buffer> {
+  readonly readableEnded: boolean;
+  readonly destroyed: boolean;
+  destroy(): void;
+  dump(options?: { limit: number }): Promise<void>;
+}
+
+export interface Response {
+  statusCode: number;
+  statusText?: string;
+  headers: Dispatcher.ResponseData['headers'];
+  body: Body;
+}
+
+/** A body that arrived whole (Http1Gets): readBody hands out its buffer as it is. */
+export class ReadBody implements Body {
+  private done = false;
+  constructor(readonly data: Buffer) {}
+  get readableEnded(): boolean {
+    return this.done;
+  }
+  get destroyed(): boolean {
+    return this.done;
+  }
+  destroy(): void {
+    this.done = true;
+  }
+  async dump(): Promise<void> {
+    this.done = true;
+  }
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    if (this.done) return;
+    this.done = true;
+    if (this.data.length > 0) yield this.data;
+  }
+}
 
 export interface SendOptions {
   method: HttpMethod;
@@ -129,6 +169,12 @@ export async function drain(body: Body): Promise<void> {
  * become Transient.
  */
 export async function readBody(res: Response, hash?: Hash): Promise<Buffer> {
+  if (res.body instanceof ReadBody) {
+    if (res.body.readableEnded) throw new Transient('the response body was read already');
+    res.body.destroy();
+    hash?.update(res.body.data);
+    return res.body.data;
+  }
   const lenHeader = header(res, 'content-length');
   const length = lenHeader !== undefined && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined;
   try {
@@ -186,6 +232,8 @@ export class SwiftHttp {
   readonly timeoutMs: number;
   readonly retries: RetryPolicy;
   private readonly agent: Agent;
+  /** GETs over plain HTTP: their bodies land where they are returned (everything else goes through undici). */
+  private readonly gets: Http1Gets;
   private closed = false;
 
   constructor(options: SwiftHttpOptions = {}) {
@@ -195,9 +243,10 @@ export class SwiftHttp {
     if (!Number.isInteger(this.retries.attempts) || this.retries.attempts < 1) {
       throw new RangeError(`retries.attempts must be an integer >= 1, got ${this.retries.attempts}`);
     }
+    this.gets = new Http1Gets({ connections: options.connections ?? DEFAULT_CONNECTIONS, timeoutMs: this.timeoutMs, keepAliveMs: KEEP_ALIVE_MS });
     this.agent = new Agent({
       connections: options.connections ?? DEFAULT_CONNECTIONS,
-      keepAliveTimeout: 10_000,
+      keepAliveTimeout: KEEP_ALIVE_MS,
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
       connect: { timeout: this.timeoutMs },
@@ -213,6 +262,18 @@ export class SwiftHttp {
     // Not new URL(req.url).pathname: the WHATWG parser would collapse '.' and
     // '..' segments (even as %2E) and so change object names.
     const url = splitUrl(req.url);
+    if (req.method === 'GET' && req.body === undefined && Http1Gets.serves(url.origin)) {
+      try {
+        const answer = await this.gets.get(url.origin, url.path, req.headers ?? {});
+        return { statusCode: answer.statusCode, statusText: answer.statusText, headers: answer.headers, body: new ReadBody(answer.body) };
+      } catch (err) {
+        if (this.closed) throw new StoreError('other', 'the Swift store is closed', { cause: err });
+        if (err instanceof RangeError) throw new StoreError('invalid', `bad request to ${url.origin}: ${err.message}`, { cause: err });
+        if (err instanceof HttpGetError) throw new Transient(err.message, { cause: err });
+        if (!(err instanceof NotReadHere)) throw err;
+        // an answer of no stated length: asked again through undici, which reads any
+      }
+    }
     try {
       return await this.agent.request({
         origin: url.origin,
@@ -266,6 +327,7 @@ export class SwiftHttp {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.gets.close();
     await this.agent.close();
   }
 }
