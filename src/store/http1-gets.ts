@@ -120,10 +120,6 @@ class Connection {
     this.socket.on('close', () => this.fail(new HttpGetError('the connection closed before the answer ended', 'closed')));
   }
 
-  get busy(): boolean {
-    return this.exchange !== null;
-  }
-
   get alive(): boolean {
     return !this.dead;
   }
