@@ -73,10 +73,12 @@ export class RawSwift {
   }
 
   /** As get, through Http1Gets (plain HTTP only). */
-  async getLean(container: string, name: string): Promise<number> {
+  async getLean(container: string, name: string, range?: { start: number; end: number }): Promise<number> {
     const u = new URL(this.url(container, name));
-    const res = await this.lean.get(u.origin, u.pathname, { 'x-auth-token': this.token });
-    if (res.statusCode !== 200) throw new Error(`GET ${container}/${name}: ${res.statusCode}`);
+    const headers: Record<string, string> = { 'x-auth-token': this.token };
+    if (range) headers.range = `bytes=${range.start}-${range.end - 1}`;
+    const res = await this.lean.get(u.origin, u.pathname, headers);
+    if (res.statusCode !== (range ? 206 : 200)) throw new Error(`GET ${container}/${name}: ${res.statusCode}`);
     return res.body.length;
   }
 

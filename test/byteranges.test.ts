@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { ByterangesError, byterangesBoundary, parseByteranges, parseContentRange, partsCover } from '../src/store/byteranges.js';
+import { overlayIo } from '../src/native/addons.js';
 
 /** A multipart/byteranges body of the given parts of `object`, as Swift's swob writes it. */
 function body(object: Buffer, parts: Array<[number, number]>, boundary: string, options: { preamble?: string; padding?: string } = {}): Buffer {
@@ -71,6 +72,18 @@ describe('multipart/byteranges', () => {
     ]);
     assert.ok(got?.equals(Buffer.concat([object.subarray(10, 20), object.subarray(2000, 3000), object.subarray(5500, 6000)])));
     assert.equal(partsCover(parts, [{ start: 2500, end: 3500 }]), null, 'a range no part holds');
+  });
+
+  it('joins large pieces into a page-aligned buffer (a data range and its block sums, as a sums miss asks)', () => {
+    const big = randomBytes(3 * 1024 * 1024);
+    const wanted = [
+      { start: 4096, end: 4096 + 1024 * 1024 },
+      { start: big.length - 8192, end: big.length },
+    ];
+    const parts = parseByteranges(body(big, wanted.map((r): [number, number] => [r.start, r.end]), 'z'), 'z');
+    const got = partsCover(parts, wanted)!;
+    assert.ok(got.equals(Buffer.concat(wanted.map((r) => big.subarray(r.start, r.end)))));
+    assert.equal(overlayIo().pageOffset(got), 0);
   });
 
   it('refuses bodies that are cut short, lack a Content-Range or their boundary', () => {
