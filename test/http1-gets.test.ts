@@ -73,12 +73,21 @@ async function dribble(socket: net.Socket, bytes: Buffer, piece: number): Promis
 
 const client = (connections = 4, timeoutMs = 5000): Http1Gets => new Http1Gets({ connections, timeoutMs, keepAliveMs: 5000 });
 
+/** Runs fn against a rawServer answering by `answer`, with a client of its own (`gets`); stops both. */
+async function withServer(answer: Parameters<typeof rawServer>[0], fn: (srv: Awaited<ReturnType<typeof rawServer>>, gets: Http1Gets) => Promise<void>, gets = client()): Promise<void> {
+  const srv = await rawServer(answer);
+  try {
+    await fn(srv, gets);
+  } finally {
+    gets.close();
+    await srv.close();
+  }
+}
+
 describe('Http1Gets', () => {
   it('reads bodies whole on one kept connection, large ones page-aligned; header names lower-case, repeats listed', async () => {
     const bodies = [randomBytes(100), randomBytes(3 * 1024 * 1024), Buffer.alloc(0)];
-    const srv = await rawServer((s, n) => s.write(ok(bodies[n]!, 'X-Thing: a\r\nx-thing: b\r\nETag: "abc"\r\n')));
-    const gets = client();
-    try {
+    await withServer((s, n) => s.write(ok(bodies[n]!, 'X-Thing: a\r\nx-thing: b\r\nETag: "abc"\r\n')), async (srv, gets) => {
       for (const body of bodies) {
         const a = await gets.get(srv.origin, '/v1/a/c/o%20x', { 'x-auth-token': 't', range: 'bytes=0-9' });
         assert.equal(a.statusCode, 200);
@@ -90,75 +99,52 @@ describe('Http1Gets', () => {
       }
       assert.equal(srv.seen.connections, 1, 'one connection kept for all three');
       assert.match(srv.seen.requests[0]!, /^GET \/v1\/a\/c\/o%20x HTTP\/1\.1\r\nhost: 127\.0\.0\.1:\d+\r\nx-auth-token: t\r\nrange: bytes=0-9$/);
-    } finally {
-      gets.close();
-      await srv.close();
-    }
+    });
   });
 
   it('assembles an answer cut anywhere, the head end included, and skips an interim 100', async () => {
     const body = randomBytes(200_000);
     const bytes = Buffer.concat([Buffer.from('HTTP/1.1 100 Continue\r\n\r\n'), ok(body)]);
     for (const piece of [1, 3, 7, 1000, 65_536]) {
-      const srv = await rawServer((s) => void dribble(s, piece === 1 ? bytes.subarray(0, 400) : bytes, piece).then(() => piece === 1 && s.write(bytes.subarray(400))));
-      const gets = client();
-      try {
+      await withServer((s) => void dribble(s, piece === 1 ? bytes.subarray(0, 400) : bytes, piece).then(() => piece === 1 && s.write(bytes.subarray(400))), async (srv, gets) => {
         const a = await gets.get(srv.origin, '/x', {});
         assert.equal(a.statusCode, 200, `pieces of ${piece}`);
         assert.ok(a.body.equals(body), `pieces of ${piece}`);
-      } finally {
-        gets.close();
-        await srv.close();
-      }
+      });
     }
   });
 
   it('keeps at most `connections` open; the rest wait their turn', async () => {
-    const srv = await rawServer((s, n) => setTimeout(() => s.write(ok(Buffer.from(`answer ${n}`))), 20));
-    const gets = client(2);
-    try {
+    await withServer((s, n) => setTimeout(() => s.write(ok(Buffer.from(`answer ${n}`))), 20), async (srv, gets) => {
       const answers = await Promise.all(Array.from({ length: 7 }, () => gets.get(srv.origin, '/x', {})));
       assert.deepEqual(answers.map((a) => a.body.toString()).sort(), Array.from({ length: 7 }, (_, n) => `answer ${n}`).sort());
       assert.equal(srv.seen.peak, 2);
       assert.equal(srv.seen.connections, 2);
-    } finally {
-      gets.close();
-      await srv.close();
-    }
+    }, client(2));
   });
 
   it('sends again on a new connection when a kept one was dropped by the server', async () => {
-    const srv = await rawServer((s, n) => {
+    await withServer((s, n) => {
       if (n === 0) s.write(ok(Buffer.from('first')));
       else if (n === 1) s.destroy(); // the kept connection, dropped as the request arrives
       else s.write(ok(Buffer.from(`again ${n}`)));
-    });
-    const gets = client();
-    try {
+    }, async (srv, gets) => {
       assert.equal((await gets.get(srv.origin, '/x', {})).body.toString(), 'first');
       assert.equal((await gets.get(srv.origin, '/x', {})).body.toString(), 'again 2');
       assert.equal(srv.seen.connections, 2);
-    } finally {
-      gets.close();
-      await srv.close();
-    }
+    });
   });
 
   it('does not keep a connection the answer closes (Connection: close, HTTP/1.0)', async () => {
-    const srv = await rawServer((s, n) => {
+    await withServer((s, n) => {
       const body = Buffer.from(`n${n}`);
       if (n === 0) s.end(ok(body, 'connection: close\r\n'));
       else s.end(Buffer.concat([Buffer.from(`HTTP/1.0 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`), body]));
-    });
-    const gets = client();
-    try {
+    }, async (srv, gets) => {
       assert.equal((await gets.get(srv.origin, '/x', {})).body.toString(), 'n0');
       assert.equal((await gets.get(srv.origin, '/x', {})).body.toString(), 'n1');
       assert.equal(srv.seen.connections, 2);
-    } finally {
-      gets.close();
-      await srv.close();
-    }
+    });
   });
 
   it('refuses answers it does not read, and SwiftHttp reads them through undici', async () => {
@@ -194,14 +180,9 @@ describe('Http1Gets', () => {
       { what: 'a head over 64 KiB', write: (s) => s.write(`HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(70_000)}\r\n\r\n`), error: /response headers longer than 65536 bytes/ },
     ];
     for (const c of cases) {
-      const srv = await rawServer((s) => c.write(s));
-      const gets = client();
-      try {
+      await withServer((s) => c.write(s), async (srv, gets) => {
         await assert.rejects(gets.get(srv.origin, '/x', {}), (e: unknown) => e instanceof Error && c.error.test(e.message), c.what);
-      } finally {
-        gets.close();
-        await srv.close();
-      }
+      });
     }
   });
 
@@ -232,18 +213,13 @@ describe('Http1Gets', () => {
   });
 
   it('sends nothing for a path or header that could end its line early', async () => {
-    const srv = await rawServer((s) => s.write(ok(Buffer.from('x'))));
-    const gets = client();
-    try {
+    await withServer((s) => s.write(ok(Buffer.from('x'))), async (srv, gets) => {
       await assert.rejects(gets.get(srv.origin, '/a b', {}), /a path that cannot go on a request line/);
       await assert.rejects(gets.get(srv.origin, '/a\r\nx: y', {}), /a path that cannot go on a request line/);
       await assert.rejects(gets.get(srv.origin, '/a', { 'x-h': 'v\r\nx-smuggled: 1' }), /a header that cannot be sent: "x-h"/);
       await assert.rejects(gets.get(srv.origin, '/a', { 'x h': 'v' }), /a header that cannot be sent/);
       assert.equal(srv.seen.connections, 0, 'nothing was sent');
-    } finally {
-      gets.close();
-      await srv.close();
-    }
+    });
   });
 
   it('after close, fails what waits and what is asked', async () => {

@@ -97,3 +97,8 @@ export function alignedBuffer(length: number): Buffer {
   const skip = (PAGE_ALIGN - overlayIo().pageOffset(room)) % PAGE_ALIGN;
   return room.subarray(skip, skip + length);
 }
+
+/** length bytes (uninitialized) for data that may be written with O_DIRECT: page-aligned from DIRECT_IO_MIN on, else from Node's pool. */
+export function ioBuffer(length: number): Buffer {
+  return length >= DIRECT_IO_MIN ? alignedBuffer(length) : Buffer.allocUnsafe(length);
+}

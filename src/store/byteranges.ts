@@ -6,7 +6,7 @@
 // part: a caller takes each range it asked for from whichever part holds it
 // (partsCover).
 import type { ByteRange } from './object-store.js';
-import { DIRECT_IO_MIN, alignedBuffer } from '../native/addons.js';
+import { ioBuffer } from '../native/addons.js';
 
 /** One part: bytes [start, end) of an object of `total` bytes (undefined: '*'). */
 export interface BytePart {
@@ -81,8 +81,8 @@ export function parseByteranges(body: Buffer, boundary: string): BytePart[] {
 /**
  * The bytes of `ranges`, concatenated, taken from parts that hold them (a
  * server may coalesce or reorder ranges); null when a range is in no part.
- * Several pieces are copied into one buffer, page-aligned from DIRECT_IO_MIN
- * on, as a body is (readBody).
+ * Several pieces are copied into one buffer (ioBuffer), as a body is
+ * (readBody).
  */
 export function partsCover(parts: readonly BytePart[], ranges: readonly ByteRange[]): Buffer | null {
   const pieces: Buffer[] = [];
@@ -92,9 +92,7 @@ export function partsCover(parts: readonly BytePart[], ranges: readonly ByteRang
     pieces.push(p.data.subarray(r.start - p.start, r.end - p.start));
   }
   if (pieces.length === 1) return pieces[0]!;
-  const total = pieces.reduce((n, piece) => n + piece.length, 0);
-  if (total < DIRECT_IO_MIN) return Buffer.concat(pieces, total);
-  const out = alignedBuffer(total);
+  const out = ioBuffer(pieces.reduce((n, piece) => n + piece.length, 0));
   let at = 0;
   for (const piece of pieces) at += piece.copy(out, at);
   return out;

@@ -15,7 +15,7 @@
 // answering (a keep-alive the server had dropped) is retried once on a new
 // one, as undici does for idempotent requests.
 import net from 'node:net';
-import { DIRECT_IO_MIN, alignedBuffer } from '../native/addons.js';
+import { ioBuffer } from '../native/addons.js';
 
 /** A GET's answer, its body read whole. Header names are lower-case; a repeated header is a list. */
 export interface Http1Answer {
@@ -205,8 +205,9 @@ class Connection {
         this.fail(new NotReadHere(te !== undefined ? `an answer with Transfer-Encoding ${String(te)}` : 'an answer of no single Content-Length'));
         return;
       }
-      const length = noBody ? 0 : Number(cl);
-      if (!Number.isSafeInteger(length) || length < 0 || !/^\d+$/.test(String(cl ?? '0').trim())) {
+      const lengthText = String(cl ?? '0').trim();
+      const length = noBody ? 0 : Number(lengthText);
+      if (!/^\d+$/.test(lengthText) || !Number.isSafeInteger(length)) {
         this.fail(new HttpGetError(`bad Content-Length ${String(cl)}`, 'protocol'));
         return;
       }
@@ -218,7 +219,7 @@ class Connection {
       const keepAlive = parsed.http10 ? connection.includes('keep-alive') : !connection.includes('close');
       x.answer = { statusCode: parsed.statusCode, statusText: parsed.statusText, headers: parsed.headers, keepAlive };
       // page-aligned when large: a layer above may write it with O_DIRECT
-      x.body = length >= DIRECT_IO_MIN ? alignedBuffer(length) : Buffer.allocUnsafe(length);
+      x.body = ioBuffer(length);
       x.got = rest.copy(x.body, 0);
       if (x.got === length) this.finish(x);
       return;

@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher } from 'undici';
 import { StoreError } from './object-store.js';
-import { DIRECT_IO_MIN, alignedBuffer } from '../native/addons.js';
+import { ioBuffer } from '../native/addons.js';
 import { HttpGetError, Http1Gets, NotReadHere } from './http1-gets.js';
 
 export interface RetryPolicy {
@@ -179,7 +179,7 @@ export async function readBody(res: Response, hash?: Hash): Promise<Buffer> {
   const length = lenHeader !== undefined && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined;
   try {
     if (length !== undefined) {
-      const out = length >= DIRECT_IO_MIN ? alignedBuffer(length) : Buffer.allocUnsafe(length);
+      const out = ioBuffer(length);
       let off = 0;
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         if (off + chunk.length > length) {
