@@ -26,14 +26,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { THROUGHPUT_PARAMS, tgtdEnvironment } from '../src/daemon/tgtd.js';
 import { widenSmallHeapGrowth } from '../src/cli/heap-growth.js';
+import { reuseFreedBuffers } from '../src/os/malloc-tuning.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
 import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
 
-// The raw client runs in this process: it gets serve's heap setting, so that the cold rows compare like with like.
+// The raw client runs in this process: it gets serve's heap and malloc settings, so that the cold rows compare like with like.
 widenSmallHeapGrowth();
+if (!(await reuseFreedBuffers())) console.error("bench: glibc refused serve's malloc thresholds in the raw client");
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');

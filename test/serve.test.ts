@@ -9,7 +9,8 @@ import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage, sha256File } from './fixtures/files.js';
 import { iscsiInq, iscsiReadCapacity16, qemuIo, qemuIoOk, qemuImg, run } from './fixtures/initiators.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
-import { TGTD_MMAP_THRESHOLD, tgtdEnvironment } from '../src/daemon/tgtd.js';
+import { tgtdEnvironment } from '../src/daemon/tgtd.js';
+import { MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } from '../src/os/malloc-tuning.js';
 
 const MiB = 1024 * 1024;
 let swift: DevSwift;
@@ -65,12 +66,18 @@ test('iscsi-inq and iscsi-readcapacity16 see the volume', async () => {
   assert.equal((await iscsiReadCapacity16(serve!.url('blank'))).size, 64 * MiB);
 });
 
-test("serve's tgtd runs with glibc's mmap threshold raised (README.swift.md), an operator's own tunables kept", () => {
+test("serve's tgtd runs with glibc's malloc thresholds raised (README.swift.md), an operator's own tunables kept", () => {
   const record = JSON.parse(fs.readFileSync(path.join(tmp.dir, 'state', 'run', 'tgtd.json'), 'utf8')) as { pid: number };
   const environ = fs.readFileSync(`/proc/${record.pid}/environ`, 'latin1').split('\0');
-  assert.ok(environ.includes(`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=${TGTD_MMAP_THRESHOLD}`), `tgtd's GLIBC_TUNABLES: ${environ.filter((e) => e.startsWith('GLIBC_TUNABLES=')).join(' ') || 'none'}`);
-  assert.equal(tgtdEnvironment({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, `glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=${TGTD_MMAP_THRESHOLD}`);
-  assert.equal(tgtdEnvironment({ GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=1048576' }).GLIBC_TUNABLES, 'glibc.malloc.mmap_threshold=1048576');
+  const ours = `glibc.malloc.mmap_threshold=${MALLOC_MMAP_THRESHOLD}:glibc.malloc.trim_threshold=${MALLOC_TRIM_THRESHOLD}`;
+  // glibc (2.36) rewrites the variable in the running process to its first tunable; all of them apply
+  const first = ours.split(':')[0];
+  assert.ok(environ.some((e) => e === `GLIBC_TUNABLES=${ours}` || e === `GLIBC_TUNABLES=${first}`), `tgtd's GLIBC_TUNABLES: ${environ.filter((e) => e.startsWith('GLIBC_TUNABLES=')).join(' ') || 'none'}`);
+  assert.equal(tgtdEnvironment({}).GLIBC_TUNABLES, ours);
+  assert.equal(tgtdEnvironment({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, `glibc.malloc.arena_max=2:${ours}`);
+  assert.equal(tgtdEnvironment({ GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=1048576' }).GLIBC_TUNABLES, `glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=${MALLOC_TRIM_THRESHOLD}`);
+  const both = 'glibc.malloc.trim_threshold=1:glibc.malloc.mmap_threshold=2';
+  assert.equal(tgtdEnvironment({ GLIBC_TUNABLES: both }).GLIBC_TUNABLES, both);
 });
 
 test('qemu-img convert of an imported volume, read from Swift, equals the image', async () => {

@@ -20,6 +20,7 @@ import { UNKNOWN_CONTROL_REQUEST, sendControl } from '../daemon/control.js';
 import { DEFAULT_IQN_PREFIX, TargetRegistry, TargetSpecError, parseChap, targetName, validateAllow, viewOf, type TargetView } from '../daemon/target-registry.js';
 import { EXPORT_FORMATS, IMAGE_FORMATS } from '../image/formats.js';
 import { widenSmallHeapGrowth } from './heap-growth.js';
+import { reuseFreedBuffers } from '../os/malloc-tuning.js';
 import { LOG_FORMATS, serveLog, type LogFormat } from '../daemon/serve-log.js';
 import { LocalPathError, makeDirs } from '../os/make-dirs.js';
 
@@ -682,6 +683,7 @@ function buildProgram(): Command {
       if ((await sendControl(global.stateDir, { op: 'status' }, 5000).catch(() => null)) !== null) {
         throw new EngineError(`swiftvol serve is already running on ${global.stateDir}`);
       }
+      if (!(await reuseFreedBuffers())) log("glibc refused serve's malloc thresholds (src/os/malloc-tuning.ts): freed buffers go back to the kernel", { level: 'warn' });
       const { GatewayCache } = await import('../engine/gateway-cache.js');
       const cache = GatewayCache.open(global.stateDir, opts.cacheSize ?? defaultCacheSize(global.stateDir));
       const threadCount = opts.fetchThreads ?? defaultFetchThreads();

@@ -46,6 +46,12 @@ export interface AesGcm {
   openBlocks(key: Uint8Array, sealed: Uint8Array, tags: Uint8Array, out: Uint8Array, firstBlock: number, callback: (err: Error | null, bad: number) => void): void;
 }
 
+/** native/malloc_tuning.cc: glibc malloc's thresholds, set in the running process. */
+export interface MallocTuning {
+  /** mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false when glibc refused either. */
+  setThresholds(mmapThreshold: number, trimThreshold: number): boolean;
+}
+
 const loaded = new Map<string, unknown>();
 
 function load<T>(name: string): T {
@@ -75,6 +81,10 @@ export function crc32c(): Crc32c {
 
 export function aesGcm(): AesGcm {
   return load<AesGcm>('aes_gcm');
+}
+
+export function mallocTuning(): MallocTuning {
+  return load<MallocTuning>('malloc_tuning');
 }
 
 /** The alignment of alignedBuffer's memory: a page, which O_DIRECT asks of the memory it writes from. */
