@@ -23,8 +23,15 @@ static Napi::Value SetThresholds(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, ok);
 }
 
+// trim(): malloc_trim(0), every whole free page of the heap given back to the
+// kernel; true when some memory was.
+static Napi::Value Trim(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThresholds", Napi::Function::New(env, SetThresholds));
+  exports.Set("trim", Napi::Function::New(env, Trim));
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // serve's malloc thresholds (src/os/malloc-tuning.ts): with them, body-sized
 // buffers freed in bursts are reused from malloc's heap, so a new round of
-// them costs no page faults; bad values are refused.
+// them costs no page faults; trim gives what they keep back; bad values
+// are refused.
 // Each case runs in a child Node (with --expose-gc), so that the test
 // runner's own allocations do not count and its malloc is left as it was.
 import { test } from 'node:test';
@@ -48,6 +49,25 @@ test('freed body-sized buffers are reused: new rounds of them cost few page faul
   const untuned = faultsOfRounds(false);
   assert.ok(tuned.faults < tuned.pages * 0.15, `tuned: ${tuned.faults} page faults for ${tuned.pages} pages written`);
   assert.ok(tuned.faults * 3 < untuned.faults, `tuned ${tuned.faults} page faults against untuned ${untuned.faults}`);
+});
+
+test('what the thresholds keep, trim gives back to the kernel', () => {
+  const script = `
+    const { alignedBuffer, mallocTuning } = await import(${JSON.stringify(addons)});
+    const { reuseFreedBuffers } = await import(${JSON.stringify(tuning)});
+    if (!(await reuseFreedBuffers())) throw new Error('glibc refused the thresholds');
+    let live = [];
+    for (let i = 0; i < 6; i++) live.push(alignedBuffer(8 * 1024 * 1024).fill(i));
+    live = null;
+    globalThis.gc();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const kept = process.memoryUsage().rss;
+    const trimmed = mallocTuning().trim();
+    console.log(JSON.stringify({ kept, after: process.memoryUsage().rss, trimmed }));`;
+  const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8' })) as { kept: number; after: number; trimmed: boolean };
+  assert.equal(r.trimmed, true);
+  // 48 MiB of buffers were freed into the heap and kept there
+  assert.ok(r.kept - r.after > 32 * 1024 * 1024, `RSS ${r.kept} before trim, ${r.after} after`);
 });
 
 test('setThresholds refuses, before calling glibc, what is not two byte counts it can take', () => {

@@ -50,6 +50,8 @@ export interface AesGcm {
 export interface MallocTuning {
   /** mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false when glibc refused either. */
   setThresholds(mmapThreshold: number, trimThreshold: number): boolean;
+  /** malloc_trim(0): gives every whole free page of the heap back to the kernel; true if there were some. */
+  trim(): boolean;
 }
 
 const loaded = new Map<string, unknown>();
