@@ -29,7 +29,7 @@ import { widenSmallHeapGrowth } from '../src/cli/heap-growth.js';
 import { reuseFreedBuffers } from '../src/os/malloc-tuning.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
-import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
+import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, mainThreadCpuSeconds, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
 
@@ -1156,8 +1156,12 @@ async function main(): Promise<number> {
         const w = await runFio(FIO, lunOf('warm', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seq-warm-up');
         note('cold_seqread_1m_mbps', `serve warmed first by a cold 1M sequential read of another volume (${WARM_BYTES / MiB} MiB): ${(w.bw / MB).toFixed(0)} MB/s`);
         const cpu = cpuShares(ctx);
+        const mainBefore = ctx.servePid ? mainThreadCpuSeconds(ctx.servePid) : null;
+        const started = performance.now();
         const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seqread1m');
         const shares = cpu();
+        const mainAfter = ctx.servePid ? mainThreadCpuSeconds(ctx.servePid) : null;
+        const wall = (performance.now() - started) / 1000;
         setSwiftvol('cold_seqread_1m_mbps', r.bw / MB);
         coldCost = { mbps: r.bw / MB, shares, fio: r.cpu };
         note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpuText(shares)}, fio ${r.cpu.toFixed(0)}%`);
@@ -1166,6 +1170,11 @@ async function main(): Promise<number> {
         if (selected('cold_gateway_cpu_ms_per_mb')) {
           setSwiftvol('cold_gateway_cpu_ms_per_mb', serveMs + tgtdMs);
           note('cold_gateway_cpu_ms_per_mb', `swiftvol: serve ${serveMs.toFixed(2)} + tgtd ${tgtdMs.toFixed(2)} ms per MB over the cold 1M sequential read of the whole volume at ${(r.bw / MB).toFixed(0)} MB/s (fio's own CPU not counted)`);
+          if (mainBefore !== null && mainAfter !== null) {
+            // what caps one serve: its JavaScript thread (issue 14); the rest runs on fetch threads, libuv's pool and V8's helpers
+            const mainMs = msPerMB((100 * (mainAfter - mainBefore)) / wall, r.bw / MB); // over the same stretch as the shares
+            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--fetch-threads moves the receiving of large GETs off it)`);
+          }
         }
       });
       await step(['cold_seqread_1m_mbps', 'cold_gateway_cpu_ms_per_mb'], `raw Swift: GETs of the same ${objects.length} objects at concurrency ${QD}`, async () => {

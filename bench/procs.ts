@@ -105,8 +105,17 @@ export function peakRssMiB(pid: number): number | null {
 
 /** CPU time (user + system) a process has used so far, seconds; null if it cannot be read. */
 export function cpuSeconds(pid: number): number | null {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** CPU time of a process's main thread alone (its JavaScript thread, for Node), seconds; null if it cannot be read. */
+export function mainThreadCpuSeconds(pid: number): number | null {
+  return statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statCpuSeconds(file: string): number | null {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = fs.readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // After the command: state is field 3, utime field 14, stime field 15 (1-based in proc(5)).
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
