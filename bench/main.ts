@@ -11,7 +11,8 @@
 //   SWIFTVOL_BENCH_RAMP          ramp seconds per hot fio job (default 3)
 //   SWIFTVOL_BENCH_COLD_RUNTIME  seconds of cold 4k random reads, each side (default 10, in 5 alternating rounds)
 //   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
-//   SWIFTVOL_BENCH_SCALE_N       volumes of the scale rows (default 200)
+//   SWIFTVOL_BENCH_SCALE_N       volumes of the scale rows (default 800)
+//   SWIFTVOL_BENCH_FETCH_THREADS serve's --fetch-threads (default: serve's own, none below 4 CPUs)
 //   SWIFTVOL_BENCH_ONLY=WORD,... only the rows whose names contain a word (import_mbps always: its
 //                                volume is what the serve rows read, its time what the mirror rows
 //                                are compared with; and the rows another selected row is computed
@@ -83,6 +84,13 @@ const HOST = '127.0.0.1';
 /** Volumes of the scale rows (issue 16 asks for 1000 if the bench stays under 15 minutes). */
 // 1000 made the bench run 930 to 954 s on 2 CPUs, over its 15 minutes: the largest N that fits
 const SCALE_VOLUMES = Math.round(envNumber('SWIFTVOL_BENCH_SCALE_N', 800));
+/** serve's --fetch-threads; undefined: serve's default. */
+const FETCH_THREADS = ((): number | undefined => {
+  const v = process.env.SWIFTVOL_BENCH_FETCH_THREADS;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v) || Number(v) > 64) throw new BenchError(`SWIFTVOL_BENCH_FETCH_THREADS=${v} is not a number of threads from 0 to 64`);
+  return Number(v);
+})();
 const MB = 1e6; // MB/s are decimal, as fio's
 
 /** Rows measured whenever a row named here is: what the latter is computed from. */
@@ -388,7 +396,7 @@ interface Serve {
 async function startServe(ctx: Ctx, stateDir: string, label: string, options: { countRss?: boolean; untilReadyOnly?: boolean } = {}): Promise<Serve> {
   const tgtd = ctx.tgtd!;
   const logFile = path.join(ctx.tmp, `serve-${label}.log`);
-  const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control)], logFile, svEnv(ctx, stateDir));
+  const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control), ...(FETCH_THREADS === undefined ? [] : ['--fetch-threads', String(FETCH_THREADS)])], logFile, svEnv(ctx, stateDir));
   let stopped = false;
   const stopServe = async (): Promise<void> => {
     if (stopped) return;
@@ -1173,7 +1181,7 @@ async function main(): Promise<number> {
           if (mainBefore !== null && mainAfter !== null) {
             // what caps one serve: its JavaScript thread (issue 14); the rest runs on fetch threads, libuv's pool and V8's helpers
             const mainMs = msPerMB((100 * (mainAfter - mainBefore)) / wall, r.bw / MB); // over the same stretch as the shares
-            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--fetch-threads moves the receiving of large GETs off it)`);
+            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--fetch-threads moves the receiving of GETs off it)`);
           }
         }
       });
@@ -1315,7 +1323,7 @@ function report(fatal: Error | null, wallSeconds: number, load: { start: number[
         revision: rev,
         wallSeconds,
         host: { cpus: os.cpus().length, kernel: os.release(), node: process.version, loadAverageAtStart: load.start, loadAverageAtEnd: load.end },
-        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, only: ONLY, volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
+        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, only: ONLY, fetchThreads: FETCH_THREADS ?? 'default', volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
         fatal: fatal?.message ?? null,
         diagnosticFailures,
         figures: details,

@@ -45,7 +45,7 @@ before(async () => {
   ok(['volume', 'create', 'blank', '--size', '64M']);
   ok(['target', 'add', 'img']);
   ok(['target', 'add', 'blank']);
-  // with fetch threads (the default on 4 CPUs or more, none on this CI's 2): large GETs on workers, end to end
+  // with fetch threads (the default on 4 CPUs or more, none on this CI's 2): GETs on workers, end to end
   serve = await startServe(env, port, { args: ['--fetch-threads', '2'] });
   assert.match(serve.output(), /2 fetch thread\(s\)/);
 });

@@ -672,7 +672,7 @@ function buildProgram(): Command {
     .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
     .option('--cache-size <size>', "bound of the clean cache of all served volumes (default: a tenth of the state dir's filesystem)", cacheSizeArg)
-    .option('--fetch-threads <n>', 'worker threads that receive large GETs from Swift (0: all on the main thread; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)', fetchThreadsArg)
+    .option('--fetch-threads <n>', 'worker threads that receive the GETs from Swift (0: all on the main thread; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)', fetchThreadsArg)
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; port 0 picks a free one)', metricsArg)
     .addOption(new Option('--log-format <format>', 'text (an ISO time and the message) or json (one object per line: time, level, volume, msg)').choices(LOG_FORMATS).default('text'))
     .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number; metrics?: { host: string; port: number }; logFormat: LogFormat }) => {

@@ -55,7 +55,7 @@ export const STORE_LAYERS: readonly StoreLayer[] = [];
 
 /** What serve adds to each leaf store (a Swift cluster, a mirror's member, the file store). */
 export interface LeafOptions {
-  /** Run each Swift leaf's large GETs on these threads; none: on the calling thread. */
+  /** Run each Swift leaf's GETs on these threads; none: on the calling thread. */
   threads?: FetchThreads;
   /** Count each leaf's requests (named by its config section, 'swift' or 'file'). */
   meter?: (store: string) => StoreMeter;
