@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import { SwiftStore, TempAuth } from '../src/store/swift-store.js';
 import { FetchThreads, ThreadedStore } from '../src/store/threaded-store.js';
 import { startSwift, type DevSwift } from './fixtures/swift.js';
@@ -78,6 +79,29 @@ describe('ThreadedStore', () => {
       await rejectsKind(store.get(c, '', { start: 0, end: 4096 }), 'invalid');
       assert.equal(threads.stats()[0], 3, 'all three were answered by the thread');
       await store.delete(c, 'short');
+      await store.deleteContainer(c);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('fails the GETs of a thread that dies, and starts a new one for the next', async () => {
+    const threads = new FetchThreads(1);
+    const store = await threaded(threads);
+    try {
+      const c = `threaded-${randomBytes(4).toString('hex')}`;
+      await store.createContainer(c);
+      const data = randomBytes(4 * 1024 * 1024);
+      await store.put(c, 'o', data);
+      assert.ok((await store.get(c, 'o')).equals(data));
+      // the thread dies as if it had crashed, with GETs in flight (its Worker is private: reached for here only)
+      const worker = (threads as unknown as { threads: Array<{ worker: Worker } | null> }).threads[0]!.worker;
+      const inFlight = [store.get(c, 'o'), store.get(c, 'o', { start: 4096, end: 8192 })];
+      await worker.terminate();
+      for (const p of inFlight) await rejectsKind(p, 'other', /fetch thread exited/);
+      const again = await store.get(c, 'o', { start: 1000, end: 3 * 1024 * 1024 });
+      assert.ok(again.equals(data.subarray(1000, 3 * 1024 * 1024)), 'a new thread answers the next GET');
+      await store.delete(c, 'o');
       await store.deleteContainer(c);
     } finally {
       await store.close();
