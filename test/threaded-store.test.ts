@@ -22,6 +22,22 @@ async function threaded(threads: FetchThreads, listPageSize?: number): Promise<T
   return new ThreadedStore(inner, { settings, options: { listPageSize } }, threads);
 }
 
+/** Runs fn on a ThreadedStore with `count` threads and a fresh container, which is emptied and deleted after; the store is closed. */
+async function withContainer(count: number, fn: (store: ThreadedStore, c: string, threads: FetchThreads) => Promise<void>): Promise<FetchThreads> {
+  const threads = new FetchThreads(count);
+  const store = await threaded(threads);
+  try {
+    const c = `threaded-${randomBytes(4).toString('hex')}`;
+    await store.createContainer(c);
+    await fn(store, c, threads);
+    for await (const o of store.list(c)) await store.delete(c, o.name);
+    await store.deleteContainer(c);
+  } finally {
+    await store.close();
+  }
+  return threads;
+}
+
 storeContract('ThreadedStore over SwiftStore', {
   pageSize: 3,
   atomicIfNoneMatch: false,
@@ -32,11 +48,7 @@ storeContract('ThreadedStore over SwiftStore', {
 
 describe('ThreadedStore', () => {
   it('runs GETs on its threads, in parallel, whole, ranged and multi-range, and returns the bytes stored', async () => {
-    const threads = new FetchThreads(2);
-    const store = await threaded(threads);
-    try {
-      const c = `threaded-${randomBytes(4).toString('hex')}`;
-      await store.createContainer(c);
+    const threads = await withContainer(2, async (store, c, threads) => {
       const objects = await Promise.all(
         Array.from({ length: 8 }, async (_, i) => {
           const data = randomBytes(3 * 1024 * 1024 + 512 * i);
@@ -59,38 +71,22 @@ describe('ThreadedStore', () => {
       const parts = await store.get(c, 'o7', [{ start: 0, end: 4096 }, { start: 2 * 1024 * 1024, end: 2 * 1024 * 1024 + 100 }]);
       assert.ok(parts.equals(Buffer.concat([objects[7]!.subarray(0, 4096), objects[7]!.subarray(2 * 1024 * 1024, 2 * 1024 * 1024 + 100)])));
       assert.equal(threads.stats().reduce((a, b) => a + b, 0), 12, `the small and multi-range GETs were answered by the threads: ${threads.stats().join(', ')}`);
-      for (let i = 0; i < objects.length; i++) await store.delete(c, `o${i}`);
-      await store.deleteContainer(c);
-    } finally {
-      await store.close();
-    }
+    });
     await rejectsKind(threads.get(0, 'x', 'y', undefined), 'other', /closed/);
   });
 
   it('keeps the kind and message of an error raised on a thread', async () => {
-    const threads = new FetchThreads(1);
-    const store = await threaded(threads);
-    try {
-      const c = `threaded-${randomBytes(4).toString('hex')}`;
-      await store.createContainer(c);
+    await withContainer(1, async (store, c, threads) => {
       await rejectsKind(store.get(c, 'absent'), 'not-found', new RegExp(`object ${c}/absent does not exist`));
       await store.put(c, 'short', randomBytes(1024 * 1024));
       await rejectsKind(store.get(c, 'short', { start: 0, end: 2 * 1024 * 1024 }), 'invalid', /past the end/);
       await rejectsKind(store.get(c, '', { start: 0, end: 4096 }), 'invalid');
       assert.equal(threads.stats()[0], 3, 'all three were answered by the thread');
-      await store.delete(c, 'short');
-      await store.deleteContainer(c);
-    } finally {
-      await store.close();
-    }
+    });
   });
 
   it('fails the GETs of a thread that dies, and starts a new one for the next', async () => {
-    const threads = new FetchThreads(1);
-    const store = await threaded(threads);
-    try {
-      const c = `threaded-${randomBytes(4).toString('hex')}`;
-      await store.createContainer(c);
+    await withContainer(1, async (store, c, threads) => {
       const data = randomBytes(4 * 1024 * 1024);
       await store.put(c, 'o', data);
       assert.ok((await store.get(c, 'o')).equals(data));
@@ -101,10 +97,6 @@ describe('ThreadedStore', () => {
       for (const p of inFlight) await rejectsKind(p, 'other', /fetch thread exited/);
       const again = await store.get(c, 'o', { start: 1000, end: 3 * 1024 * 1024 });
       assert.ok(again.equals(data.subarray(1000, 3 * 1024 * 1024)), 'a new thread answers the next GET');
-      await store.delete(c, 'o');
-      await store.deleteContainer(c);
-    } finally {
-      await store.close();
-    }
+    });
   });
 });
