@@ -15,8 +15,8 @@
 // by a third (128 KiB QD16: 4.48 -> 2.91 ms per MB; 16 KiB QD1: 34 -> 22;
 // 4 KiB QD1: 128 -> 87), and latency did not move (4 KiB QD1 mean 5.29 ms
 // on the main thread, 5.31 on a thread, 2 runs each: a read waits on Swift,
-// not on the hop); the process spends ~15% more CPU in all, on cores the
-// main thread does not need.
+// not on the hop); the process spends 10-20% more CPU in all on such reads,
+// on cores the main thread does not need.
 import { Worker } from 'node:worker_threads';
 import { StoreError, type ReadRange } from './object-store.js';
 import { PassThroughStore } from './pass-through-store.js';
