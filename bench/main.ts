@@ -30,7 +30,7 @@ import { widenSmallHeapGrowth } from '../src/cli/heap-growth.js';
 import { reuseFreedBuffers } from '../src/os/malloc-tuning.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
-import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, mainThreadCpuSeconds, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
+import { BenchError, Cleanup, canConnect, cpuMeter, cpuSeconds, freePort, isAlive, killPid, mainThreadCpuSeconds, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
 
@@ -777,6 +777,8 @@ interface Fetched {
   cached: number | null;
   dirty: number;
   boots: BootResult[];
+  /** serve's CPU over the boots, seconds: its main (JavaScript) thread and all its threads; and the boots' wall time. */
+  serveCpu: { main: number; all: number; seconds: number } | null;
 }
 
 /**
@@ -791,13 +793,20 @@ async function coldBoots(ctx: Ctx, guest: Guest, label: string, volumes: string[
   const offset = logSize(logFile);
   const serve = await startServe(ctx, state, label);
   let boots: BootResult[];
+  let serveCpu: Fetched['serveCpu'] = null;
   try {
+    const main0 = mainThreadCpuSeconds(serve.d.pid);
+    const all0 = cpuSeconds(serve.d.pid);
+    const t = performance.now();
     const settled = await Promise.allSettled(
       volumes.map((v) => bootGuest(guest, `iscsi://${HOST}:${ctx.tgtd!.port}/${IQN_PREFIX}:${v}/1`, { dir: ctx.tmp, label: volumes.length > 1 ? `${label}-${v}` : label, deadlineMs, cleanup: ctx.cleanup })),
     );
     const failed = settled.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
     if (failed.length > 0) throw new BenchError(`${failed.length} of ${volumes.length} boot(s) failed: ${failed.join(' ||| ')}`);
     boots = settled.map((r) => (r as PromiseFulfilledResult<BootResult>).value);
+    const main1 = mainThreadCpuSeconds(serve.d.pid);
+    const all1 = cpuSeconds(serve.d.pid);
+    if (main0 !== null && all0 !== null && main1 !== null && all1 !== null) serveCpu = { main: main1 - main0, all: all1 - all0, seconds: (performance.now() - t) / 1000 };
   } finally {
     await serve.stop();
   }
@@ -817,7 +826,7 @@ async function coldBoots(ctx: Ctx, guest: Guest, label: string, volumes: string[
     else if (cached !== null) cached += info.cachedBytes;
     dirty += info.dirtyBytes ?? 0;
   }
-  return { logged, cached, dirty, boots };
+  return { logged, cached, dirty, boots, serveCpu };
 }
 
 /** The figure of bytes fetched: the proxy log's GET bytes if it could be read, else cachedBytes. */
@@ -830,7 +839,10 @@ function fetchedBytes(f: Fetched, byLog: boolean): number {
 function fetchedText(f: Fetched): string {
   const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
   const logged = f.logged ? `proxy log: ${f.logged.requests} object GETs, ${mib(f.logged.bytes)} sent (data objects ${mib(f.logged.data)})` : 'proxy log: unreadable';
-  return `${logged}; cachedBytes ${f.cached === null ? '-' : mib(f.cached)}, dirtyBytes ${mib(f.dirty)} after serve stopped`;
+  const pct = (cpu: number): string => `${((100 * cpu) / f.serveCpu!.seconds).toFixed(1)}%`;
+  // whether one JavaScript thread is what a storm waits on (issue 14)
+  const cpu = f.serveCpu ? `; serve used ${pct(f.serveCpu.all)} of a core over the boot(s) (${f.serveCpu.seconds.toFixed(0)} s), its main thread ${pct(f.serveCpu.main)}` : '';
+  return `${logged}; cachedBytes ${f.cached === null ? '-' : mib(f.cached)}, dirtyBytes ${mib(f.dirty)} after serve stopped${cpu}`;
 }
 
 /**
