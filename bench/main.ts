@@ -30,7 +30,7 @@ import { widenSmallHeapGrowth } from '../src/cli/heap-growth.js';
 import { reuseFreedBuffers } from '../src/os/malloc-tuning.js';
 import { fioFilename, runFio, type FioJob, type FioResult } from './fio.js';
 import { bootGuest, type BootResult, type Guest } from './qemu.js';
-import { BenchError, Cleanup, canConnect, cpuMeter, cpuSeconds, freePort, isAlive, killPid, mainThreadCpuSeconds, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
+import { BenchError, Cleanup, canConnect, cpuMeter, freePort, isAlive, killPid, peakRssMiB, run, runOk, sessionMembers, startDaemon, stopPid, waitExit, type Daemonized } from './procs.js';
 import { chart, isMet, METRICS, table, targetText, type FigureDetail } from './report.js';
 import { RawSwift, percentile, pool } from './swift-raw.js';
 
@@ -777,8 +777,8 @@ interface Fetched {
   cached: number | null;
   dirty: number;
   boots: BootResult[];
-  /** serve's CPU over the boots, seconds: its main (JavaScript) thread and all its threads; and the boots' wall time. */
-  serveCpu: { main: number; all: number; seconds: number } | null;
+  /** serve's CPU over the boots, percent of one core: all its threads, and its main (JavaScript) thread. */
+  serveCpu: { all: number; main: number };
 }
 
 /**
@@ -793,20 +793,17 @@ async function coldBoots(ctx: Ctx, guest: Guest, label: string, volumes: string[
   const offset = logSize(logFile);
   const serve = await startServe(ctx, state, label);
   let boots: BootResult[];
-  let serveCpu: Fetched['serveCpu'] = null;
+  let serveCpu: Fetched['serveCpu'];
   try {
-    const main0 = mainThreadCpuSeconds(serve.d.pid);
-    const all0 = cpuSeconds(serve.d.pid);
-    const t = performance.now();
+    const cpu = cpuMeter({ all: [serve.d.pid], main: [{ mainThreadOf: serve.d.pid }] });
     const settled = await Promise.allSettled(
       volumes.map((v) => bootGuest(guest, `iscsi://${HOST}:${ctx.tgtd!.port}/${IQN_PREFIX}:${v}/1`, { dir: ctx.tmp, label: volumes.length > 1 ? `${label}-${v}` : label, deadlineMs, cleanup: ctx.cleanup })),
     );
     const failed = settled.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
     if (failed.length > 0) throw new BenchError(`${failed.length} of ${volumes.length} boot(s) failed: ${failed.join(' ||| ')}`);
     boots = settled.map((r) => (r as PromiseFulfilledResult<BootResult>).value);
-    const main1 = mainThreadCpuSeconds(serve.d.pid);
-    const all1 = cpuSeconds(serve.d.pid);
-    if (main0 !== null && all0 !== null && main1 !== null && all1 !== null) serveCpu = { main: main1 - main0, all: all1 - all0, seconds: (performance.now() - t) / 1000 };
+    const shares = cpu();
+    serveCpu = { all: shares.all!, main: shares.main! };
   } finally {
     await serve.stop();
   }
@@ -839,10 +836,9 @@ function fetchedBytes(f: Fetched, byLog: boolean): number {
 function fetchedText(f: Fetched): string {
   const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
   const logged = f.logged ? `proxy log: ${f.logged.requests} object GETs, ${mib(f.logged.bytes)} sent (data objects ${mib(f.logged.data)})` : 'proxy log: unreadable';
-  const pct = (cpu: number): string => `${((100 * cpu) / f.serveCpu!.seconds).toFixed(1)}%`;
   // whether one JavaScript thread is what a storm waits on (issue 14)
-  const cpu = f.serveCpu ? `; serve used ${pct(f.serveCpu.all)} of a core over the boot(s) (${f.serveCpu.seconds.toFixed(0)} s), its main thread ${pct(f.serveCpu.main)}` : '';
-  return `${logged}; cachedBytes ${f.cached === null ? '-' : mib(f.cached)}, dirtyBytes ${mib(f.dirty)} after serve stopped${cpu}`;
+  const cpu = `serve used ${f.serveCpu.all.toFixed(1)}% of a core over the boot(s), its main thread ${f.serveCpu.main.toFixed(1)}%`;
+  return `${logged}; cachedBytes ${f.cached === null ? '-' : mib(f.cached)}, dirtyBytes ${mib(f.dirty)} after serve stopped; ${cpu}`;
 }
 
 /**
@@ -1176,12 +1172,10 @@ async function main(): Promise<number> {
         const w = await runFio(FIO, lunOf('warm', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seq-warm-up');
         note('cold_seqread_1m_mbps', `serve warmed first by a cold 1M sequential read of another volume (${WARM_BYTES / MiB} MiB): ${(w.bw / MB).toFixed(0)} MB/s`);
         const cpu = cpuShares(ctx);
-        const mainBefore = ctx.servePid ? mainThreadCpuSeconds(ctx.servePid) : null;
-        const started = performance.now();
+        const mainCpu = ctx.servePid ? cpuMeter({ main: [{ mainThreadOf: ctx.servePid }] }) : null;
         const r = await runFio(FIO, lunOf('vol1g', ctx), { rw: 'read', bs: '1M', iodepth: QD }, tmp, 'swiftvol-cold-seqread1m');
         const shares = cpu();
-        const mainAfter = ctx.servePid ? mainThreadCpuSeconds(ctx.servePid) : null;
-        const wall = (performance.now() - started) / 1000;
+        const mainShare = mainCpu?.().main;
         setSwiftvol('cold_seqread_1m_mbps', r.bw / MB);
         coldCost = { mbps: r.bw / MB, shares, fio: r.cpu };
         note('cold_seqread_1m_mbps', `swiftvol CPU: ${cpuText(shares)}, fio ${r.cpu.toFixed(0)}%`);
@@ -1190,9 +1184,9 @@ async function main(): Promise<number> {
         if (selected('cold_gateway_cpu_ms_per_mb')) {
           setSwiftvol('cold_gateway_cpu_ms_per_mb', serveMs + tgtdMs);
           note('cold_gateway_cpu_ms_per_mb', `swiftvol: serve ${serveMs.toFixed(2)} + tgtd ${tgtdMs.toFixed(2)} ms per MB over the cold 1M sequential read of the whole volume at ${(r.bw / MB).toFixed(0)} MB/s (fio's own CPU not counted)`);
-          if (mainBefore !== null && mainAfter !== null) {
+          if (mainShare !== undefined) {
             // what caps one serve: its JavaScript thread (issue 14); the rest runs on fetch threads, libuv's pool and V8's helpers
-            const mainMs = msPerMB((100 * (mainAfter - mainBefore)) / wall, r.bw / MB); // over the same stretch as the shares
+            const mainMs = msPerMB(mainShare, r.bw / MB);
             note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--fetch-threads moves the receiving of GETs off it)`);
           }
         }

@@ -108,11 +108,6 @@ export function cpuSeconds(pid: number): number | null {
   return statCpuSeconds(`/proc/${pid}/stat`);
 }
 
-/** CPU time of a process's main thread alone (its JavaScript thread, for Node), seconds; null if it cannot be read. */
-export function mainThreadCpuSeconds(pid: number): number | null {
-  return statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
-}
-
 function statCpuSeconds(file: string): number | null {
   try {
     const stat = fs.readFileSync(file, 'utf8');
@@ -125,19 +120,26 @@ function statCpuSeconds(file: string): number | null {
 }
 const CLOCK_TICKS = 100;
 
+/** What a cpuMeter group counts: a process (all its threads), or only the main thread of one (its JavaScript thread, for Node). */
+export type CpuSource = number | { mainThreadOf: number };
+
+function sourceCpuSeconds(source: CpuSource): number | null {
+  return typeof source === 'number' ? cpuSeconds(source) : statCpuSeconds(`/proc/${source.mainThreadOf}/task/${source.mainThreadOf}/stat`);
+}
+
 /**
  * CPU use of groups of processes over a stretch of time: call it at the
  * start, call what it returns at the end, and get each group's CPU as a
  * percentage of one core.
  */
-export function cpuMeter(groups: Record<string, number[]>): () => Record<string, number> {
+export function cpuMeter(groups: Record<string, CpuSource[]>): () => Record<string, number> {
   const t = process.hrtime.bigint();
-  const sum = (pids: number[]): number => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
-  const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, sum(pids)]));
+  const sum = (sources: CpuSource[]): number => sources.reduce((n: number, source) => n + (sourceCpuSeconds(source) ?? 0), 0);
+  const before = Object.fromEntries(Object.entries(groups).map(([k, sources]) => [k, sum(sources)]));
   return () => {
     const seconds = Number(process.hrtime.bigint() - t) / 1e9;
     const out: Record<string, number> = {};
-    for (const [k, pids] of Object.entries(groups)) out[k] = (100 * (sum(pids) - before[k]!)) / seconds;
+    for (const [k, sources] of Object.entries(groups)) out[k] = (100 * (sum(sources) - before[k]!)) / seconds;
     return out;
   };
 }
