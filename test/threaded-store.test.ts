@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import type { Worker } from 'node:worker_threads';
-import { SwiftStore, TempAuth } from '../src/store/swift-store.js';
+import { SwiftStore, TempAuth, type SwiftStoreOptions } from '../src/store/swift-store.js';
 import { FetchThreads, ThreadedStore } from '../src/store/threaded-store.js';
-import { startSwift, type DevSwift } from './fixtures/swift.js';
+import { pauseSwiftProxy, startSwift, type DevSwift } from './fixtures/swift.js';
 import { rejectsKind, storeContract } from './fixtures/store-contract.js';
 
 let swiftP: Promise<DevSwift> | undefined;
@@ -15,17 +15,18 @@ after(async () => {
   if (swiftP) await (await swiftP).stop();
 });
 
-async function threaded(threads: FetchThreads, listPageSize?: number): Promise<ThreadedStore> {
+async function threaded(threads: FetchThreads, listPageSize?: number, more: Omit<SwiftStoreOptions, 'auth' | 'listPageSize'> = {}): Promise<ThreadedStore> {
   const s = await swift();
   const settings = { ST_AUTH: s.authUrl, ST_USER: s.user, ST_KEY: s.key };
-  const inner = new SwiftStore({ auth: new TempAuth({ authUrl: s.authUrl, user: s.user, key: s.key }), listPageSize });
-  return new ThreadedStore(inner, { settings, options: { listPageSize } }, threads);
+  const options = { listPageSize, ...more };
+  const inner = new SwiftStore({ auth: new TempAuth({ authUrl: s.authUrl, user: s.user, key: s.key }), ...options });
+  return new ThreadedStore(inner, { settings, options }, threads);
 }
 
 /** Runs fn on a ThreadedStore with `count` threads and a fresh container, which is emptied and deleted after; the store is closed. */
-async function withContainer(count: number, fn: (store: ThreadedStore, c: string, threads: FetchThreads) => Promise<void>): Promise<FetchThreads> {
+async function withContainer(count: number, fn: (store: ThreadedStore, c: string, threads: FetchThreads) => Promise<void>, options?: Omit<SwiftStoreOptions, 'auth' | 'listPageSize'>): Promise<FetchThreads> {
   const threads = new FetchThreads(count);
-  const store = await threaded(threads);
+  const store = await threaded(threads, undefined, options);
   try {
     const c = `threaded-${randomBytes(4).toString('hex')}`;
     await store.createContainer(c);
@@ -98,5 +99,28 @@ describe('ThreadedStore', () => {
       const again = await store.get(c, 'o', { start: 1000, end: 3 * 1024 * 1024 });
       assert.ok(again.equals(data.subarray(1000, 3 * 1024 * 1024)), 'a new thread answers the next GET');
     });
+  });
+  it('bounds every GET when the cluster freezes (SIGSTOP of its proxy): each fails with its own timeouts, and reads again once thawed', async () => {
+    await withContainer(
+      1,
+      async (store, c) => {
+        const data = randomBytes(1024 * 1024);
+        await store.put(c, 'o', data);
+        assert.ok((await store.get(c, 'o')).equals(data)); // the thread is authenticated and connected
+        const thaw = pauseSwiftProxy(await swift());
+        try {
+          for (const range of [undefined, { start: 0, end: 4096 }]) {
+            // a hang would fail here, not stall the suite: 2 attempts of 1 s each are far inside the deadline
+            const deadline = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the GET was still waiting after 20 s')), 20_000).unref());
+            await rejectsKind(Promise.race([store.get(c, 'o', range), deadline]), 'unreachable', /unreachable after 2 attempts: no response within 1000 ms/);
+          }
+        } finally {
+          thaw();
+        }
+        const again = await store.get(c, 'o', { start: 5, end: 9000 });
+        assert.ok(again.equals(data.subarray(5, 9000)), 'read again, exact, once the proxy runs');
+      },
+      { timeoutMs: 1000, retries: { attempts: 2, baseMs: 50 } },
+    );
   });
 });
