@@ -98,20 +98,21 @@ function formatArg(formats: readonly string[]): (text: string) => string {
   };
 }
 
-/** Worker threads for serve's GETs: 0 (on the main thread) to 64. */
-function fetchThreadsArg(text: string): number {
+/** serve's worker threads (for GETs, or engines): 0 (all on the main thread) to 64. */
+function threadsArg(text: string): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n > 64) throw new InvalidArgumentError(`'${text}' is not a number of threads (0 to 64)`);
   return n;
 }
 
 /**
- * Half the CPUs, at most 4, on a machine of 4 CPUs or more; none on a smaller
- * one. Measured on 2 CPUs (with Swift on the same machine): a thread halves
- * the main thread's CPU per cold MB (1.14 -> 0.59 ms) but adds 0.02-0.3 ms
- * in all and about 50 MiB of RSS, on cores tgtd and serve already fill.
+ * Serve's threads (engine threads, else fetch threads): half the CPUs, at
+ * most 4, on a machine of 4 CPUs or more; none on a smaller one. Measured on
+ * 2 CPUs (with Swift on the same machine): a fetch thread halves the main
+ * thread's CPU per cold MB (1.14 -> 0.59 ms) but adds 0.02-0.3 ms in all and
+ * about 50 MiB of RSS, on cores tgtd and serve already fill.
  */
-function defaultFetchThreads(): number {
+function defaultThreads(): number {
   const cpus = os.availableParallelism();
   return cpus >= 4 ? Math.min(4, Math.floor(cpus / 2)) : 0;
 }
@@ -146,13 +147,7 @@ function countArg(text: string): number {
 // The engine, the daemon and the HTTP client are loaded by the commands that
 // use them: a command answered by a running serve starts in a third of the time.
 async function newEngine(store: ObjectStore, opts: GlobalOptions, cache?: GatewayCache): Promise<Engine> {
-  const [{ Engine }, { VolumeKey }] = await Promise.all([import('../engine/engine.js'), import('../engine/volume-key.js')]);
-  const seconds = Number(process.env.SWIFTVOL_LEASE_SECONDS);
-  return new Engine(store, opts.stateDir, {
-    ...(Number.isFinite(seconds) && seconds > 0 ? { leaseMs: seconds * 1000 } : {}),
-    ...(opts.keyFile ? { key: VolumeKey.fromFile(opts.keyFile) } : {}),
-    ...(cache ? { cache } : {}),
-  });
+  return (await import('../engine/new-engine.js')).newEngine(store, opts, cache);
 }
 
 /** The clean cache's budget when --cache-size is not given: a tenth of the state dir's filesystem. */
@@ -672,10 +667,11 @@ function buildProgram(): Command {
     .option('--tgtd-control <n>', 'use the running tgtd with this control port instead of starting one', controlPortArg)
     .option('--no-tgtd', 'start no tgtd and manage no targets: serve LUNs configured in tgtd by hand (README.swift.md)')
     .option('--cache-size <size>', "bound of the clean cache of all served volumes (default: a tenth of the state dir's filesystem)", cacheSizeArg)
-    .option('--fetch-threads <n>', 'worker threads that receive the GETs from Swift (0: all on the main thread; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)', fetchThreadsArg)
+    .option('--fetch-threads <n>', "with --engine-threads 0: worker threads that receive the main thread's GETs from Swift (0: none; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)", threadsArg)
+    .option('--engine-threads <n>', 'worker threads that serve the volumes, each with its own engine, connections to Swift and share of the cache (0: the main thread serves them; default: half the CPUs, at most 4, with 4 CPUs or more, else 0)', threadsArg)
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; port 0 picks a free one)', metricsArg)
     .addOption(new Option('--log-format <format>', 'text (an ISO time and the message) or json (one object per line: time, level, volume, msg)').choices(LOG_FORMATS).default('text'))
-    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number; metrics?: { host: string; port: number }; logFormat: LogFormat }) => {
+    .action(async (opts: { portal: { host: string; port: number }; tgtdControl?: number; tgtd: boolean; cacheSize?: number; fetchThreads?: number; engineThreads?: number; metrics?: { host: string; port: number }; logFormat: LogFormat }) => {
       const global = program.opts<GlobalOptions>();
       const log = serveLog(opts.logFormat);
       const systemd = (await import('../daemon/systemd-notify.js')).systemdNotifier();
@@ -683,17 +679,49 @@ function buildProgram(): Command {
       if ((await sendControl(global.stateDir, { op: 'status' }, 5000).catch(() => null)) !== null) {
         throw new EngineError(`swiftvol serve is already running on ${global.stateDir}`);
       }
+      // fetch threads asked for: the volumes stay on the main thread unless engine threads are asked for too (refused below)
+      const engineThreads = opts.engineThreads ?? (opts.fetchThreads === undefined ? defaultThreads() : 0);
+      if (engineThreads > 0 && opts.fetchThreads !== undefined && opts.fetchThreads > 0) {
+        throw new EngineError('--fetch-threads and --engine-threads cannot both be given: engine threads receive their own GETs');
+      }
       if (!(await reuseFreedBuffers())) log("glibc refused serve's malloc thresholds (src/os/malloc-tuning.ts): freed buffers go back to the kernel", { level: 'warn' });
       const { GatewayCache } = await import('../engine/gateway-cache.js');
-      const cache = GatewayCache.open(global.stateDir, opts.cacheSize ?? defaultCacheSize(global.stateDir));
-      const threadCount = opts.fetchThreads ?? defaultFetchThreads();
+      const cacheBudget = opts.cacheSize ?? defaultCacheSize(global.stateDir);
+      // what an earlier serve with more engine threads kept would count against no budget
+      GatewayCache.removeUnused(global.stateDir, engineThreads);
+      // with engine threads each opens its own share (thread 0's is this one's directory)
+      const cache = engineThreads > 0 ? undefined : GatewayCache.open(global.stateDir, cacheBudget);
+      const threadCount = engineThreads > 0 ? 0 : (opts.fetchThreads ?? defaultThreads());
       const { FetchThreads } = await import('../store/threaded-store.js');
       const threads = threadCount > 0 ? new FetchThreads(threadCount) : undefined;
       const metrics = opts.metrics ? new (await import('../daemon/metrics.js')).ServeMetrics() : undefined;
       const { store, source } = await openStore(process.env, global.stateDir, global.config, undefined, { log: (m, level) => log(m, { level }) }, { threads, meter: metrics && ((name) => metrics.storeMeter(name)) });
+      const engine = await newEngine(store, global, cache);
+      const { EngineThreads } = await import('../daemon/engine-threads.js');
+      const engineThreadPool =
+        engineThreads > 0
+          ? new EngineThreads({
+              count: engineThreads,
+              stateDir: global.stateDir,
+              config: global.config,
+              keyFile: global.keyFile,
+              cacheBudget,
+              log,
+              metrics,
+              lineageRoot: (name) => engine.lineageRoot(name),
+            })
+          : undefined;
+      try {
+        await engineThreadPool?.start();
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
       const { Daemon } = await import('../daemon/daemon.js');
       const daemon = new Daemon({
-        engine: await newEngine(store, global, cache),
+        engine,
+        cache,
+        threads: engineThreadPool,
         stateDir: global.stateDir,
         host: opts.portal.host,
         port: opts.portal.port,
@@ -702,7 +730,10 @@ function buildProgram(): Command {
         log,
         onRequest: metrics?.onRequest,
       });
-      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, clean cache up to ${formatSize(cache.blocks.budget)} (${formatSize(cache.blocks.stats().bytes)} held), ${threads && threads.stores > 0 ? `${threadCount} fetch thread(s)` : 'GETs on the main thread'}`);
+      const serving = engineThreadPool
+        ? `${engineThreads} engine thread(s), each with ${formatSize(Math.floor(cacheBudget / engineThreads / 4096) * 4096)} of the clean cache`
+        : `clean cache up to ${formatSize(cache!.blocks.budget)} (${formatSize(cache!.blocks.stats().bytes)} held), ${threads && threads.stores > 0 ? `${threadCount} fetch thread(s)` : 'GETs on the main thread'}`;
+      log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, ${serving}`);
       // Signals are handled from the start: one during start-up stops cleanly once started.
       const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
@@ -721,17 +752,17 @@ function buildProgram(): Command {
         await daemon.start();
         started = true;
         if (metrics && opts.metrics) {
-          const { mirrorOf } = await import('../store/mirror-store.js');
-          metrics.attach({ view: () => daemon.view(), cache, mirror: mirrorOf(store) });
+          metrics.attach({ view: () => daemon.view() });
           const at = await metrics.listen(opts.metrics.host, opts.metrics.port);
           metricsServer = at;
           log(`metrics on http://${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}/metrics`);
         }
       } catch (err) {
         if (started) await daemon.stop();
+        await engineThreadPool?.stop();
         await store.close();
         await threads?.close();
-        cache.close();
+        cache?.close();
         throw err;
       }
       const ready = opts.tgtd ? `ready: ${daemon.targets().filter((t) => t.state === 'served').length} target(s) on ${daemon.portal}` : 'ready: block socket only';
@@ -740,9 +771,10 @@ function buildProgram(): Command {
       await stopped;
       await metricsServer?.close();
       await daemon.stop();
+      await engineThreadPool?.stop();
       await store.close();
       await threads?.close();
-      cache.close();
+      cache?.close();
       log('stopped');
     });
 

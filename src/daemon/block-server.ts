@@ -37,6 +37,7 @@ import {
   type RequestContext,
 } from './protocol.js';
 import { SenseError, Senses, type Sense } from './sense.js';
+import { socketHandoff } from '../native/addons.js';
 
 /** What HELLO answers of a device that is not open yet. */
 export interface DeviceDescription {
@@ -45,8 +46,16 @@ export interface DeviceDescription {
   direct: boolean;
 }
 
+/**
+ * Takes a connection over from another thread (engine-threads.ts): the
+ * socket's descriptor, now the taker's, and every byte read from it so far
+ * (its HELLO).
+ */
+export type ConnectionTaker = (fd: number, received: Buffer) => Promise<void>;
+
 export interface BlockServerOptions {
-  socketPath: string;
+  /** Where it listens (none: it only serves connections given to adopt). */
+  socketPath?: string;
   /** Opens (or returns the cached) device of a volume; may run once per connection. */
   openDevice(volume: string): Promise<BlockDevice>;
   /**
@@ -70,6 +79,11 @@ export interface BlockServerOptions {
   socketMode?: number;
   /** Told of every request answered after the handshake (metrics). */
   onRequest?: (event: RequestEvent) => void;
+  /**
+   * Where a connection's HELLO goes: when given, each connection is handed,
+   * at its HELLO, to the taker this returns for its volume, and served there.
+   */
+  route?(volume: string): Promise<ConnectionTaker>;
 }
 
 /** A request the daemon answered: for metrics. */
@@ -197,6 +211,8 @@ class Connection {
   private paused = false;
   /** Direct I/O sessions opened on this connection: they end with it. */
   private readonly directSessions: Array<() => void> = [];
+  /** What was read before the HELLO was answered, for a connection handed to another thread. */
+  private received: Buffer[] | null = [];
 
   constructor(
     private readonly server: BlockServer,
@@ -246,8 +262,14 @@ class Connection {
     return this.state === 'closed';
   }
 
+  /** Bytes read from the socket before it came here (adopt). */
+  feed(chunk: Buffer): void {
+    if (chunk.length > 0) this.onData(chunk);
+  }
+
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
+    this.received?.push(chunk);
     let frames: Frame[];
     try {
       frames = this.parser.push(chunk);
@@ -269,6 +291,12 @@ class Connection {
           this.drop('second HELLO');
           return;
         }
+        const route = this.server.route;
+        if (route) {
+          this.handOff(route, req.tag, req.volume);
+          return;
+        }
+        this.received = null;
         this.hello(req.tag, req.volume);
       } else {
         this.start(req);
@@ -300,6 +328,42 @@ class Connection {
       })
       .catch((err: unknown) => {
         if (this.state === 'closed') return;
+        const out = failure(err, Senses.NOT_READY, false);
+        this.server.log(`${this.name}: cannot open volume: ${out.message ?? ''}`);
+        this.send(Op.HELLO, tag, out);
+        this.state = 'closed';
+        this.socket.end();
+      });
+  }
+
+  /**
+   * Hands the connection, HELLO and all, to the thread that serves its
+   * volume: reading stops here, the descriptor is duplicated for the taker,
+   * and this side lets go of the socket without a word to the client.
+   */
+  private handOff(route: (volume: string) => Promise<ConnectionTaker>, tag: bigint, volume: string): void {
+    this.state = 'opening';
+    this.volume = volume;
+    const handle = (this.socket as unknown as { _handle?: { fd?: number; readStop?(): number } })._handle;
+    this.socket.pause();
+    handle?.readStop?.();
+    route(volume)
+      .then(async (take) => {
+        if (this.isClosed()) return;
+        if (typeof handle?.fd !== 'number' || handle.fd < 0) throw new Error('the connection has no descriptor to hand over');
+        const rest: unknown = this.socket.read();
+        const received = Buffer.concat([...(this.received ?? []), ...(Buffer.isBuffer(rest) ? [rest] : [])]);
+        const fd = socketHandoff().dupFd(handle.fd);
+        this.state = 'closed';
+        this.received = null;
+        this.socket.destroy();
+        await take(fd, received);
+      })
+      .catch((err: unknown) => {
+        if (this.socket.destroyed) {
+          this.server.log(`${this.name}: handing over: ${errorMessage(err)}`);
+          return;
+        }
         const out = failure(err, Senses.NOT_READY, false);
         this.server.log(`${this.name}: cannot open volume: ${out.message ?? ''}`);
         this.send(Op.HELLO, tag, out);
@@ -561,7 +625,7 @@ class Connection {
 }
 
 export class BlockServer {
-  readonly socketPath: string;
+  readonly socketPath: string | undefined;
   readonly maxPayload: number;
   readonly maxInFlight: number;
   readonly physicalBlockSize: number;
@@ -621,6 +685,22 @@ export class BlockServer {
     return this.opts.describeDevice?.(volume) ?? null;
   }
 
+  get route(): ((volume: string) => Promise<ConnectionTaker>) | undefined {
+    return this.opts.route?.bind(this.opts);
+  }
+
+  /** Serves a connection accepted elsewhere (another thread's listener): its descriptor, and what was read from it. */
+  adopt(fd: number, received: Buffer): void {
+    if (this.closing) {
+      fs.closeSync(fd);
+      return;
+    }
+    const socket = new net.Socket({ fd, readable: true, writable: true });
+    const c = new Connection(this, socket, this.nextId++);
+    this.conns.add(c);
+    c.feed(received);
+  }
+
   /** @internal */
   forget(c: Connection): void {
     this.conns.delete(c);
@@ -629,23 +709,25 @@ export class BlockServer {
   /** Starts listening; a stale socket file (nobody listening) is replaced. */
   async listen(): Promise<void> {
     if (this.listening) return;
+    const socketPath = this.socketPath;
+    if (socketPath === undefined) throw new Error('this block server has no socket path to listen on');
     try {
-      await this.tryListen();
+      await this.tryListen(socketPath);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isAlive(this.socketPath))) throw err;
-      this.log(`removing stale socket ${this.socketPath}`);
-      fs.unlinkSync(this.socketPath);
-      await this.tryListen();
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isAlive(socketPath))) throw err;
+      this.log(`removing stale socket ${socketPath}`);
+      fs.unlinkSync(socketPath);
+      await this.tryListen(socketPath);
     }
-    fs.chmodSync(this.socketPath, this.opts.socketMode ?? 0o660);
+    fs.chmodSync(socketPath, this.opts.socketMode ?? 0o660);
     this.listening = true;
   }
 
-  private tryListen(): Promise<void> {
+  private tryListen(socketPath: string): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
-      this.server.listen(this.socketPath, () => {
+      this.server.listen(socketPath, () => {
         this.server.off('error', onError);
         resolve();
       });

@@ -5,25 +5,20 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Engine } from '../engine/engine.js';
-import type { Volume } from '../engine/volume.js';
 import { EngineError, volumesMessage } from '../engine/engine-error.js';
-import type { SnapshotJob, SnapshotStatus } from '../engine/snapshot.js';
-import { BlockServer, type DeviceDescription, type RequestEvent } from './block-server.js';
-import { canOpenDirect } from '../engine/block-device.js';
+import type { SnapshotStatus } from '../engine/snapshot.js';
+import { BlockServer, type ConnectionTaker, type DeviceDescription, type RequestEvent } from './block-server.js';
 import { openFileLimit } from '../engine/processes.js';
 import type { Log } from './serve-log.js';
 import { UNKNOWN_CONTROL_REQUEST, blockSocketPath, listenControl, type ControlRequest } from './control.js';
 import { TargetRegistry, targetName, viewOf, type TargetSpec, type TargetView } from './target-registry.js';
 import { TgtAdmin, TgtError, Tgtd, lowestFreeTid, type TargetShow, type TgtdRecord } from './tgtd.js';
 import { TgtErrno } from './tgt-ipc.js';
-import { mirrorOf } from '../store/mirror-store.js';
-import { volumeNameOfContainer } from '../format/volume-format.js';
 import { runPool } from '../store/run-pool.js';
 import { CACHE_OPEN_FILES } from '../cache/block-cache.js';
-
-/** How often serve looks for mirrored volumes with a store behind, and how long it waits before trying one again. */
-const RESYNC_CHECK_MS = 1000;
-const RESYNC_RETRY_MS = 10_000;
+import { LocalVolumeHost, type HostView, type VolumeHost } from './volume-host.js';
+import type { EngineThreads } from './engine-threads.js';
+import type { GatewayCache } from '../engine/gateway-cache.js';
 /**
  * Files an open, served volume holds in serve: the overlay (twice), its
  * SQLite database with journal files, the block map, and bs_swift's
@@ -38,7 +33,12 @@ const START_TARGETS = 4;
 const CLOSES = 16;
 
 export interface DaemonOptions {
+  /** The engine of serve's main thread: it holds the volumes unless `threads` does, and looks up volumes for targets. */
   engine: Engine;
+  /** The main thread's gateway cache (without engine threads), for metrics. */
+  cache?: GatewayCache;
+  /** Engine threads that hold the volumes (none: the main thread holds them). */
+  threads?: EngineThreads;
   stateDir: string;
   /** Portal of our own tgtd. */
   host: string;
@@ -52,16 +52,8 @@ export interface DaemonOptions {
   onRequest?: (event: RequestEvent) => void;
 }
 
-/** What serve holds, for metrics: read at each scrape. */
-export interface DaemonView {
-  volumes: Array<{ name: string; volume: Volume; leaseHeld: boolean }>;
-  /** Snapshot uploads started here (running, and the last few done), per volume. */
-  snapshots: SnapshotStatus[];
-  /** Volumes being resynced now. */
-  resyncing: string[];
-  /** Objects copied by resyncs since serve started, per volume. */
-  resyncCopied: Map<string, number>;
-}
+/** What serve holds, for metrics: read at each scrape (every host's view, merged). */
+export type DaemonView = HostView;
 
 export interface ServedTarget extends TargetSpec {
   tid: number;
@@ -71,14 +63,12 @@ export interface ServedTarget extends TargetSpec {
 
 export class Daemon {
   private readonly registry: TargetRegistry;
-  private readonly volumes = new Map<string, Volume>();
-  private readonly opening = new Map<string, Promise<Volume>>();
+  /** The host of every volume when serve has no engine threads. */
+  private readonly local: LocalVolumeHost | null;
   /** Sizes of served volumes, for HELLOs that come before their volume is open. */
   private readonly sizes = new Map<string, number>();
   /** The last batch of background opens (tests and stop wait on it). */
   private backgroundOpens: Promise<void> = Promise.resolve();
-  /** Snapshots started here, per volume (the last few). */
-  private readonly jobs = new Map<string, SnapshotJob[]>();
   private readonly served = new Map<string, ServedTarget>();
   /** In a shared tgtd: the tids its last listing showed in use (see usedTids). */
   private othersTids: Set<number> | null = null;
@@ -89,26 +79,32 @@ export class Daemon {
   private stopping: Promise<void> | null = null;
   /** Target changes run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
-  /** Resyncs running, per volume, and when each was last started. */
-  private readonly resyncs = new Map<string, Promise<unknown>>();
-  private readonly lastResync = new Map<string, number>();
-  private resyncTimer: NodeJS.Timeout | null = null;
-  /** Volumes whose lease was lost (another machine may hold it). */
-  private readonly leaseLost = new Set<string>();
-  private readonly resyncCopied = new Map<string, number>();
 
   constructor(private readonly options: DaemonOptions) {
     this.registry = new TargetRegistry(options.stateDir);
+    this.local = options.threads ? null : new LocalVolumeHost({ engine: options.engine, log: options.log, cache: options.cache });
+  }
+
+  /** Every host of volumes. */
+  private hosts(): VolumeHost[] {
+    return this.local ? [this.local] : this.options.threads!.threads;
+  }
+
+  /** The host of a volume. */
+  private hostOf(name: string): Promise<VolumeHost> {
+    return this.local ? Promise.resolve(this.local) : this.options.threads!.threadOf(name);
   }
 
   /** What serve holds now, for metrics. */
-  view(): DaemonView {
-    return {
-      volumes: [...this.volumes].map(([name, volume]) => ({ name, volume, leaseHeld: !this.leaseLost.has(name) })),
-      snapshots: [...this.jobs.values()].flat().map((j) => j.status()),
-      resyncing: [...this.resyncs.keys()],
-      resyncCopied: this.resyncCopied,
-    };
+  async view(): Promise<DaemonView> {
+    return mergeViews(await Promise.all(this.hosts().map((h) => h.view())));
+  }
+
+  /** With engine threads: the thread a bs_swift connection goes to, at its HELLO. */
+  private async route(volume: string): Promise<ConnectionTaker> {
+    const thread = await this.options.threads!.threadOf(volume);
+    const hint = this.sizes.get(volume) ?? this.served.get(volume)?.size;
+    return (fd, received) => thread.takeConnection(fd, received, volume, hint);
   }
 
   /** Where initiators connect, as far as this daemon knows. */
@@ -122,18 +118,16 @@ export class Daemon {
     const { stateDir, log } = this.options;
     try {
       this.control = await listenControl(stateDir, (req) => this.handle(req));
+      const local = this.local;
       this.blockServer = new BlockServer({
         socketPath: blockSocketPath(stateDir),
-        openDevice: (volume) => this.device(volume),
+        openDevice: (volume) => (local ? local.device(volume) : Promise.reject(new Error('no volume is served on the main thread'))),
         describeDevice: (volume) => this.describe(volume),
+        ...(local ? {} : { route: (volume: string) => this.route(volume) }),
         log,
         onRequest: this.options.onRequest,
       });
       await this.blockServer.listen();
-      if (mirrorOf(this.options.engine.store)) {
-        this.resyncTimer = setInterval(() => void this.resyncLagging().catch((err: Error) => log(`background resync: ${err.message}`)), RESYNC_CHECK_MS);
-        this.resyncTimer.unref();
-      }
       if (this.options.noTgtd) {
         log(`no tgtd of our own: LUNs with bstype swift and bsopts socket=${blockSocketPath(stateDir)} are served`);
         return;
@@ -175,8 +169,6 @@ export class Daemon {
     this.stopping ??= (async () => {
       const { log } = this.options;
       this.control?.close();
-      if (this.resyncTimer) clearInterval(this.resyncTimer);
-      await Promise.allSettled([...this.resyncs.values()]);
       // Only what is ours: a tid whose target still has our IQN, accounts we created.
       const present = await this.admin?.targets().catch(() => new Map<number, string>());
       for (const target of this.served.values()) {
@@ -185,16 +177,11 @@ export class Daemon {
         if (target.chap) await this.admin?.deleteAccount(target.chap.user).catch((err: Error) => log(err.message));
       }
       this.served.clear();
-      // Opens under way end first, so that their volumes are closed below.
+      // Opens, resyncs and snapshot uploads under way end first (uploads read the overlay), then the connections, then the volumes.
       await this.backgroundOpens.catch(() => undefined);
-      await Promise.allSettled([...this.opening.values()]);
-      // Snapshots being uploaded finish first: they read the overlay.
-      await Promise.allSettled([...this.jobs.values()].flat().map((j) => j.done));
+      await Promise.all(this.hosts().map((h) => h.drain().catch((err: Error) => log(err.message, { level: 'error' }))));
       await this.blockServer?.close();
-      await runPool([...this.volumes], CLOSES, ([name, volume]) =>
-        volume.close().catch((err: Error) => log(`closing ${name}: ${err.message}`, { volume: name, level: 'error' })),
-      );
-      this.volumes.clear();
+      await Promise.all(this.hosts().map((h) => h.stop().catch((err: Error) => log(err.message, { level: 'error' }))));
       if (this.tgtd) {
         await this.tgtd.stop();
         fs.rmSync(path.join(this.options.stateDir, 'run', 'tgtd.json'), { force: true });
@@ -225,88 +212,29 @@ export class Daemon {
       case 'snapshot.create':
         return this.startSnapshot(req.volume, req.name);
       case 'snapshot.jobs':
-        return Promise.resolve((this.jobs.get(req.volume) ?? []).map((j) => j.status()));
+        return this.hostOf(req.volume).then((h) => h.snapshotJobs(req.volume));
       case 'snapshot.wait':
-        return this.waitSnapshot(req.volume, req.name, req.startedAt, req.ms);
+        return this.hostOf(req.volume).then((h) => h.waitSnapshot(req.volume, req.name, req.startedAt, req.ms));
       case 'snapshot.delete':
-        return this.deleteSnapshot(req.volume, req.name);
+        return this.hostOf(req.volume).then((h) => h.deleteSnapshot(req.volume, req.name));
       case 'volume.resync':
         if (typeof req.volume !== 'string' || (req.discard !== undefined && typeof req.discard !== 'string')) return Promise.reject(new EngineError('volume.resync: bad request'));
-        return this.resync(req.volume, req.discard);
+        return this.hostOf(req.volume).then((h) => h.resync(req.volume, req.discard));
       default:
         return Promise.reject(new Error(UNKNOWN_CONTROL_REQUEST));
     }
   }
 
-  /** A snapshot job's status once it has settled, or after `ms` (progress), whichever comes first. */
-  private async waitSnapshot(volume: string, name: string, startedAt: string, ms: number): Promise<SnapshotStatus> {
-    const job = (this.jobs.get(volume) ?? []).find((j) => j.name === name && j.startedAt === startedAt);
-    if (!job) throw new EngineError(`no snapshot ${volume}@${name} started at ${String(startedAt)} is known to this serve`);
-    let timer: NodeJS.Timeout | undefined;
-    const wait = Number.isFinite(ms) ? Math.min(Math.max(ms, 0), 5000) : 0;
-    await Promise.race([job.done.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
-    clearTimeout(timer);
-    return job.status();
-  }
-
   /** Freezes a served volume's dirty set now and uploads it in the background. */
   private async startSnapshot(name: string, snapshot: string): Promise<SnapshotStatus> {
-    if (!this.volumes.has(name) && this.served.get(name)?.state !== 'served') throw new EngineError(`volume '${name}' is not served here`);
-    const volume = await this.device(name);
-    const job = await this.options.engine.startSnapshot(volume, snapshot);
-    // Uploads in progress, and the last few finished ones: a CLI waiting on a job may ask again after it settled.
-    const old = this.jobs.get(name) ?? [];
-    const finished = old.filter((j) => j.state !== 'uploading').slice(-4);
-    const list = [...old.filter((j) => j.state === 'uploading' || finished.includes(j)), job];
-    this.jobs.set(name, list);
-    this.options.log(`snapshot ${name}@${snapshot}: frozen ${job.changedBytes} changed bytes, uploading ${job.totalBytes}`, { volume: name });
-    job.done.then(
-      (table) => this.options.log(`snapshot ${name}@${snapshot}: committed as version ${table.seq}`, { volume: name }),
-      (err: Error) => this.options.log(`snapshot ${name}@${snapshot} failed: ${err.message}`, { volume: name, level: 'error' }),
-    );
-    return job.status();
+    if (this.served.get(name)?.state !== 'served' && !(await this.isOpen(name))) throw new EngineError(`volume '${name}' is not served here`);
+    return (await this.hostOf(name)).startSnapshot(name, snapshot);
   }
 
-  /** One resync per volume at a time; the background one and a CLI's share it. */
-  private resync(name: string, discard?: string): Promise<unknown> {
-    const running = this.resyncs.get(name);
-    if (running && discard === undefined) return running;
-    const run = (running ?? Promise.resolve())
-      .catch(() => undefined)
-      .then(() => this.options.engine.resync(name, discard === undefined ? {} : { discard }))
-      .then((r) => {
-        this.resyncCopied.set(name, (this.resyncCopied.get(name) ?? 0) + r.copied);
-        if (r.copied > 0 || r.deleted > 0) this.options.log(`resync ${name}: ${r.copied} object(s) copied, ${r.deleted} version(s) dropped; ${r.stores.map((s) => `${s.name} ${s.state}`).join(', ')}`, { volume: name });
-        return r;
-      })
-      .finally(() => {
-        if (this.resyncs.get(name) === run) this.resyncs.delete(name);
-      });
-    this.resyncs.set(name, run);
-    return run;
-  }
-
-  /**
-   * Mirrored volumes whose stores fell behind are resynced in the
-   * background once the store answers (tried again at most every
-   * RESYNC_RETRY_MS while it fails).
-   */
-  private async resyncLagging(): Promise<void> {
-    const mirror = mirrorOf(this.options.engine.store);
-    if (!mirror || this.stopping) return;
-    const now = Date.now();
-    for (const container of await mirror.lagging()) {
-      const name = volumeNameOfContainer(container);
-      if (name === null || !this.volumes.has(name) || this.resyncs.has(name)) continue;
-      if ((this.lastResync.get(name) ?? 0) + RESYNC_RETRY_MS > now) continue;
-      this.lastResync.set(name, now);
-      this.resync(name).catch((err: Error) => this.options.log(`resync ${name} failed (tried again later): ${err.message}`, { volume: name, level: 'warn' }));
-    }
-  }
-
-  /** Deletes a snapshot of a served volume (the engine spares uploads in progress). */
-  private deleteSnapshot(name: string, snapshot: string): Promise<{ objects: number }> {
-    return this.options.engine.deleteSnapshot(name, snapshot);
+  /** Whether a host holds the volume open (a LUN configured in tgtd by hand that connected). */
+  private async isOpen(name: string): Promise<boolean> {
+    const view = await (await this.hostOf(name)).view();
+    return view.volumes.some((v) => v.name === name);
   }
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
@@ -330,7 +258,7 @@ export class Daemon {
     const opens = runPool(names, BACKGROUND_OPENS, async (name) => {
       if (this.stopping || this.served.get(name)?.state !== 'served') return;
       try {
-        await this.device(name);
+        await (await this.hostOf(name)).open(name);
       } catch (err) {
         failed++;
         await this.openFailed(name, err as Error);
@@ -356,24 +284,10 @@ export class Daemon {
     });
   }
 
-  /**
-   * What HELLO says of a volume that may not be open yet: its size, from the
-   * open volume, the export record, or the volume's metadata (read once).
-   * Sizes never change (a volume deleted and made again under the same name
-   * is refused at its first command, when the open finds another size).
-   */
-  private async describe(name: string): Promise<DeviceDescription> {
-    const open = this.volumes.get(name);
-    if (open) return { size: open.size, direct: canOpenDirect(open) };
-    if (this.stopping) throw new Error('swiftvol serve is stopping');
-    let size = this.sizes.get(name) ?? this.served.get(name)?.size;
-    if (size === undefined) {
-      const sizes = await this.options.engine.sizesOf([name]);
-      size = sizes.get(name);
-      if (size === undefined) throw new EngineError(`volume '${name}' does not exist`);
-    }
-    this.sizes.set(name, size);
-    return { size, direct: true };
+  /** What HELLO says of a volume that may not be open yet (no engine threads: those answer their own HELLOs). */
+  private describe(name: string): Promise<DeviceDescription> {
+    if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
+    return this.local!.describe(name, this.sizes.get(name) ?? this.served.get(name)?.size);
   }
 
   /**
@@ -425,10 +339,7 @@ export class Daemon {
     }
     await this.takeDown(served);
     await runPool(volumes, CLOSES, async (volume) => {
-      await this.opening.get(volume)?.catch(() => undefined);
-      const device = this.volumes.get(volume);
-      this.volumes.delete(volume);
-      await device?.close();
+      await (await this.hostOf(volume)).close(volume);
       this.options.log(`stopped serving ${volume}`, { volume });
     });
     return volumes.map((volume) => ({ volume }));
@@ -466,32 +377,6 @@ export class Daemon {
     if (this.tgtd) return new Set(ours);
     if (relist || !this.othersTids) this.othersTids = new Set((await this.admin!.targets()).keys());
     return new Set([...this.othersTids, ...ours]);
-  }
-
-  /**
-   * The open volume behind a LUN. Volumes are opened when exported, or on the
-   * first connection for a LUN configured directly in tgtd (targets.conf).
-   */
-  private device(name: string): Promise<Volume> {
-    const open = this.volumes.get(name);
-    if (open) return Promise.resolve(open);
-    if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
-    let pending = this.opening.get(name);
-    if (!pending) {
-      const onLeaseLost = (message: string): void => {
-        this.leaseLost.add(name);
-        this.options.log(message, { volume: name, level: 'error' });
-      };
-      pending = this.options.engine.open(name, `swiftvol serve (pid ${process.pid})`, { onLeaseLost }).then((volume) => {
-        this.leaseLost.delete(name);
-        this.volumes.set(name, volume);
-        return volume;
-      });
-      const forget = (): void => void this.opening.delete(name);
-      pending.then(forget, forget);
-      this.opening.set(name, pending);
-    }
-    return pending;
   }
 
   /**
@@ -599,4 +484,23 @@ function warnIfFewFiles(volumes: number, log: Log): void {
   if (limit !== null && need > limit) {
     log(`${volumes} exported volumes need about ${need} open files, and this process may open ${limit}: raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit)`, { level: 'warn' });
   }
+}
+
+/** The views of several hosts as one: a mirror store is up only where every host finds it up. */
+function mergeViews(views: HostView[]): DaemonView {
+  const cached = views.map((v) => v.cache).filter((c): c is NonNullable<HostView['cache']> => c !== null);
+  const mirrors = views.map((v) => v.mirror).filter((m): m is NonNullable<HostView['mirror']> => m !== null);
+  const up = new Map<string, boolean>();
+  for (const m of mirrors) for (const member of m.members) up.set(member.name, (up.get(member.name) ?? true) && member.up);
+  return {
+    volumes: views.flatMap((v) => v.volumes),
+    snapshots: views.flatMap((v) => v.snapshots),
+    resyncing: views.flatMap((v) => v.resyncing),
+    resyncCopied: views.flatMap((v) => v.resyncCopied),
+    cache:
+      cached.length === 0
+        ? null
+        : cached.reduce((a, c) => ({ bytes: a.bytes + c.bytes, budget: a.budget + c.budget, objects: a.objects + c.objects, evicted: a.evicted + c.evicted })),
+    mirror: mirrors.length === 0 ? null : { members: [...up].map(([name, isUp]) => ({ name, up: isUp })), states: mirrors.flatMap((m) => m.states) },
+  };
 }

@@ -9,9 +9,7 @@ import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RequestEvent } from './block-server.js';
 import type { DaemonView } from './daemon.js';
-import type { GatewayCache } from '../engine/gateway-cache.js';
 import type { StoreMeter } from '../store/metered-store.js';
-import type { MirrorStore } from '../store/mirror-store.js';
 import { containerName } from '../format/volume-format.js';
 import { EngineError } from '../engine/engine-error.js';
 
@@ -34,9 +32,8 @@ function scraped<L extends string>(kind: 'gauge' | 'counter', fn: () => Series<L
 }
 
 export interface MetricsSources {
-  view: () => DaemonView;
-  cache: GatewayCache;
-  mirror: MirrorStore | null;
+  /** What serve holds: asked once per scrape (with engine threads, of each thread). */
+  view: () => Promise<DaemonView>;
 }
 
 export class ServeMetrics {
@@ -70,22 +67,22 @@ export class ServeMetrics {
     this.storeBytes = new Counter({ name: 'swiftvol_store_bytes_total', help: 'Bytes sent to (put) and received from (get) each store', labelNames: ['store', 'direction'], registers });
     this.storeLatency = new Histogram({ name: 'swiftvol_store_request_duration_seconds', help: 'Time of store requests', labelNames: ['store', 'op'], buckets: LATENCY_BUCKETS, registers });
 
-    const sources = (): MetricsSources | null => this.sources;
-    const volumes = (): DaemonView['volumes'] => sources()?.view().volumes ?? [];
-    const perVolume = <L extends string>(fn: (v: DaemonView['volumes'][number]) => Array<[Partial<Record<L, string>>, number]>) => (): Series<L> => volumes().flatMap(fn);
+    const view = (): Promise<DaemonView | null> => this.scrapeView();
+    const perVolume =
+      <L extends string>(fn: (v: DaemonView['volumes'][number]) => Array<[Partial<Record<L, string>>, number]>) =>
+      async (): Promise<Series<L>> =>
+        ((await view())?.volumes ?? []).flatMap(fn);
     const direct = (field: 'Ops' | 'Bytes') =>
-      perVolume<'volume' | 'op'>(({ name, volume }) => {
-        const d = volume.directIo();
+      perVolume<'volume' | 'op'>(({ name, direct: d }) => {
         return [
           [{ volume: name, op: 'read' }, d[`read${field}`]],
           [{ volume: name, op: 'write' }, d[`write${field}`]],
         ];
       });
     const temperature = (field: 'ops' | 'bytes') =>
-      perVolume<'volume' | 'temperature'>(({ name, volume }) => {
+      perVolume<'volume' | 'temperature'>(({ name, coldReads, coldReadBytes, direct: d }) => {
         const daemon = this.daemonReads.get(name) ?? { ops: 0, bytes: 0 };
-        const cold = field === 'ops' ? volume.counters.coldReads : volume.counters.coldReadBytes;
-        const d = volume.directIo();
+        const cold = field === 'ops' ? coldReads : coldReadBytes;
         const directReads = field === 'ops' ? d.readOps : d.readBytes;
         return [
           [{ volume: name, temperature: 'cold' }, cold],
@@ -107,7 +104,14 @@ export class ServeMetrics {
       help: 'Bytes written to a volume since its last snapshot (in its overlay, never evicted)',
       labelNames: ['volume'],
       registers,
-      ...scraped('gauge', perVolume<'volume'>(({ name, volume }) => [[{ volume: name }, volume.dirtyBytes()]])),
+      ...scraped('gauge', perVolume<'volume'>(({ name, dirtyBytes }) => [[{ volume: name }, dirtyBytes]])),
+    });
+    new Gauge({
+      name: 'swiftvol_volume_engine_thread',
+      help: 'The engine thread that serves an open volume (serve --engine-threads; absent: the main thread serves it)',
+      labelNames: ['volume'],
+      registers,
+      ...scraped('gauge', perVolume<'volume'>(({ name, thread }) => (thread === null ? [] : [[{ volume: name }, thread]]))),
     });
     new Gauge({
       name: 'swiftvol_volume_lease_held',
@@ -116,26 +120,26 @@ export class ServeMetrics {
       registers,
       ...scraped('gauge', perVolume<'volume'>(({ name, leaseHeld }) => [[{ volume: name }, leaseHeld ? 1 : 0]])),
     });
-    const cache = (): ReturnType<GatewayCache['blocks']['stats']> | null => sources()?.cache.blocks.stats() ?? null;
+    const cache = async (): Promise<DaemonView['cache']> => (await view())?.cache ?? null;
     new Gauge({
       name: 'swiftvol_cache_bytes',
       help: 'Clean data the gateway cache holds (held), and its bound (budget)',
       labelNames: ['kind'],
       registers,
-      ...scraped<'kind'>('gauge', () => {
-        const st = cache();
+      ...scraped<'kind'>('gauge', async () => {
+        const st = await cache();
         return st ? [[{ kind: 'held' }, st.bytes], [{ kind: 'budget' }, st.budget]] : [];
       }),
     });
-    new Gauge({ name: 'swiftvol_cache_objects', help: 'Data objects the gateway cache holds blocks of', registers, ...scraped<never>('gauge', () => [[{}, cache()?.objects ?? 0]]) });
-    new Counter({ name: 'swiftvol_cache_evicted_total', help: 'Objects evicted from the gateway cache since serve started', registers, ...scraped<never>('counter', () => [[{}, cache()?.evicted ?? 0]]) });
+    new Gauge({ name: 'swiftvol_cache_objects', help: 'Data objects the gateway cache holds blocks of', registers, ...scraped<never>('gauge', async () => [[{}, (await cache())?.objects ?? 0]]) });
+    new Counter({ name: 'swiftvol_cache_evicted_total', help: 'Objects evicted from the gateway cache since serve started', registers, ...scraped<never>('counter', async () => [[{}, (await cache())?.evicted ?? 0]]) });
     new Gauge({
       name: 'swiftvol_snapshot_bytes',
       help: 'Snapshot uploads started by serve (running, and the last few done): bytes to upload (total) and uploaded (done)',
       labelNames: ['volume', 'snapshot', 'state', 'kind'],
       registers,
-      ...scraped<'volume' | 'snapshot' | 'state' | 'kind'>('gauge', () =>
-        (sources()?.view().snapshots ?? []).flatMap((j) => [
+      ...scraped<'volume' | 'snapshot' | 'state' | 'kind'>('gauge', async () =>
+        ((await view())?.snapshots ?? []).flatMap((j) => [
           [{ volume: j.volume, snapshot: j.name, state: j.state, kind: 'total' }, j.totalBytes],
           [{ volume: j.volume, snapshot: j.name, state: j.state, kind: 'done' }, j.doneBytes],
         ]),
@@ -146,24 +150,21 @@ export class ServeMetrics {
       help: '1 while a mirrored volume is being resynced',
       labelNames: ['volume'],
       registers,
-      ...scraped<'volume'>('gauge', () => (sources()?.view().resyncing ?? []).map((v) => [{ volume: v }, 1])),
+      ...scraped<'volume'>('gauge', async () => ((await view())?.resyncing ?? []).map((v) => [{ volume: v }, 1])),
     });
     new Counter({
       name: 'swiftvol_resync_objects_copied_total',
       help: 'Objects copied to stores that were behind, since serve started',
       labelNames: ['volume'],
       registers,
-      ...scraped<'volume'>('counter', () => [...(sources()?.view().resyncCopied ?? [])].map(([v, n]) => [{ volume: v }, n])),
+      ...scraped<'volume'>('counter', async () => ((await view())?.resyncCopied ?? []).map(([v, n]) => [{ volume: v }, n])),
     });
     new Gauge({
       name: 'swiftvol_mirror_store_up',
       help: '1 for a mirror store that answers, 0 for one routed around (it kept timing out)',
       labelNames: ['store'],
       registers,
-      ...scraped<'store'>('gauge', () => {
-        const mirror = sources()?.mirror;
-        return mirror ? mirror.members.map((m) => [{ store: m.name }, mirror.isDown(m.name) ? 0 : 1]) : [];
-      }),
+      ...scraped<'store'>('gauge', async () => ((await view())?.mirror?.members ?? []).map((m) => [{ store: m.name }, m.up ? 1 : 0])),
     });
     new Gauge({
       name: 'swiftvol_mirror_store_state',
@@ -171,10 +172,10 @@ export class ServeMetrics {
       labelNames: ['volume', 'store', 'state'],
       registers,
       ...scraped<'volume' | 'store' | 'state'>('gauge', async () => {
-        const s = sources();
-        if (!s?.mirror) return [];
-        const served = new Map(s.view().volumes.map(({ name }) => [containerName(name), name]));
-        return (await s.mirror.knownStates()).filter((k) => served.has(k.container)).map((k) => [{ volume: served.get(k.container)!, store: k.store, state: k.state }, 1]);
+        const v = await view();
+        if (!v?.mirror) return [];
+        const served = new Map(v.volumes.map(({ name }) => [containerName(name), name]));
+        return v.mirror.states.filter((k) => served.has(k.container)).map((k) => [{ volume: served.get(k.container)!, store: k.store, state: k.state }, 1]);
       }),
     });
   }
@@ -211,9 +212,24 @@ export class ServeMetrics {
     };
   }
 
+  /** The view of the scrape under way (one per scrape: with engine threads it is a message to each). */
+  private current: Promise<DaemonView | null> | null = null;
+
+  private scrapeView(): Promise<DaemonView | null> {
+    return this.current ?? (this.sources ? this.sources.view() : Promise.resolve(null));
+  }
+
   /** The text of /metrics. */
-  render(): Promise<string> {
-    return this.registry.metrics();
+  async render(): Promise<string> {
+    // the view first: with engine threads, its reply comes after the threads' last request counts
+    const view = this.sources ? this.sources.view() : Promise.resolve(null);
+    await view;
+    this.current = view;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.current = null;
+    }
   }
 
   /** Serves GET /metrics on host:port; returns the address it listens on. */

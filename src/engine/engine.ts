@@ -37,7 +37,6 @@ import { RawImageFile, SparseImageWriter, type ImageSource } from './image-file.
 import { isAllZero } from './all-zero.js';
 import { BLOCK_SIZE } from '../format/volume-format.js';
 import { mirrorOf } from '../store/mirror-store.js';
-import { BlockCache } from '../cache/block-cache.js';
 import { GatewayCache, objectKey } from './gateway-cache.js';
 import type { ResyncOptions } from '../store/mirror-resync.js';
 import { addMirror, checkAttach, collectionStores, placeVolume, removeMirror, resyncVolume, storeStates, type StoreState, type VolumeResync } from './mirroring.js';
@@ -328,7 +327,7 @@ export class Engine {
 
   async list(): Promise<VolumeInfo[]> {
     const summaries = await this.catalog.list();
-    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
+    const held = GatewayCache.committedBlocks(this.state.root);
     const children = new Map<string, string[]>();
     for (const c of summaries) if (c.parent) children.set(c.parent.volume, [...(children.get(c.parent.volume) ?? []), c.name]);
     return summaries.map((s) => this.withLocal(s, children.get(s.name) ?? [], held));
@@ -340,6 +339,26 @@ export class Engine {
     for (const n of names) validateVolumeName(n);
     const found = await runPool(names, 16, async (n) => [n, (await this.catalog.readMetadata(n))?.size] as const);
     return new Map(found.filter((f): f is readonly [string, number] => f[1] !== undefined));
+  }
+
+  /**
+   * The volume a volume's clone chain starts from: itself when it is no
+   * clone (or no longer exists; the open says so). Clones of one snapshot
+   * share theirs, and with it the objects they read.
+   */
+  async lineageRoot(name: string): Promise<string> {
+    validateVolumeName(name);
+    const seen = new Set([name]);
+    let at = name;
+    let meta = await this.catalog.readMetadata(at);
+    while (meta?.parent && !seen.has(meta.parent.volume)) {
+      const up = await this.catalog.readMetadata(meta.parent.volume);
+      if (!up) break;
+      at = meta.parent.volume;
+      seen.add(at);
+      meta = up;
+    }
+    return at;
   }
 
   /**
@@ -371,7 +390,7 @@ export class Engine {
   /** A volume's info from its summary and clones: the state of its stores and what is local added. */
   private async infoOf(summary: VolumeSummary, children: string[]): Promise<VolumeInfo> {
     const stores = await storeStates(this.store, summary.name, { count: true });
-    const held = BlockCache.committedBlocks(GatewayCache.dir(this.state.root));
+    const held = GatewayCache.committedBlocks(this.state.root);
     return { ...this.withLocal(summary, children, held), ...(stores ? { stores } : {}) };
   }
 
@@ -683,7 +702,7 @@ export class Engine {
   }
 
   /** Adds what the local state says (as last committed), without taking the volume's lock. */
-  /** `held`: blocks the gateway cache of this state dir holds, by object (BlockCache.committedBlocks). */
+  /** `held`: blocks the gateway cache of this state dir holds, by object (GatewayCache.committedBlocks: every cache of serve's threads). */
   private withLocal(summary: VolumeSummary, children: string[], held: ReadonlyMap<string, number>): VolumeInfo {
     const lineage = { parent: summary.parent ?? null, children: [...children].sort() };
     if (!this.state.hasVolume(summary.name)) return { ...summary, ...lineage, attached: false, baseVersion: null, dirtyBytes: null, cachedBytes: null };

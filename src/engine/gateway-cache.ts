@@ -3,6 +3,7 @@
 // fetches in flight, both keyed by data object. N clones of one golden
 // snapshot read the same objects: booting at once, they fetch each block
 // once, and keep it once.
+import fs from 'node:fs';
 import path from 'node:path';
 import { dataObjectName, type ChunkRef } from '../format/volume-format.js';
 import { BlockCache } from '../cache/block-cache.js';
@@ -50,13 +51,46 @@ export class GatewayCache {
     }
   }
 
-  /** The cache of a state dir (under <stateDir>/cache) with a budget in bytes. */
-  static open(stateDir: string, budget: number): GatewayCache {
-    return new GatewayCache(BlockCache.open(GatewayCache.dir(stateDir), budget));
+  /**
+   * The cache of a state dir with a budget in bytes: under <stateDir>/cache,
+   * or for engine thread `index` > 0 (src/daemon/engine-threads.ts) under
+   * <stateDir>/cache-<index>.
+   */
+  static open(stateDir: string, budget: number, index = 0): GatewayCache {
+    return new GatewayCache(BlockCache.open(GatewayCache.dir(stateDir, index), budget));
   }
 
-  static dir(stateDir: string): string {
-    return path.join(stateDir, 'cache');
+  static dir(stateDir: string, index = 0): string {
+    return path.join(stateDir, index === 0 ? 'cache' : `cache-${index}`);
+  }
+
+  /** Every cache directory of a state dir (serve's threads' too), as indexes. */
+  static indexes(stateDir: string): number[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(stateDir);
+    } catch {
+      return [];
+    }
+    return names.flatMap((n) => (n === 'cache' ? [0] : /^cache-[1-9][0-9]*$/.test(n) ? [Number(n.slice(6))] : []));
+  }
+
+  /**
+   * Removes the caches of engine threads a serve with `count` threads does
+   * not have (an earlier serve's, with more): what they hold would count
+   * against no budget. Clean data only: it is fetched again when read.
+   */
+  static removeUnused(stateDir: string, count: number): void {
+    for (const i of GatewayCache.indexes(stateDir)) if (i >= Math.max(count, 1)) fs.rmSync(GatewayCache.dir(stateDir, i), { recursive: true, force: true });
+  }
+
+  /** Blocks held by object, over every cache of a state dir (BlockCache.committedBlocks). */
+  static committedBlocks(stateDir: string): Map<string, number> {
+    const held = new Map<string, number>();
+    for (const i of GatewayCache.indexes(stateDir)) {
+      for (const [key, blocks] of BlockCache.committedBlocks(GatewayCache.dir(stateDir, i))) held.set(key, (held.get(key) ?? 0) + blocks);
+    }
+    return held;
   }
 
   close(): void {

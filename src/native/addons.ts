@@ -54,6 +54,12 @@ export interface MallocTuning {
   trim(): boolean;
 }
 
+/** native/socket_handoff.cc: a socket given from one thread to another. */
+export interface SocketHandoff {
+  /** A new descriptor (close-on-exec) for the same open socket. */
+  dupFd(fd: number): number;
+}
+
 const loaded = new Map<string, unknown>();
 
 function load<T>(name: string): T {
@@ -87,6 +93,10 @@ export function aesGcm(): AesGcm {
 
 export function mallocTuning(): MallocTuning {
   return load<MallocTuning>('malloc_tuning');
+}
+
+export function socketHandoff(): SocketHandoff {
+  return load<SocketHandoff>('socket_handoff');
 }
 
 /** The alignment of alignedBuffer's memory: a page, which O_DIRECT asks of the memory it writes from. */
