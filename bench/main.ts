@@ -13,6 +13,7 @@
 //   SWIFTVOL_BENCH_KEEP=1        keep the temporary directory (its path is printed)
 //   SWIFTVOL_BENCH_SCALE_N       volumes of the scale rows (default 800)
 //   SWIFTVOL_BENCH_FETCH_THREADS serve's --fetch-threads (default: serve's own, none below 4 CPUs)
+//   SWIFTVOL_BENCH_ENGINE_THREADS serve's --engine-threads (default: serve's own, none below 4 CPUs)
 //   SWIFTVOL_BENCH_ONLY=WORD,... only the rows whose names contain a word (import_mbps always: its
 //                                volume is what the serve rows read, its time what the mirror rows
 //                                are compared with; and the rows another selected row is computed
@@ -84,13 +85,16 @@ const HOST = '127.0.0.1';
 /** Volumes of the scale rows (issue 16 asks for 1000 if the bench stays under 15 minutes). */
 // 1000 made the bench run 930 to 954 s on 2 CPUs, over its 15 minutes: the largest N that fits
 const SCALE_VOLUMES = Math.round(envNumber('SWIFTVOL_BENCH_SCALE_N', 800));
-/** serve's --fetch-threads; undefined: serve's default. */
-const FETCH_THREADS = ((): number | undefined => {
-  const v = process.env.SWIFTVOL_BENCH_FETCH_THREADS;
+/** A number of serve's threads from a setting (serve's own rule: 0 to 64); undefined: serve's default. */
+function threadsSetting(name: string): number | undefined {
+  const v = process.env[name];
   if (v === undefined || v === '') return undefined;
-  if (!/^\d+$/.test(v) || Number(v) > 64) throw new BenchError(`SWIFTVOL_BENCH_FETCH_THREADS=${v} is not a number of threads from 0 to 64`);
+  if (!/^\d+$/.test(v) || Number(v) > 64) throw new BenchError(`${name}=${v} is not a number of threads from 0 to 64`);
   return Number(v);
-})();
+}
+/** serve's --fetch-threads and --engine-threads. */
+const FETCH_THREADS = threadsSetting('SWIFTVOL_BENCH_FETCH_THREADS');
+const ENGINE_THREADS = threadsSetting('SWIFTVOL_BENCH_ENGINE_THREADS');
 const MB = 1e6; // MB/s are decimal, as fio's
 
 /** Rows measured whenever a row named here is: what the latter is computed from. */
@@ -396,7 +400,7 @@ interface Serve {
 async function startServe(ctx: Ctx, stateDir: string, label: string, options: { countRss?: boolean; untilReadyOnly?: boolean } = {}): Promise<Serve> {
   const tgtd = ctx.tgtd!;
   const logFile = path.join(ctx.tmp, `serve-${label}.log`);
-  const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control), ...(FETCH_THREADS === undefined ? [] : ['--fetch-threads', String(FETCH_THREADS)])], logFile, svEnv(ctx, stateDir));
+  const d = startDaemon('swiftvol', ['serve', '--tgtd-control', String(tgtd.control), ...(FETCH_THREADS === undefined ? [] : ['--fetch-threads', String(FETCH_THREADS)]), ...(ENGINE_THREADS === undefined ? [] : ['--engine-threads', String(ENGINE_THREADS)])], logFile, svEnv(ctx, stateDir));
   let stopped = false;
   const stopServe = async (): Promise<void> => {
     if (stopped) return;
@@ -1187,7 +1191,7 @@ async function main(): Promise<number> {
           if (mainShare !== undefined) {
             // what caps one serve: its JavaScript thread (issue 14); the rest runs on fetch threads, libuv's pool and V8's helpers
             const mainMs = msPerMB(mainShare, r.bw / MB);
-            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--fetch-threads moves the receiving of GETs off it)`);
+            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--engine-threads moves the volumes off it, --fetch-threads only the receiving of GETs)`);
           }
         }
       });
@@ -1329,7 +1333,7 @@ function report(fatal: Error | null, wallSeconds: number, load: { start: number[
         revision: rev,
         wallSeconds,
         host: { cpus: os.cpus().length, kernel: os.release(), node: process.version, loadAverageAtStart: load.start, loadAverageAtEnd: load.end },
-        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, only: ONLY, fetchThreads: FETCH_THREADS ?? 'default', volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
+        settings: { hotRuntime: HOT_RUNTIME, hotRamp: HOT_RAMP, hotRepeat: HOT_REPEAT, coldRuntime: COLD_RUNTIME, qd: QD, importConcurrency: IMPORT_CONCURRENCY, snapshotConcurrency: SNAPSHOT_CONCURRENCY, only: ONLY, fetchThreads: FETCH_THREADS ?? 'default', engineThreads: ENGINE_THREADS ?? 'default', volumeBytes: VOLUME_BYTES, objectBytes: OBJECT_BYTES },
         fatal: fatal?.message ?? null,
         diagnosticFailures,
         figures: details,

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { startSwift, freePort, type DevSwift } from './fixtures/swift.js';
 import { tempDir, writeImage } from './fixtures/files.js';
 import { qemuIoOk } from './fixtures/initiators.js';
+import { scrapeMetrics, sample, type Samples } from './fixtures/metrics.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
 
 const MiB = 1024 * 1024;
@@ -46,23 +47,9 @@ after(async () => {
   tmp?.remove();
 });
 
-type Samples = Map<string, number>;
+const scrape = (): Promise<Samples> => scrapeMetrics(metricsUrl);
 
-/** Scrapes /metrics: each sample by its name and labels, as written ('name{a="b"}'). */
-async function scrape(): Promise<Samples> {
-  const res = await fetch(metricsUrl);
-  assert.equal(res.status, 200);
-  assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-  const out: Samples = new Map();
-  for (const line of (await res.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
-}
-
-const get = (s: Samples, key: string): number => s.get(key) ?? 0;
+const get = sample;
 const delta = (before: Samples, after: Samples, key: string): number => get(after, key) - get(before, key);
 
 test('counters move by the bytes an initiator reads and writes', async () => {

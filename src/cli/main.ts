@@ -681,6 +681,9 @@ function buildProgram(): Command {
       }
       // fetch threads asked for: the volumes stay on the main thread unless engine threads are asked for too (refused below)
       const engineThreads = opts.engineThreads ?? (opts.fetchThreads === undefined ? defaultThreads() : 0);
+      // until the stop below is set up, a request to stop is kept for it
+      let stopAsked: string | null = null;
+      let stopNow = (why: string): void => void (stopAsked ??= why);
       if (engineThreads > 0 && opts.fetchThreads !== undefined && opts.fetchThreads > 0) {
         throw new EngineError('--fetch-threads and --engine-threads cannot both be given: engine threads receive their own GETs');
       }
@@ -708,6 +711,11 @@ function buildProgram(): Command {
               cacheBudget,
               log,
               metrics,
+              // as a crash of serve: the other threads' volumes are flushed and closed, and serve exits with 1
+              onDeath: () => {
+                process.exitCode = 1;
+                stopNow('an engine thread died');
+              },
               lineageRoot: (name) => engine.lineageRoot(name),
             })
           : undefined;
@@ -736,15 +744,17 @@ function buildProgram(): Command {
       log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, ${serving}`);
       // Signals are handled from the start: one during start-up stops cleanly once started.
       const stopped = new Promise<void>((resolve) => {
-        const stop = (sig: NodeJS.Signals): void => {
+        const stop = (why: string): void => {
           systemd?.stopping();
-          log(`${sig}: flushing and stopping`);
+          log(`${why}: flushing and stopping`);
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
           resolve();
         };
+        stopNow = stop;
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
+        if (stopAsked !== null) stop(stopAsked);
       });
       let metricsServer: { close(): Promise<void> } | undefined;
       let started = false;

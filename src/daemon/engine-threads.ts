@@ -82,19 +82,27 @@ interface Pending {
   reject(err: Error): void;
 }
 
-/** One engine thread, as a VolumeHost. A thread that dies fails its calls in flight and is started again at the next call. */
+/**
+ * One engine thread, as a VolumeHost. A thread that dies fails its calls in
+ * flight and every later one, and is reported (onDeath): serve then stops,
+ * as after a crash of serve itself (tgtd keeps its sessions, bs_swift
+ * reconnects to the next serve), rather than reopen the dead thread's
+ * volumes beside state it left behind (their locks, their leases).
+ */
 export class EngineThread implements VolumeHost {
   private worker: Worker | null = null;
   private ready: Promise<string> | null = null;
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private stopped = false;
+  private died: Error | null = null;
   private readonly meters = new Map<string, StoreMeter>();
 
   constructor(
     private readonly data: EngineThreadData,
     private readonly log: Log,
     private readonly metrics?: ThreadMetrics,
+    private readonly onDeath: (err: Error) => void = () => undefined,
   ) {}
 
   get index(): number {
@@ -103,6 +111,7 @@ export class EngineThread implements VolumeHost {
 
   /** Starts the thread (if it is not running) and waits for its engine; resolves to what it says of its store. */
   start(): Promise<string> {
+    if (this.died) return Promise.reject(this.died);
     if (this.stopped) return Promise.reject(new Error('swiftvol serve is stopping'));
     if (this.ready) return this.ready;
     const worker = new Worker(new URL('./engine-thread.js', import.meta.url), { workerData: this.data });
@@ -135,14 +144,15 @@ export class EngineThread implements VolumeHost {
       });
       worker.on('error', (err) => this.log(`engine thread ${this.index}: ${err.message}`, { level: 'error' }));
       worker.on('exit', (code) => {
-        if (this.worker !== worker) return;
         this.worker = null;
-        this.ready = null;
         const err = new Error(`engine thread ${this.index} exited (code ${code})`);
         reject(err);
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
-        if (!this.stopped) this.log(`${err.message}: its volumes are opened again by a new one at their next command`, { level: 'error' });
+        if (this.stopped) return;
+        this.died = err;
+        this.log(`${err.message}: serve stops`, { level: 'error' });
+        this.onDeath(err);
       });
     });
     return this.ready;
@@ -186,7 +196,7 @@ export class EngineThread implements VolumeHost {
     return this.call('open', name);
   }
   close(name: string): Promise<void> {
-    // a thread not running holds nothing to close
+    // a thread not running (dead) holds nothing to close
     return this.worker ? this.call('close', name) : Promise.resolve();
   }
   startSnapshot(name: string, snapshot: string): Promise<SnapshotStatus> {
@@ -233,6 +243,8 @@ export interface EngineThreadsOptions {
   cacheBudget: number;
   log: Log;
   metrics?: ThreadMetrics;
+  /** Told when a thread dies (serve stops). */
+  onDeath?: (err: Error) => void;
   /** The volume a volume's clone chain starts from (itself when it is no clone). */
   lineageRoot(name: string): Promise<string>;
 }
@@ -253,6 +265,7 @@ export class EngineThreads {
           { index, stateDir: options.stateDir, config: options.config, keyFile: options.keyFile, cacheBudget: share, metrics: options.metrics !== undefined },
           options.log,
           options.metrics,
+          options.onDeath,
         ),
     );
   }
