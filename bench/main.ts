@@ -1191,7 +1191,12 @@ async function main(): Promise<number> {
           if (mainShare !== undefined) {
             // what caps one serve: its JavaScript thread (issue 14); the rest runs on fetch threads, libuv's pool and V8's helpers
             const mainMs = msPerMB(mainShare, r.bw / MB);
-            note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--engine-threads moves the volumes off it, --fetch-threads only the receiving of GETs)`);
+            if (mainMs * 20 < serveMs) {
+              // engine threads: the main thread only accepted the connections; an engine thread carries a lineage's reads
+              note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB: the volume's engine thread carried the reads, so each engine thread can carry at least ~${(1000 / (serveMs - mainMs)).toFixed(0)} MB/s of cold reads of the volumes it serves`);
+            } else {
+              note('cold_gateway_cpu_ms_per_mb', `serve's main (JavaScript) thread: ${mainMs.toFixed(2)} of its ${serveMs.toFixed(2)} ms per MB, so that thread alone would cap this serve at ${(1000 / mainMs).toFixed(0)} MB/s of cold reads (--engine-threads moves the volumes off it, --fetch-threads only the receiving of GETs)`);
+            }
           }
         }
       });
