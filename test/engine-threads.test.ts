@@ -17,7 +17,8 @@ import { sha256, sha256File, tempDir, writeImage } from './fixtures/files.js';
 import { qemuImg, qemuIoOk } from './fixtures/initiators.js';
 import { scrapeMetrics, sample, type Samples } from './fixtures/metrics.js';
 import { startServe, stopLeftTgtd, swiftvolEnv, swiftvolSync, type Serve } from './fixtures/serve.js';
-import { threadIndex } from '../src/daemon/engine-threads.js';
+import type { Worker } from 'node:worker_threads';
+import { EngineThreads, threadIndex } from '../src/daemon/engine-threads.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;
@@ -180,4 +181,31 @@ test('bad thread counts are refused with one line, before anything starts', () =
     assert.match(r.stderr.split('\n')[0]!, message, 'said on the first line');
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
+});
+
+test('an engine thread that dies fails what it is asked from then on, and is reported once (serve then stops)', async () => {
+  // in-process, on the embedded file store of a temporary state dir: what is tested is the thread's life, not a store
+  const dir = tempDir();
+  const deaths: Error[] = [];
+  const saved = process.env.ST_AUTH;
+  delete process.env.ST_AUTH;
+  const threads = new EngineThreads({ count: 1, stateDir: dir.dir, cacheBudget: 16 * MiB, log: () => undefined, onDeath: (err) => deaths.push(err), lineageRoot: (name) => Promise.resolve(name) });
+  try {
+    await threads.start();
+    const thread = threads.threads[0]!;
+    assert.deepEqual((await thread.view()).volumes, [], 'the thread answers');
+    await assert.rejects(thread.open('absent'), /volume 'absent' does not exist/, "the thread's engine answers for its store");
+    const exited = new Promise((resolve) => (thread as unknown as { worker: Worker }).worker.once('exit', resolve));
+    await (thread as unknown as { worker: Worker }).worker.terminate();
+    await exited;
+    assert.equal(deaths.length, 1, 'reported once');
+    assert.match(deaths[0]!.message, /engine thread 0 exited/);
+    await assert.rejects(thread.open('absent'), /engine thread 0 exited/, 'a later call fails: the thread is not started again');
+    await assert.rejects(thread.startSnapshot('absent', 's'), /engine thread 0 exited/);
+  } finally {
+    await threads.stop();
+    if (saved !== undefined) process.env.ST_AUTH = saved;
+    dir.remove();
+  }
+  assert.equal(deaths.length, 1, 'a stop is no death');
 });

@@ -142,7 +142,7 @@ export class Daemon {
       }
       const existing = await this.admin.show();
       const specs = this.registry.list();
-      warnIfFewFiles(specs.length, log);
+      warnIfFewFiles(specs.length, this.hosts().length, log);
       // The targets first, tids handed out from one listing; LUNs are described
       // from the export records, and the volumes open in the background (or at
       // their first command), so that serve is ready without waiting on the store.
@@ -478,9 +478,10 @@ function ignoreNoTarget(err: unknown): void {
 }
 
 /** Says so at start when the exported volumes will need more open files than this process may have. */
-function warnIfFewFiles(volumes: number, log: Log): void {
+function warnIfFewFiles(volumes: number, caches: number, log: Log): void {
   const limit = openFileLimit();
-  const need = volumes * FILES_PER_VOLUME + 256 + CACHE_OPEN_FILES;
+  // every host (an engine thread) has a cache of its own, with its own open files
+  const need = volumes * FILES_PER_VOLUME + 256 + caches * CACHE_OPEN_FILES;
   if (limit !== null && need > limit) {
     log(`${volumes} exported volumes need about ${need} open files, and this process may open ${limit}: raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit)`, { level: 'warn' });
   }

@@ -14,6 +14,7 @@
 // every lease that follows it is checked against its volume's newest lease
 // object, and one that was taken over is reported lost.
 import { createHash } from 'node:crypto';
+import { threadId } from 'node:worker_threads';
 import { isNotFound, putCreatingContainer, type ObjectStore } from '../store/object-store.js';
 
 export const HOLDERS_CONTAINER = 'swiftvol_holders';
@@ -30,9 +31,17 @@ export interface HeartbeatFollower {
   tell(message: string): void;
 }
 
-/** The heartbeat object of a holder: a hash (a state dir path can be long), its record says whose it is. */
+/**
+ * The heartbeat object of a holder: a hash (a state dir path can be long),
+ * its record says whose it is. In a worker thread (serve's engine threads,
+ * each with its own engine and heartbeat) the thread is hashed in too, so
+ * that every heartbeat object has one writer: two writers of one object
+ * could land a beat sent earlier after a later one, and shorten the expiry
+ * the other counts its leases safe until. Leases name their heartbeat's
+ * object, so nothing else needs to know.
+ */
 export function heartbeatObjectName(holder: string): string {
-  return createHash('sha256').update(holder).digest('hex');
+  return createHash('sha256').update(threadId === 0 ? holder : `${holder}\0thread-${threadId}`).digest('hex');
 }
 
 /** The expiry a heartbeat object says, or null where it cannot be read as one (missing: never written, or gone). */

@@ -7,7 +7,6 @@
 // machine's own process that is gone). Format 5 leases follow their holder's
 // heartbeat (holder-heartbeat.ts) instead of being renewed one by one.
 import os from 'node:os';
-import { threadId } from 'node:worker_threads';
 import { StoreError, isNotFound, type ObjectStore } from '../store/object-store.js';
 import { LEASE_PREFIX, containerName } from '../format/volume-format.js';
 import { EngineError } from './engine-error.js';
@@ -222,13 +221,7 @@ export class Lease implements HeartbeatFollower {
   }
 }
 
-/**
- * Who holds a lease: this host, process and state directory, and the thread
- * in a worker (serve's engine threads): each thread's engine is a holder of
- * its own, with its own heartbeat object, so that no two heartbeats of one
- * process write the same object (a beat sent earlier but landing later
- * would shorten the expiry the other counts its leases safe until).
- */
+/** Who holds a lease: this host, process and state directory. */
 export function holderName(stateDir: string): string {
-  return `${os.hostname()}:${process.pid}:${stateDir}${threadId === 0 ? '' : `:thread-${threadId}`}`;
+  return `${os.hostname()}:${process.pid}:${stateDir}`;
 }
