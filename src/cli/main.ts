@@ -680,7 +680,7 @@ function buildProgram(): Command {
         throw new EngineError(`swiftvol serve is already running on ${global.stateDir}`);
       }
       // fetch threads asked for: the volumes stay on the main thread unless engine threads are asked for too (refused below)
-      const engineThreads = opts.engineThreads ?? (opts.fetchThreads === undefined ? defaultThreads() : 0);
+      const engineThreads = opts.engineThreads ?? (opts.fetchThreads ? 0 : defaultThreads());
       // until the stop below is set up, a request to stop is kept for it
       let stopAsked: string | null = null;
       let stopNow = (why: string): void => void (stopAsked ??= why);
