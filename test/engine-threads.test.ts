@@ -153,6 +153,13 @@ test('writes on threads, a snapshot taken by a thread, and a clean stop keep eve
 
 test('each thread has its share of --cache-size; fewer threads drop the caches they no longer have', async () => {
   assert.ok(fs.existsSync(path.join(stateDir, 'cache-1')), "thread 1's cache is under cache-1");
+  // the roots serve looked up are kept with the exports: the next start routes without asking the store
+  const recorded = (JSON.parse(fs.readFileSync(path.join(stateDir, 'targets.json'), 'utf8')) as { targets: Array<{ volume: string; root?: string }> }).targets;
+  assert.deepEqual(
+    Object.fromEntries(recorded.map((t) => [t.volume, t.root])),
+    { [A]: A, [B]: B, vm1: A, vm2: A },
+    'each export records its lineage root',
+  );
   await startThreaded(2, '64M');
   assert.equal(get(await scrape(), 'swiftvol_cache_bytes{kind="budget"}'), 64 * MiB, 'two threads of 32 MiB each: the bound in all');
   assert.match(serve!.output(), /2 engine thread\(s\), each with 32M of the clean cache/);

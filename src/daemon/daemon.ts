@@ -31,6 +31,8 @@ const BACKGROUND_OPENS = 16;
 const START_TARGETS = 4;
 /** Volumes closed at once (each flushes and gives its lease back: a write to the store). */
 const CLOSES = 16;
+/** Lineage roots looked up at once (a metadata read each, two for a clone). */
+const ROOT_LOOKUPS = 32;
 
 export interface DaemonOptions {
   /** The engine of serve's main thread: it holds the volumes unless `threads` does, and looks up volumes for targets. */
@@ -85,6 +87,20 @@ export class Daemon {
     this.local = options.threads ? null : new LocalVolumeHost({ engine: options.engine, log: options.log, cache: options.cache });
   }
 
+  /**
+   * With engine threads: the lineage roots of exports being added, looked up
+   * many at once (the store has just answered for them; each LUN's HELLO would
+   * wait for its own otherwise), kept in their records. One that cannot be
+   * found now is looked up at the HELLO.
+   */
+  private async learnRoots(specs: TargetSpec[]): Promise<void> {
+    const threads = this.options.threads;
+    if (!threads) return;
+    await runPool(specs, ROOT_LOOKUPS, async (spec) => {
+      spec.root ??= await threads.rootOf(spec.volume).catch(() => undefined);
+    });
+  }
+
   /** Every host of volumes. */
   private hosts(): VolumeHost[] {
     return this.local ? [this.local] : this.options.threads!.threads;
@@ -102,7 +118,7 @@ export class Daemon {
 
   /** With engine threads: the thread a bs_swift connection goes to, at its HELLO. */
   private async route(volume: string): Promise<ConnectionTaker> {
-    const thread = await this.options.threads!.threadOf(volume);
+    const thread = await this.options.threads!.threadOf(volume, this.served.get(volume)?.root);
     const hint = this.sizes.get(volume) ?? this.served.get(volume)?.size;
     return (fd, received) => thread.takeConnection(fd, received, volume, hint);
   }
@@ -142,6 +158,7 @@ export class Daemon {
       }
       const existing = await this.admin.show();
       const specs = this.registry.list();
+
       warnIfFewFiles(specs.length, this.hosts().length, log);
       // The targets first, tids handed out from one listing; LUNs are described
       // from the export records, and the volumes open in the background (or at
@@ -157,6 +174,10 @@ export class Daemon {
           this.served.set(spec.volume, { ...spec, tid: 0, state: 'failed', error: (err as Error).message });
         }
       });
+      // the roots the LUNs' HELLOs looked up (engine threads) are kept for the next start, in one write
+      const threads = this.options.threads;
+      const learned = threads ? specs.filter((s) => s.root === undefined && threads.knownRoot(s.volume) !== undefined && this.served.get(s.volume)?.state === 'served') : [];
+      if (learned.length > 0) this.registry.put(...learned.map((s) => ({ ...s, root: threads!.knownRoot(s.volume) })));
       this.openInBackground(specs.map((s) => s.volume).filter((v) => this.served.get(v)?.state === 'served'));
     } catch (err) {
       await this.stop();
@@ -301,6 +322,8 @@ export class Daemon {
     if (already.length > 0) throw new EngineError(volumesMessage(already.map((s) => s.volume), 'is already exported', 'are already exported'));
     // exists and is not held elsewhere: checked now, the open itself comes after (openInBackground)
     const sizes = await this.options.engine.servable(specs.map((s) => s.volume));
+    specs = specs.map((s) => ({ ...s }));
+    await this.learnRoots(specs);
     return this.serialized(async () => {
       if (this.stopping) throw new Error('swiftvol serve is stopping');
       const raced = specs.filter((s) => this.served.get(s.volume)?.state === 'served');

@@ -253,6 +253,8 @@ export interface EngineThreadsOptions {
 export class EngineThreads {
   readonly threads: EngineThread[];
   private readonly routes = new Map<string, Promise<EngineThread>>();
+  /** The lineage roots found so far, by volume. */
+  private readonly roots = new Map<string, string>();
 
   constructor(private readonly options: EngineThreadsOptions) {
     const { count, cacheBudget } = options;
@@ -281,11 +283,24 @@ export class EngineThreads {
     return (started[0] as PromiseFulfilledResult<string>).value;
   }
 
-  /** The thread of a volume: by its lineage's root, so that clones of one snapshot share one. */
-  threadOf(name: string): Promise<EngineThread> {
+  /** The root of a volume's lineage if a route has found it. */
+  knownRoot(name: string): string | undefined {
+    return this.roots.get(name);
+  }
+
+  /** The root of a volume's lineage (a lookup in the store). */
+  rootOf(name: string): Promise<string> {
+    return this.options.lineageRoot(name);
+  }
+
+  /** The thread of a volume: by its lineage's root (`root` when it is known already), so that clones of one snapshot share one. */
+  threadOf(name: string, root?: string): Promise<EngineThread> {
     let route = this.routes.get(name);
     if (!route) {
-      route = this.options.lineageRoot(name).then((root) => this.threads[threadIndex(root, this.threads.length)]!);
+      route = (root === undefined ? this.options.lineageRoot(name) : Promise.resolve(root)).then((r) => {
+        this.roots.set(name, r);
+        return this.threads[threadIndex(r, this.threads.length)]!;
+      });
       // a failed lookup (the store did not answer) is tried again next time
       route.catch(() => this.routes.delete(name));
       this.routes.set(name, route);

@@ -15,6 +15,12 @@ export interface TargetSpec {
   chap?: { user: string; secret: string };
   /** The volume's size in bytes when it was exported (sizes never change): serve answers bs_swift with it before the volume is open. */
   size?: number;
+  /**
+   * The root of the volume's lineage, as a serve with engine threads found it
+   * (it picks the volume's thread; a later serve need not look it up again).
+   * Absent: looked up when needed. Older serves ignore it.
+   */
+  root?: string;
 }
 
 
