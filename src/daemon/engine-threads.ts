@@ -116,10 +116,12 @@ export class EngineThread implements VolumeHost {
     if (this.ready) return this.ready;
     const worker = new Worker(new URL('./engine-thread.js', import.meta.url), { workerData: this.data });
     this.worker = worker;
+    let started = false;
     this.ready = new Promise<string>((resolve, reject) => {
       worker.on('message', (msg: FromThread) => {
         switch (msg.op) {
           case 'ready':
+            started = true;
             resolve(msg.description);
             break;
           case 'failed':
@@ -149,8 +151,9 @@ export class EngineThread implements VolumeHost {
         reject(err);
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
-        if (this.stopped) return;
         this.died = err;
+        // one that never started failed its start, which says why
+        if (this.stopped || !started) return;
         this.log(`${err.message}: serve stops`, { level: 'error' });
         this.onDeath(err);
       });
