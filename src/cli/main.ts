@@ -739,7 +739,7 @@ function buildProgram(): Command {
         onRequest: metrics?.onRequest,
       });
       const serving = engineThreadPool
-        ? `${engineThreads} engine thread(s), each with ${formatSize(Math.floor(cacheBudget / engineThreads / 4096) * 4096)} of the clean cache`
+        ? `${engineThreads} engine thread(s), each with ${formatSize(engineThreadPool.cacheShare)} of the clean cache`
         : `clean cache up to ${formatSize(cache!.blocks.budget)} (${formatSize(cache!.blocks.stats().bytes)} held), ${threads && threads.stores > 0 ? `${threadCount} fetch thread(s)` : 'GETs on the main thread'}`;
       log(`swiftvol serve ${process.pid}: store ${store.description} (${source}), state ${global.stateDir}, ${serving}`);
       // Signals are handled from the start: one during start-up stops cleanly once started.

@@ -119,7 +119,7 @@ export class Daemon {
   /** With engine threads: the thread a bs_swift connection goes to, at its HELLO. */
   private async route(volume: string): Promise<ConnectionTaker> {
     const thread = await this.options.threads!.threadOf(volume, this.served.get(volume)?.root);
-    const hint = this.sizes.get(volume) ?? this.served.get(volume)?.size;
+    const hint = this.sizeHint(volume);
     return (fd, received) => thread.takeConnection(fd, received, volume, hint);
   }
 
@@ -308,7 +308,12 @@ export class Daemon {
   /** What HELLO says of a volume that may not be open yet (no engine threads: those answer their own HELLOs). */
   private describe(name: string): Promise<DeviceDescription> {
     if (this.stopping) return Promise.reject(new Error('swiftvol serve is stopping'));
-    return this.local!.describe(name, this.sizes.get(name) ?? this.served.get(name)?.size);
+    return this.local!.describe(name, this.sizeHint(name));
+  }
+
+  /** A served volume's size as its export record or target add gave it: a HELLO is answered from it before the volume is open. */
+  private sizeHint(name: string): number | undefined {
+    return this.sizes.get(name) ?? this.served.get(name)?.size;
   }
 
   /**

@@ -255,6 +255,8 @@ export interface EngineThreadsOptions {
 /** The engine threads of one serve, and which of them serves a volume. */
 export class EngineThreads {
   readonly threads: EngineThread[];
+  /** Each thread's share of the clean cache's budget, in bytes (whole 4 KiB blocks). */
+  readonly cacheShare: number;
   private readonly routes = new Map<string, Promise<EngineThread>>();
   /** The lineage roots found so far, by volume. */
   private readonly roots = new Map<string, string>();
@@ -263,6 +265,7 @@ export class EngineThreads {
     const { count, cacheBudget } = options;
     if (!Number.isInteger(count) || count < 1) throw new RangeError(`engine threads must be an integer >= 1, got ${count}`);
     const share = Math.floor(cacheBudget / count / 4096) * 4096;
+    this.cacheShare = share;
     this.threads = Array.from(
       { length: count },
       (_, index) =>
